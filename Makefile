@@ -1,0 +1,29 @@
+# Two entry points for a newcomer: `make run` (set up, then the main job) and `make test`.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+export RSRAG_DATA ?= $(abspath ../shared/data)
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: setup run test bench
+
+$(BIN)/.installed: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $@
+
+setup: $(BIN)/.installed
+
+# The main job: measure the default encoder on the standard benchmarks (results/ gets the JSON).
+run: setup
+	$(BIN)/rsrag eval retrieval --dataset rsicd --split test
+	$(BIN)/rsrag eval retrieval --dataset ucm --split test
+	$(BIN)/rsrag eval zeroshot --dataset rsicd --split test
+
+test: setup
+	$(BIN)/python -m pytest
+
+bench: setup
+	$(BIN)/python bench/encode.py

