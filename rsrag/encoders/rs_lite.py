@@ -78,7 +78,6 @@ def build_lite_backbone(tower: str) -> nn.Module:
 
     net = EfficientNet.from_name(f"efficientnet-{tower}")
     net.load_state_dict(torch.load(_lite_weights_path(tower), map_location="cpu", weights_only=True))
-    net.set_swish(memory_efficient=False)  # exportable to ONNX
     return net.eval()
 
 
