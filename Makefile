@@ -23,7 +23,7 @@ run: setup
 	$(BIN)/rsrag eval zeroshot --dataset rsicd --split test
 
 test: setup
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -q
 
 bench: setup
 	$(BIN)/python bench/encode.py

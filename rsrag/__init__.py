@@ -4,4 +4,13 @@ __version__ = "0.1.0"
 
 from rsrag.encoders import create_encoder, list_encoders  # noqa: E402
 
-__all__ = ["create_encoder", "list_encoders", "__version__"]
+__all__ = ["create_encoder", "list_encoders", "Library", "__version__"]
+
+
+def __getattr__(name: str):
+    """`rsrag.Library` is imported lazily: it pulls in FAISS and LanceDB."""
+    if name == "Library":
+        from rsrag.index import Library
+
+        return Library
+    raise AttributeError(f"module 'rsrag' has no attribute {name!r}")

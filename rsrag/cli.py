@@ -11,6 +11,8 @@ from typing import Optional
 import typer
 
 from rsrag.eval.cli import app as eval_app
+from rsrag.index.cli import app as index_app
+from rsrag.index.cli import search_command
 
 app = typer.Typer(help="rsrag: multimodal RAG and vector search for remote-sensing imagery.", no_args_is_help=True)
 train_app = typer.Typer(help="Train the models that live inside rsrag.", no_args_is_help=True)
@@ -18,6 +20,8 @@ encoders_app = typer.Typer(help="Inspect image-text encoders.", no_args_is_help=
 app.add_typer(train_app, name="train")
 app.add_typer(eval_app, name="eval")
 app.add_typer(encoders_app, name="encoders")
+app.add_typer(index_app, name="index")
+app.command("search")(search_command)
 
 
 @train_app.command("encoder")

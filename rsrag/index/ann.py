@@ -1,0 +1,269 @@
+"""The FAISS side of an index: which index type, built how, searched how, on CPU or GPU.
+
+Every FAISS index here maps vectors to the record's stable int64 `rid` (never a position), so
+adding and deleting never renumber anything. Inner product on L2-normalised vectors = cosine.
+
+Index types (`IndexSpec`; the string form `"ivf:nlist=1024,nprobe=32"` is what `--index-type` takes):
+
+- `flat`  exact search, `IndexIDMap(IndexFlatIP)`. Chosen by `auto` below `FLAT_MAX` (50,000)
+  vectors: exact and still only a few ms per query there.
+- `ivf`   `IndexIVFFlat`, inner-product coarse quantiser. Chosen by `auto` from 50,000 vectors.
+  Defaults: `nlist` = the power of two nearest sqrt(n) (64..16384), trained by k-means on at most
+  `TRAIN_PER_LIST` (40) vectors per list; `nprobe` = max(16, nlist/16), i.e. about 6% of the
+  lists are scanned (see bench/search.py for the recall and speed this gives). Deletes are real
+  (`remove_ids`).
+- `hnsw`  `IndexIDMap(IndexHNSWFlat)`, M=32, efConstruction=80, efSearch=64 (only on request:
+  slower to build on few cores). HNSW cannot remove vectors, so a delete becomes a tombstone that
+  every search excludes through an ID selector; `needs_rebuild` asks for a rebuild past 10%.
+
+`auto` re-chooses as the collection grows: a flat index that passes `FLAT_MAX`, or an IVF index
+that grows 4x past the size it was trained at, is rebuilt from the stored vectors.
+
+Threads: a search of a few queries runs FAISS on `RSRAG_SEARCH_THREADS` OpenMP threads (default
+1; 0 keeps FAISS' default of all cores). On a shared 2-core machine a single flat query over 10k
+vectors took 24 ms with 2 threads (the second thread waits for a busy core) and 0.7 ms with one;
+IVF queries and batches are unaffected. Builds and batch searches use every core.
+
+GPU: when faiss was built with GPU support and a GPU is visible (and `RSRAG_FAISS_GPU` is not
+"0"), unfiltered flat and IVF searches run on a GPU copy of the index, made lazily after each
+change. Filtered searches and HNSW stay on the CPU (FAISS GPU indexes take no ID selector). The
+CPU index stays the one that is updated and saved.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import faiss
+import numpy as np
+
+from rsrag.index.fsutil import atomic_write
+
+log = logging.getLogger(__name__)
+
+FLAT_MAX = 50_000
+TRAIN_PER_LIST = 40
+SEARCH_THREADS = int(os.environ.get("RSRAG_SEARCH_THREADS", "1"))
+FEW_QUERIES = 8  # up to this many queries count as a latency-bound search
+KINDS = ("auto", "flat", "ivf", "hnsw")
+_PARAMS = {"flat": set(), "ivf": {"nlist", "nprobe"}, "hnsw": {"m", "ef_construction", "ef_search"}, "auto": set()}
+
+
+@dataclass(frozen=True)
+class IndexSpec:
+    """An index type plus the parameters given explicitly (the rest are filled by `resolve`)."""
+
+    kind: str = "auto"
+    params: dict = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, text: str | None) -> "IndexSpec":
+        """'auto' | 'flat' | 'ivf[:nlist=N,nprobe=N]' | 'hnsw[:m=N,ef_construction=N,ef_search=N]'."""
+        text = (text or "auto").strip().lower()
+        kind, _, rest = text.partition(":")
+        if kind not in KINDS:
+            raise ValueError(f"unknown index type {kind!r}; choose one of {', '.join(KINDS)}")
+        params = {}
+        for item in filter(None, (p.strip() for p in rest.split(","))):
+            key, eq, value = item.partition("=")
+            if not eq or key not in _PARAMS[kind] or not value.isdigit() or int(value) < 1:
+                raise ValueError(f"bad index parameter {item!r} for {kind}; allowed: {sorted(_PARAMS[kind]) or 'none'}")
+            params[key] = int(value)
+        return cls(kind, params)
+
+    def __str__(self) -> str:
+        return self.kind + (":" + ",".join(f"{k}={v}" for k, v in sorted(self.params.items())) if self.params else "")
+
+    def resolve(self, n: int) -> "IndexSpec":
+        """The concrete type and full parameters for a collection of n vectors."""
+        kind = self.kind if self.kind != "auto" else ("flat" if n < FLAT_MAX else "ivf")
+        params = dict(self.params)
+        if kind == "ivf":
+            nlist = params.get("nlist") or min(16384, max(64, 2 ** round(math.log2(math.sqrt(max(n, 1))))))
+            nlist = max(1, min(nlist, n // 4 or 1))  # k-means needs several points per list
+            params = {"nlist": nlist, "nprobe": min(nlist, params.get("nprobe") or max(16, nlist // 16))}
+        elif kind == "hnsw":
+            params = {"m": 32, "ef_construction": 80, "ef_search": 64} | params
+        return IndexSpec(kind, params)
+
+
+@contextmanager
+def search_threads(n_queries: int) -> Iterator[None]:
+    """Run FAISS on SEARCH_THREADS threads for a latency-bound search of a few queries (module doc)."""
+    if SEARCH_THREADS <= 0 or n_queries > FEW_QUERIES:
+        yield
+        return
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(SEARCH_THREADS)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
+
+
+@functools.cache
+def gpu_available() -> bool:
+    """faiss-gpu installed, a GPU visible, and not switched off by RSRAG_FAISS_GPU=0 (asked once)."""
+    if os.environ.get("RSRAG_FAISS_GPU", "1") == "0" or not hasattr(faiss, "StandardGpuResources"):
+        return False
+    try:
+        return faiss.get_num_gpus() > 0
+    except Exception:  # noqa: BLE001 - a broken CUDA setup means CPU, not a crash
+        return False
+
+
+class AnnIndex:
+    """A FAISS index keyed by rid, with the bookkeeping to add, delete, persist and search it."""
+
+    def __init__(self, spec: IndexSpec, dim: int, index: faiss.Index, trained_n: int = 0) -> None:
+        self.spec, self.dim, self.index, self.trained_n = spec, dim, index, trained_n
+        self.tombstones = np.zeros(0, np.int64)  # hnsw only: rids deleted but still in the graph
+        self._gpu: faiss.Index | None = None
+        self._gpu_failed = False
+        self._apply_search_params()
+
+    # ---- construction --------------------------------------------------------------------------
+    @classmethod
+    def build(cls, spec: IndexSpec, dim: int, rids: np.ndarray, vectors: np.ndarray) -> "AnnIndex":
+        """A new index of a resolved spec over (rids, vectors); IVF is trained on a sample of them."""
+        if spec.kind == "flat":
+            index = faiss.IndexIDMap(faiss.IndexFlatIP(dim))
+        elif spec.kind == "hnsw":
+            inner = faiss.IndexHNSWFlat(dim, spec.params["m"], faiss.METRIC_INNER_PRODUCT)
+            inner.hnsw.efConstruction = spec.params["ef_construction"]
+            index = faiss.IndexIDMap(inner)
+        elif spec.kind == "ivf":
+            nlist = spec.params["nlist"]
+            index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
+            if len(vectors) < nlist:
+                raise ValueError(f"IVF with nlist={nlist} needs at least {nlist} vectors, got {len(vectors)}")
+            take = min(len(vectors), TRAIN_PER_LIST * nlist)
+            pick = np.random.default_rng(0).choice(len(vectors), take, replace=False) if take < len(vectors) else None
+            sample = vectors if pick is None else vectors[pick]
+            index.cp.niter = 10  # fewer k-means rounds than faiss' 25: same recall here, 2.5x faster
+            index.cp.max_points_per_centroid = TRAIN_PER_LIST
+            index.train(np.ascontiguousarray(sample, np.float32))
+        else:
+            raise ValueError(f"cannot build an index of unresolved type {spec.kind!r}")
+        ann = cls(spec, dim, index, trained_n=len(rids))
+        ann.add(rids, vectors)
+        return ann
+
+    @classmethod
+    def load(cls, path: Path, spec: IndexSpec, trained_n: int = 0) -> "AnnIndex":
+        index = faiss.read_index(str(path))
+        return cls(spec, index.d, index, trained_n)
+
+    def save(self, path: Path) -> None:
+        atomic_write(Path(path), lambda tmp: faiss.write_index(self.index, str(tmp)))
+
+    @staticmethod
+    def file_kind(index: faiss.Index) -> str:
+        """What a loaded FAISS object is, to check it against the manifest."""
+        if isinstance(index, faiss.IndexIVF):
+            return "ivf"
+        inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap) else index
+        return "hnsw" if isinstance(inner, faiss.IndexHNSW) else "flat"
+
+    def _apply_search_params(self) -> None:
+        if self.spec.kind == "ivf":
+            self.index.nprobe = self.spec.params["nprobe"]
+        elif self.spec.kind == "hnsw":
+            faiss.downcast_index(self.index.index).hnsw.efSearch = self.spec.params["ef_search"]
+
+    # ---- updates -------------------------------------------------------------------------------
+    def add(self, rids: np.ndarray, vectors: np.ndarray) -> None:
+        if len(rids):
+            self.index.add_with_ids(np.ascontiguousarray(vectors, np.float32), np.ascontiguousarray(rids, np.int64))
+            self._gpu = None
+
+    def remove(self, rids: np.ndarray) -> None:
+        rids = np.asarray(rids, np.int64)
+        if not len(rids):
+            return
+        if self.spec.kind == "hnsw":
+            self.tombstones = np.union1d(self.tombstones, np.intersect1d(rids, self.stored_ids()))
+        else:
+            self.index.remove_ids(rids)
+        self._gpu = None
+
+    def stored_ids(self) -> np.ndarray:
+        """Every rid with a vector in the FAISS index, tombstoned ones included, sorted."""
+        if isinstance(self.index, faiss.IndexIVF):
+            lists = self.index.invlists
+            parts = [faiss.rev_swig_ptr(lists.get_ids(i), lists.list_size(i)).copy()
+                     for i in range(lists.nlist) if lists.list_size(i)]
+            return np.sort(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
+        return np.sort(faiss.vector_to_array(self.index.id_map).astype(np.int64))
+
+    def live_ids(self) -> np.ndarray:
+        ids = self.stored_ids()
+        return np.setdiff1d(ids, self.tombstones, assume_unique=True) if len(self.tombstones) else ids
+
+    def __len__(self) -> int:
+        return int(self.index.ntotal) - len(self.tombstones)
+
+    def needs_rebuild(self, auto: bool, n: int) -> bool:
+        """Whether the index type or its training no longer suits n live vectors (see module doc)."""
+        if self.spec.kind == "hnsw" and len(self.tombstones) > 0.1 * max(self.index.ntotal, 1):
+            return True
+        if not auto:
+            return False
+        wanted = IndexSpec("auto").resolve(n).kind
+        if wanted != self.spec.kind:
+            return True
+        return self.spec.kind == "ivf" and n > 4 * max(self.trained_n, 1)
+
+    # ---- search --------------------------------------------------------------------------------
+    def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, rids), each (nq, k); missing slots have rid -1.
+
+        `allowed` (sorted rids) restricts the search through a FAISS ID selector. Flat stays exact.
+        IVF and HNSW widen their search by 1 / (fraction of vectors allowed) - nprobe up to every
+        list (then exact), efSearch up to 4096 - so a filtered query scans about as many allowed
+        candidates as an unfiltered one, and keeps its recall.
+        """
+        queries = np.ascontiguousarray(queries, np.float32).reshape(-1, self.dim)
+        k = max(1, min(k, self.index.ntotal)) if self.index.ntotal else 1
+        with search_threads(len(queries)):
+            return self._search(queries, k, allowed)
+
+    def _search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        if allowed is None and not len(self.tombstones):
+            return self._search_device().search(queries, k)
+        if allowed is not None:
+            sel = faiss.IDSelectorBatch(np.ascontiguousarray(allowed, np.int64))
+        else:
+            sel = faiss.IDSelectorNot(faiss.IDSelectorBatch(self.tombstones))
+        widen = self.index.ntotal / max(len(allowed), 1) if allowed is not None else 1.0
+        if self.spec.kind == "ivf":
+            nprobe = min(self.index.nlist, math.ceil(self.spec.params["nprobe"] * widen))
+            params = faiss.SearchParametersIVF(sel=sel, nprobe=nprobe)
+        elif self.spec.kind == "hnsw":
+            ef = min(4096, math.ceil(max(self.spec.params["ef_search"], 4 * k) * widen))
+            params = faiss.SearchParametersHNSW(sel=sel, efSearch=max(ef, k))
+        else:
+            params = faiss.SearchParameters(sel=sel)
+        return self.index.search(queries, k, params=params)
+
+    def _search_device(self) -> faiss.Index:
+        """The GPU copy when there is one (made after each change), else the CPU index."""
+        if self.spec.kind == "hnsw" or self._gpu_failed or not gpu_available():
+            return self.index
+        if self._gpu is None:
+            try:
+                self._gpu = faiss.index_cpu_to_all_gpus(self.index)
+                if self.spec.kind == "ivf":
+                    faiss.GpuParameterSpace().set_index_parameter(self._gpu, "nprobe", self.spec.params["nprobe"])
+            except Exception as exc:  # noqa: BLE001 - fall back to CPU, but say so once
+                log.warning("could not move the FAISS index to the GPU, searching on CPU: %s", exc)
+                self._gpu_failed = True
+                return self.index
+        return self._gpu

@@ -1,0 +1,173 @@
+"""BM25 keyword search over record text, with cheap incremental add and delete.
+
+Scores are exactly those of `rank_bm25.BM25Okapi` (same k1, b, epsilon floor on negative idf; a test
+checks it), but the state is a numpy inverted index instead of a BM25Okapi object, because
+BM25Okapi cannot add or remove documents and its `get_scores` loops over every document in Python
+per query term: 42 ms for a two-word query at 100k documents, against 0.1 ms here.
+
+State, persisted as one `.npz`: the vocabulary and, per document (keyed by the record's int64 rid),
+its length and its (term id, term frequency) pairs in document-major order. Adding appends pairs,
+deleting drops them; both are vectorised numpy and never re-tokenise. The term-major posting lists
+a query needs are derived lazily on the first query after a change (an argsort over all pairs,
+~0.1 s at 100k documents). A deleted document has no postings left, so it can never be returned.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from rsrag.index.fsutil import atomic_write
+
+# rank_bm25.BM25Okapi's defaults, so the scores match its own (tests/test_index_bm25.py checks).
+K1, B, EPSILON = 1.5, 0.75, 0.25
+
+_WORD = re.compile(r"[a-z0-9]+")
+STOPWORDS = frozenset(
+    "a an and are as at be by for from has have in is it its of on or that the there this to was were "
+    "which with some many lots lot several".split()
+)
+
+
+def tokenize(text: str) -> list[str]:
+    """Lower-case alphanumeric words, stopwords dropped, a plural `s` stripped ("boats" -> "boat")."""
+    out = []
+    for word in _WORD.findall(text.lower()):
+        if word in STOPWORDS:
+            continue
+        if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
+            word = word[:-1]
+        out.append(word)
+    return out
+
+
+class BM25Index:
+    """Okapi BM25 over documents keyed by int64 rid; see the module docstring for the layout."""
+
+    def __init__(self) -> None:
+        self.vocab: dict[str, int] = {}
+        self.doc_rids = np.zeros(0, np.int64)  # one per document
+        self.doc_len = np.zeros(0, np.int64)  # token count per document
+        self.doc_nterms = np.zeros(0, np.int64)  # distinct terms per document (pairs it owns)
+        self.terms = np.zeros(0, np.int32)  # pairs, document-major
+        self.tfs = np.zeros(0, np.int32)
+        self._post: tuple | None = None  # lazily built query structures
+
+    def __len__(self) -> int:
+        return len(self.doc_rids)
+
+    # ---- updates -------------------------------------------------------------------------------
+    def add(self, rids: Sequence[int], texts: Sequence[str]) -> None:
+        """Index new documents (their rids must not be indexed already)."""
+        if len(rids) != len(texts):
+            raise ValueError("rids and texts differ in length")
+        if not len(rids):
+            return
+        lens, flat = [], []
+        for text in texts:
+            tokens = tokenize(text)
+            lens.append(len(tokens))
+            flat.extend(self._term_id(t) for t in tokens)
+        n_docs, n_vocab = len(texts), max(len(self.vocab), 1)
+        doc = np.repeat(np.arange(n_docs, dtype=np.int64), lens)
+        pairs, tfs = np.unique(doc * n_vocab + np.asarray(flat, np.int64), return_counts=True)  # by doc, then term
+        self.doc_rids = np.concatenate([self.doc_rids, np.asarray(rids, np.int64)])
+        self.doc_len = np.concatenate([self.doc_len, np.asarray(lens, np.int64)])
+        self.doc_nterms = np.concatenate([self.doc_nterms, np.bincount(pairs // n_vocab, minlength=n_docs)])
+        self.terms = np.concatenate([self.terms, (pairs % n_vocab).astype(np.int32)])
+        self.tfs = np.concatenate([self.tfs, tfs.astype(np.int32)])
+        self._post = None
+
+    def remove(self, rids: Iterable[int]) -> int:
+        """Drop documents by rid; unknown rids are ignored. Returns how many were dropped."""
+        gone = np.isin(self.doc_rids, np.fromiter(rids, np.int64))
+        if not gone.any():
+            return 0
+        keep = ~gone
+        self.terms = self.terms[np.repeat(keep, self.doc_nterms)]
+        self.tfs = self.tfs[np.repeat(keep, self.doc_nterms)]
+        self.doc_rids, self.doc_len, self.doc_nterms = self.doc_rids[keep], self.doc_len[keep], self.doc_nterms[keep]
+        self._post = None
+        return int(gone.sum())
+
+    def _term_id(self, term: str) -> int:
+        tid = self.vocab.get(term)
+        if tid is None:
+            tid = self.vocab[term] = len(self.vocab)
+        return tid
+
+    # ---- queries -------------------------------------------------------------------------------
+    def _postings(self) -> tuple:
+        """(term offsets, posting doc positions, posting tfs, idf per term), derived from the pairs."""
+        if self._post is None:
+            n_terms = len(self.vocab)
+            doc_of_pair = np.repeat(np.arange(len(self.doc_rids), dtype=np.int32), self.doc_nterms)
+            order = np.argsort(self.terms, kind="stable")
+            df = np.bincount(self.terms, minlength=n_terms)
+            offsets = np.concatenate([[0], np.cumsum(df)])
+            n = len(self.doc_rids)
+            idf = np.log(n - df + 0.5) - np.log(df + 0.5)
+            present = df > 0
+            if present.any():  # rank_bm25: negative idf floored at epsilon * mean idf over present terms
+                floor = EPSILON * idf[present].mean()
+                idf = np.where(present & (idf < 0), floor, idf)
+            avgdl = self.doc_len.mean() if n else 1.0
+            norm = K1 * (1 - B + B * self.doc_len / avgdl)
+            self._post = (offsets, doc_of_pair[order], self.tfs[order].astype(np.float64), idf, norm)
+        return self._post
+
+    def scores(self, query: str) -> np.ndarray:
+        """BM25 score of every document (aligned with `doc_rids`) for a query string."""
+        return self._score(query)[0]
+
+    def _score(self, query: str) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, matched): matched marks documents holding at least one query term."""
+        offsets, docs, tfs, idf, norm = self._postings()
+        out = np.zeros(len(self.doc_rids))
+        matched = np.zeros(len(self.doc_rids), bool)
+        for term in tokenize(query):
+            tid = self.vocab.get(term)
+            if tid is None:
+                continue
+            lo, hi = offsets[tid], offsets[tid + 1]
+            d, f = docs[lo:hi], tfs[lo:hi]
+            out[d] += idf[tid] * f * (K1 + 1) / (f + norm[d])
+            matched[d] = True
+        return out, matched
+
+    def search(self, query: str, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (rids, scores) among documents holding a query term; `allowed` restricts to those rids.
+
+        (A matching document can score 0 or less: BM25Okapi's idf is 0 for a term in exactly half
+        the documents. It is still a match, ranked after the positive ones.)"""
+        s, matched = self._score(query)
+        if allowed is not None:
+            matched &= np.isin(self.doc_rids, allowed)
+        hits = np.flatnonzero(matched)
+        if len(hits) > k:
+            hits = hits[np.argpartition(-s[hits], k - 1)[:k]]
+        hits = hits[np.lexsort((self.doc_rids[hits], -s[hits]))]
+        return self.doc_rids[hits], s[hits]
+
+    # ---- persistence ---------------------------------------------------------------------------
+    def save(self, path: Path) -> None:
+        vocab = np.array(sorted(self.vocab, key=self.vocab.__getitem__), dtype=str)
+
+        def write(tmp: Path) -> None:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, vocab=vocab, doc_rids=self.doc_rids, doc_len=self.doc_len,
+                         doc_nterms=self.doc_nterms, terms=self.terms, tfs=self.tfs)
+
+        atomic_write(Path(path), write)
+
+    @classmethod
+    def load(cls, path: Path) -> "BM25Index":
+        index = cls()
+        with np.load(path, allow_pickle=False) as z:
+            index.vocab = {str(t): i for i, t in enumerate(z["vocab"])}
+            index.doc_rids, index.doc_len, index.doc_nterms = z["doc_rids"], z["doc_len"], z["doc_nterms"]
+            index.terms, index.tfs = z["terms"], z["tfs"]
+        return index

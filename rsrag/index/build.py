@@ -1,0 +1,87 @@
+"""Building an index from a SOURCE: an image folder, a captions JSONL/CSV file, or a named dataset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Sequence
+
+from rsrag.config import indexes_root
+from rsrag.encoders.base import Encoder
+from rsrag.index.ann import IndexSpec
+from rsrag.index.errors import SourceError
+from rsrag.index.library import MANIFEST, AddReport, Library
+
+DATASETS = ("rsicd", "ucm")
+CAPTION_SUFFIXES = (".jsonl", ".json", ".csv")
+
+
+def _has_image_subfolders(folder: Path) -> bool:
+    from rsrag.imageio import SUPPORTED_SUFFIXES
+
+    return any(child.is_dir() and any(f.suffix.lower() in SUPPORTED_SUFFIXES for f in child.iterdir())
+               for child in folder.iterdir())
+
+
+def resolve_source(source: str | Path, split: str | None = None, limit: int | None = None) -> list:
+    """The records of a SOURCE, as `rsrag.data.ImageRecord`s.
+
+    - a folder: its images (`load_image_folder`), or with one subfolder per class, those images
+      labelled by folder (`load_class_folder`);
+    - a `.jsonl` / `.csv` captions file (`load_captions_file`: filename/path, captions, label, and
+      any other column as metadata, e.g. lon/lat);
+    - `rsicd` or `ucm` (optionally `rsicd:test`): the dataset from the data root, with its captions,
+      labels and splits.
+
+    `split` keeps one split; `limit` keeps that many records evenly spread over the source (so a
+    small subset still covers every class).
+    """
+    from rsrag import data
+
+    text = str(source)
+    path = Path(text).expanduser()
+    name, _, name_split = text.partition(":")
+    if path.is_dir():
+        records = data.load_class_folder(path) if _has_image_subfolders(path) else data.load_image_folder(path)
+    elif path.is_file() and path.suffix.lower() in CAPTION_SUFFIXES:
+        records = data.load_captions_file(path)
+    elif name.lower() in DATASETS and not path.exists():
+        records = data.load_dataset(name.lower(), split=split or name_split or None)
+    elif path.exists():
+        raise SourceError(f"SOURCE {text!r} is a file but not a captions file ({', '.join(CAPTION_SUFFIXES)})")
+    else:
+        raise SourceError(f"SOURCE {text!r} is not a folder, a captions file or a dataset ({', '.join(DATASETS)})")
+    records = list(records)
+    if split:
+        records = [r for r in records if r.split == split]
+    if limit is not None and 0 <= limit < len(records):
+        step = len(records) / max(limit, 1)
+        records = [records[int(i * step)] for i in range(limit)]
+    return records
+
+
+def build_index(source: str | Path | Sequence, name: str, root: str | Path | None = None, *,
+                encoder: Encoder | str | None = None, index_type: str = "auto", split: str | None = None,
+                limit: int | None = None, upsert: bool = False, create: bool = True, batch_size: int = 64,
+                workers: int = 2, chunk_size: int = 512,
+                progress: Callable[[int, int], None] | None = None) -> tuple[Library, AddReport]:
+    """Create (or resume) index NAME and add SOURCE's records (a source string or a list of records).
+
+    Running it again after an interruption adds only what is missing. With `create=False` the
+    index must exist (`rsrag index add`). The encoder defaults to the index's own, else rs-lite.
+    """
+    records = list(source) if isinstance(source, (list, tuple)) else resolve_source(source, split, limit)
+    if create and not (indexes_root(root) / name / MANIFEST).is_file():
+        lib = Library.create(root, name, encoder=encoder, index_type=index_type)
+    else:
+        if isinstance(encoder, str):
+            from rsrag.encoders import create_encoder
+
+            encoder = create_encoder(encoder)
+        lib = Library.open(root, name, encoder=encoder)
+        if index_type != "auto" and str(IndexSpec.parse(index_type)) != str(lib.spec):
+            lib.rebuild(index_type)
+    report = lib.add(records, upsert=upsert, batch_size=batch_size, workers=workers, chunk_size=chunk_size,
+                     progress=progress)
+    lib.note_build(str(source) if isinstance(source, (str, Path)) else f"{len(records)} records", report)
+    return lib, report
+

@@ -1,0 +1,228 @@
+"""`rsrag index build|add|delete|info|list` and `rsrag search`.
+
+Mount with `app.add_typer(index_app, name="index")` and `app.command("search")(search_command)`.
+Errors the user can fix (missing index, bad filter, encoder mismatch, busy index, bad SOURCE) print
+one line `error: ...` and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, List, Optional
+
+import typer
+
+app = typer.Typer(help="Build and maintain search indexes (ROOT/NAME; ROOT from --root, $RSRAG_INDEXES or ./indexes).",
+                  no_args_is_help=True)
+
+_ROOT = typer.Option(None, "--root", help="Folder holding the indexes (default: $RSRAG_INDEXES or ./indexes).")
+_JSON = typer.Option(False, "--json", help="Print JSON instead of a table.")
+
+
+@contextmanager
+def _user_errors() -> Iterator[None]:
+    """Turn the errors a user can act on into one red line and exit status 2 (no traceback)."""
+    from rsrag.imageio import ImageLoadError
+    from rsrag.index.errors import LibraryError
+
+    try:
+        yield
+    except (LibraryError, ImageLoadError, FileNotFoundError, NotADirectoryError, ValueError) as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
+
+
+def _progress(desc: str):
+    """A tqdm bar (rate and ETA) created on the first callback, when the total is known."""
+    from tqdm import tqdm
+
+    state: dict = {}
+
+    def update(done: int, total: int) -> None:
+        bar = state.get("bar")
+        if bar is None:
+            bar = state["bar"] = tqdm(total=total, desc=desc, unit="img", file=sys.stderr, dynamic_ncols=True)
+        bar.update(done - bar.n)
+        if done >= total:
+            bar.close()
+
+    return update
+
+
+def _run_build(source: str, name: str, root: Optional[Path], encoder: Optional[str], index_type: str,
+               split: Optional[str], limit: Optional[int], upsert: bool, create: bool, batch_size: int,
+               chunk_size: int, workers: int, as_json: bool) -> None:
+    from rsrag.index.build import build_index
+
+    with _user_errors():
+        lib, report = build_index(source, name, root, encoder=encoder, index_type=index_type, split=split,
+                                  limit=limit, upsert=upsert, create=create, batch_size=batch_size,
+                                  chunk_size=chunk_size, workers=workers, progress=_progress(name))
+    summary = {"index": str(lib.folder), "records": len(lib), **report.to_dict(),
+               "failures": [{"id": i, "path": p, "error": e} for i, p, e in report.failed]}
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+        return
+    rate = f", {summary['images_per_second']} img/s" if summary["images_per_second"] else ""
+    typer.echo(f"{lib.folder}: {summary['records']} records (added {report.added}, replaced {report.replaced}, "
+               f"already there {report.skipped}, failed {len(report.failed)}) in {report.seconds:.1f}s{rate}")
+    for i, p, e in report.failed[:20]:
+        typer.secho(f"skipped {i} ({p}): {e}", fg=typer.colors.YELLOW, err=True)
+    if len(report.failed) > 20:
+        typer.secho(f"... and {len(report.failed) - 20} more (see `rsrag index info`)", fg=typer.colors.YELLOW,
+                    err=True)
+
+
+@app.command("build")
+def build_cmd(
+    source: str = typer.Argument(..., help="Image folder, captions .jsonl/.csv, or dataset rsicd / ucm (rsicd:test)."),
+    name: str = typer.Option(..., "--name", help="Index name (a folder under ROOT)."),
+    root: Optional[Path] = _ROOT,
+    encoder: Optional[str] = typer.Option(None, "--encoder", help="Encoder (default: the index's own, else rs-lite)."),
+    index_type: str = typer.Option("auto", "--index-type",
+                                   help="auto | flat | ivf[:nlist=N,nprobe=N] | hnsw[:m=N,ef_search=N]"),
+    split: Optional[str] = typer.Option(None, "--split", help="Only records of this split."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Only N records, spread evenly over the source."),
+    batch_size: int = typer.Option(64, "--batch-size"),
+    chunk_size: int = typer.Option(512, "--chunk-size", help="Records per LanceDB commit (what a kill can lose)."),
+    workers: int = typer.Option(2, "--workers", help="Image decoding threads."),
+    as_json: bool = _JSON,
+) -> None:
+    """Create index NAME from SOURCE, or resume an interrupted build (finished items are kept)."""
+    _run_build(source, name, root, encoder, index_type, split, limit, False, True, batch_size, chunk_size, workers,
+               as_json)
+
+
+@app.command("add")
+def add_cmd(
+    source: str = typer.Argument(..., help="Image folder, captions .jsonl/.csv, or dataset name."),
+    name: str = typer.Option(..., "--name"),
+    root: Optional[Path] = _ROOT,
+    upsert: bool = typer.Option(False, "--upsert", help="Replace records whose id is already indexed."),
+    split: Optional[str] = typer.Option(None, "--split"),
+    limit: Optional[int] = typer.Option(None, "--limit"),
+    batch_size: int = typer.Option(64, "--batch-size"),
+    chunk_size: int = typer.Option(512, "--chunk-size"),
+    workers: int = typer.Option(2, "--workers"),
+    as_json: bool = _JSON,
+) -> None:
+    """Add SOURCE's records to an existing index (ids already there are skipped unless --upsert)."""
+    _run_build(source, name, root, None, "auto", split, limit, upsert, False, batch_size, chunk_size, workers,
+               as_json)
+
+
+@app.command("delete")
+def delete_cmd(
+    ids: List[str] = typer.Option(..., "--id", help="Record id to delete (repeat for several)."),
+    name: str = typer.Option(..., "--name"),
+    root: Optional[Path] = _ROOT,
+) -> None:
+    """Delete records by id; they are never returned by a search again."""
+    from rsrag.index.library import Library
+
+    with _user_errors():
+        deleted = Library.open(root, name).delete(ids)
+    missing = [i for i in ids if i not in set(deleted)]
+    typer.echo(f"deleted {len(deleted)} record(s) from {name}")
+    if missing:
+        typer.secho(f"not in the index: {', '.join(missing)}", fg=typer.colors.YELLOW, err=True)
+
+
+@app.command("info")
+def info_cmd(name: str = typer.Option(..., "--name"), root: Optional[Path] = _ROOT, as_json: bool = _JSON) -> None:
+    """Encoder, index type, counts, columns and last build of an index."""
+    from rsrag.index.library import Library
+
+    with _user_errors():
+        info = Library.open(root, name).info()
+    if as_json:
+        typer.echo(json.dumps(info, indent=2, default=str))
+        return
+    idx, counts, last = info["index"], info["counts"], info.get("last_build") or {}
+    params = ", ".join(f"{k}={v}" for k, v in idx["params"].items())
+    lines = [
+        f"index     {info['name']}  ({info['folder']}, {info['bytes'] / 1e6:.1f} MB)",
+        f"encoder   {info['encoder']['name']}  id={info['encoder']['id']}  dim={info['encoder']['dim']}",
+        f"faiss     {idx['type']} {params}  (requested: {idx['requested']})",
+        f"records   {info['records']}  (faiss {counts['faiss']}, bm25 {counts['bm25']}, "
+        f"tombstones {counts['tombstones']})",
+        f"columns   {', '.join(info['columns'])}",
+        f"updated   {info['updated']}",
+    ]
+    if last:
+        lines.append(f"last build  {last.get('source')}: added {last.get('added')}, failed {last.get('failed')}")
+        lines += [f"  skipped {f['id']} ({f['path']}): {f['error']}" for f in last.get("failures", [])[:10]]
+    typer.echo("\n".join(lines))
+
+
+@app.command("list")
+def list_cmd(root: Optional[Path] = _ROOT, as_json: bool = _JSON) -> None:
+    """The indexes under ROOT."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from rsrag.config import indexes_root
+    from rsrag.index.library import Library
+
+    items = Library.list(root)
+    if as_json:
+        typer.echo(json.dumps({"root": str(indexes_root(root)), "indexes": items}, indent=2))
+        return
+    if not items:
+        typer.echo(f"no indexes under {indexes_root(root)}")
+        return
+    table = Table("name", "records", "faiss", "encoder", "dim", "updated")
+    for m in items:
+        table.add_row(m.get("name", "?"), str(m.get("counts", {}).get("records", "?")),
+                      str(m.get("index", {}).get("type")), m.get("encoder", {}).get("id", "?"),
+                      str(m.get("encoder", {}).get("dim", "?")), m.get("updated", "?"))
+    Console().print(table)
+
+
+def search_command(
+    query: Optional[str] = typer.Argument(None, help="Text query (or use --image)."),
+    index: str = typer.Option(..., "--index", help="Index name."),
+    root: Optional[Path] = _ROOT,
+    image: Optional[Path] = typer.Option(None, "--image", help="Search by an image instead of text."),
+    k: int = typer.Option(10, "--k", "-k", help="Number of results."),
+    mode: str = typer.Option("hybrid", "--mode", help="Text search: dense | bm25 | hybrid (RRF)."),
+    filters: List[str] = typer.Option([], "--filter",
+                                      help="column=value (also != > >= < <=; a,b = either); repeat to AND."),
+    where: Optional[str] = typer.Option(None, "--where", help="Raw SQL filter, e.g. \"label IN ('port', 'beach')\"."),
+    bbox: Optional[str] = typer.Option(None, "--bbox", help="min_lon,min_lat,max_lon,max_lat over lon/lat columns."),
+    as_json: bool = typer.Option(False, "--json", help='{"hits": [{"id", "score", "label", "path", "captions", ...}]}'),
+) -> None:
+    """Search an index by text or by image."""
+    from rsrag.index.filters import parse_bbox
+    from rsrag.index.library import Library
+
+    with _user_errors():
+        if (query is None) == (image is None):
+            raise ValueError("give either a text query or --image PATH")
+        lib = Library.open(root, index)
+        box = parse_bbox(bbox) if bbox else None
+        if image is not None:
+            hits = lib.search_image(image, k, filters=filters, where=where, bbox=box)
+        else:
+            hits = lib.search_text(query, k, mode=mode, filters=filters, where=where, bbox=box)
+    if as_json:
+        typer.echo(json.dumps({"hits": [h.to_dict() for h in hits]}, default=str))
+        return
+    _print_hits(hits, f"{len(hits)} hits in {index} for " + (f"image {image}" if image else f"{query!r} ({mode})"))
+
+
+def _print_hits(hits, title: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for col, kw in [("#", {"justify": "right"}), ("score", {"justify": "right"}), ("id", {}), ("label", {}),
+                    ("caption", {"overflow": "fold", "ratio": 3}), ("path", {"overflow": "fold", "ratio": 2})]:
+        table.add_column(col, **kw)
+    for h in hits:
+        table.add_row(str(h.rank), f"{h.score:.4f}", h.id, h.label or "", h.captions[0] if h.captions else "",
+                      h.path or "")
+    Console().print(table)

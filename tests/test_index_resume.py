@@ -1,0 +1,61 @@
+"""Kill a build half-way (SIGKILL, a real separate process) and run it again: it continues without
+re-embedding finished items, without duplicates, and all three stores agree."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import lancedb
+from index_helpers import HashEncoder, assert_consistent, make_records, write_captions_file
+
+from rsrag.index import Library
+
+HELPERS = Path(__file__).with_name("index_helpers.py")
+
+
+def committed(folder: Path) -> int:
+    """Rows LanceDB has committed so far (0 before the table exists)."""
+    if not (folder / "records.lance").exists():
+        return 0
+    return lancedb.connect(str(folder)).open_table("records").count_rows()
+
+
+def test_kill_and_resume(tmp_path):
+    records = make_records(tmp_path / "images", n_per_colour=40)  # 120 images
+    source = write_captions_file(tmp_path / "captions.jsonl", records)
+    root, folder = tmp_path / "indexes", tmp_path / "indexes" / "killed"
+    cmd = [sys.executable, str(HELPERS), "index", "build", str(source), "--name", "killed", "--root", str(root),
+           "--encoder", "test-hash", "--batch-size", "8", "--chunk-size", "16", "--json"]
+    env = {**os.environ, "RSRAG_TEST_ENCODER_DELAY": "0.15"}  # ~2 s of embedding in 15 batches
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 90
+    try:
+        while committed(folder) < 32:
+            assert proc.poll() is None, proc.stderr.read().decode()
+            assert time.monotonic() < deadline, "build made no progress"
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    done_before = committed(folder)
+    assert 32 <= done_before < len(records), "kill landed too late to test resuming"
+
+    env["RSRAG_TEST_ENCODER_DELAY"] = "0"
+    rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert rerun.returncode == 0, rerun.stderr
+    summary = json.loads(rerun.stdout)
+    assert summary["skipped"] == done_before  # finished items were kept ...
+    assert summary["added"] == len(records) - done_before  # ... and not embedded again
+    assert summary["records"] == len(records)
+
+    lib = Library.open(root, "killed", encoder=HashEncoder())
+    assert_consistent(lib)
+    assert sorted(lib.store.scan(["id"]).column("id").to_pylist()) == sorted(r.id for r in records)
+    assert not list(folder.glob(".*.tmp-*"))
+    assert lib.search_image(records[77].path, k=1)[0].id == "img77"
