@@ -16,11 +16,14 @@ $(BIN)/.installed: pyproject.toml
 
 setup: $(BIN)/.installed
 
-# The main job: measure the default encoder on the standard benchmarks (results/ gets the JSON).
+# The main job: measure the default encoder on the standard benchmarks (results/ gets the JSON),
+# then build a searchable UCM index under ./indexes and query it by text.
 run: setup
 	$(BIN)/rsrag eval retrieval --dataset rsicd --split test
 	$(BIN)/rsrag eval retrieval --dataset ucm --split test
 	$(BIN)/rsrag eval zeroshot --dataset rsicd --split test
+	$(BIN)/rsrag index build ucm --name ucm
+	$(BIN)/rsrag search "boats in a harbor" --index ucm --k 5
 
 test: setup
 	$(BIN)/python -m pytest -q

@@ -28,13 +28,15 @@ app.command("search")(search_command)
 def train_encoder_cmd(
     name: str = typer.Option("rs-lite-lite0", help="weights name, written to rsrag/weights/NAME.safetensors"),
     tower: str = typer.Option("lite0", help="EfficientNet-Lite tower: lite0, lite1 or lite2"),
-    tail_blocks: int = typer.Option(3, help="trainable MBConv blocks at the end of the image tower"),
+    tail_blocks: int = typer.Option(1, help="trainable MBConv blocks at the end of the image tower"),
+    text_tail_layers: int = typer.Option(2, help="trainable transformer layers at the top of the text tower"),
     dim: int = typer.Option(512, help="shared embedding dimension"),
-    epochs: int = typer.Option(30),
-    patience: int = typer.Option(5, help="early stopping patience (epochs without RSICD val mR gain)"),
+    epochs: int = typer.Option(10),
+    patience: int = typer.Option(3, help="early stopping patience (epochs without RSICD val mR gain)"),
     batch_size: int = typer.Option(256),
     lr_tail: float = typer.Option(2e-4),
     lr_heads: float = typer.Option(2e-3),
+    lr_text: float = typer.Option(1e-4),
     seed: int = typer.Option(0),
     limit: Optional[int] = typer.Option(None, help="images per split (quick runs)"),
 ) -> None:
@@ -44,13 +46,14 @@ def train_encoder_cmd(
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     cfg = EncoderTrainConfig(
-        model=RSLiteConfig(tower=tower, tail_blocks=tail_blocks, dim=dim),
-        epochs=epochs, patience=patience, batch_size=batch_size, lr_tail=lr_tail, lr_heads=lr_heads,
+        model=RSLiteConfig(tower=tower, tail_blocks=tail_blocks, text_tail_layers=text_tail_layers, dim=dim),
+        epochs=epochs, patience=patience, batch_size=batch_size, lr_tail=lr_tail, lr_heads=lr_heads, lr_text=lr_text,
         seed=seed, limit=limit,
     )
     command = "rsrag " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     result = train_encoder(cfg, weights_name=name, command=command)
     result.pop("heads")
+    result.pop("text_model")
     typer.echo(json.dumps(result, indent=2))
 
 

@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 LITE_MEAN = (0.5, 0.5, 0.5)
 LITE_STD = (0.5, 0.5, 0.5)
 LITE_SIZES = {"lite0": 224, "lite1": 240, "lite2": 260}
+# dihedral transforms (see `dihedral`) averaged at inference for each allowed number of views
+VIEW_SETS = {1: (0,), 2: (0, 2), 4: (0, 1, 2, 3), 8: tuple(range(8))}
 
 
 @dataclass(frozen=True)
@@ -46,8 +48,8 @@ class RSLiteConfig:
     """Architecture of an rs-lite model; stored beside its weights."""
 
     tower: str = "lite0"
-    tail_blocks: int = 3  # trainable MBConv blocks at the end of the image tower
-    text_tail_layers: int = 0  # trainable transformer layers at the end of the text tower
+    tail_blocks: int = 1  # trainable MBConv blocks at the end of the image tower
+    text_tail_layers: int = 2  # trainable transformer layers at the end of the text tower
     dim: int = 512
     text_dim: int = 384  # all-MiniLM-L6-v2 output size
 
@@ -117,8 +119,22 @@ class LiteTail(nn.Module):
         return x.mean(dim=(2, 3))
 
 
+def dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
+    """One of the 8 dihedral transforms of (B, C, H, W) maps: k % 4 quarter turns, flipped if k >= 4."""
+    if k >= 4:
+        x = x.flip(-1)
+    return torch.rot90(x, k % 4, dims=(-2, -1))
+
+
 class RSLiteImageModel(nn.Module):
-    """Trunk + tail + projection: pixels (normalised) -> unnormalised embedding."""
+    """Trunk + tail + projection: pixels (normalised) -> unnormalised embedding.
+
+    With `views` > 1 the tail runs on that many dihedral transforms of the trunk's activation map
+    and the projections are averaged (test-time augmentation: overhead imagery has no canonical
+    orientation, and the tail was trained on such transformed maps). The trunk still runs once.
+    """
+
+    views: int = 1
 
     def __init__(self, config: RSLiteConfig):
         super().__init__()
@@ -131,7 +147,12 @@ class RSLiteImageModel(nn.Module):
         self.proj = nn.Linear(self.tail.out_dim, config.dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(self.tail(self.trunk(x)))
+        a = self.trunk(x)
+        if self.views == 1:
+            return self.proj(self.tail(a))
+        ks = VIEW_SETS[self.views]
+        out = self.proj(self.tail(torch.cat([dihedral(a, k) for k in ks])))
+        return out.reshape(len(ks), a.shape[0], -1).mean(0)
 
 
 class RSLiteHeads(nn.Module):
@@ -255,22 +276,25 @@ class RSLiteEncoder(Encoder):
     """The default encoder. `weights` names a file in rsrag/weights (or is a path)."""
 
     def __init__(self, weights: str = "rs-lite-lite0", runtime: str = "onnx", device: str | None = None,
-                 threads: int | None = None):
+                 threads: int | None = None, views: int = 1):
         if runtime not in ("onnx", "torch"):
             raise ValueError(f"runtime must be 'onnx' or 'torch', not {runtime!r}")
+        if views not in VIEW_SETS:
+            raise ValueError(f"views must be one of {sorted(VIEW_SETS)}, not {views!r}")
         self.config = read_config(Path(weights).stem)
         self.device = device or torch_device()
         self.runtime = runtime
         self.image_model = RSLiteImageModel(self.config).eval()
+        self.image_model.views = views
         self._text_tower = load_text_tower(self.device).eval()
         self.heads = RSLiteHeads(self.image_model, self.config, self._text_tower).eval()
         digest = load_weights(self.heads, weights)
-        self.id = f"rs-lite:{Path(weights).stem}@{digest}"
+        self.id = f"rs-lite:{Path(weights).stem}@{digest}" + (f"+views{views}" if views > 1 else "")
         self.dim = self.config.dim
         self.preprocess = Preprocess(size=self.config.image_size, mean=LITE_MEAN, std=LITE_STD)
         self._session = None
         if runtime == "onnx":
-            self._session = self._onnx_session(digest, threads)
+            self._session = self._onnx_session(f"{digest}-v{views}", threads)
         else:
             self.image_model.to(self.device)
         self.heads.text_proj.to(self.device)

@@ -33,6 +33,7 @@ from rsrag.encoders.rs_lite import (
     RSLiteConfig,
     RSLiteHeads,
     RSLiteImageModel,
+    dihedral,
     export_onnx,
     freeze_text_tower_below_tail,
     load_text_tower,
@@ -56,6 +57,7 @@ class EncoderTrainConfig:
     batch_size: int = 256
     lr_tail: float = 2e-4
     lr_heads: float = 2e-3
+    lr_text: float = 1e-4  # tuned top layers of the text tower (a pretrained transformer wants a small rate)
     weight_decay: float = 0.05
     warmup_steps: int = 40
     seed: int = 0
@@ -113,7 +115,8 @@ def cache_trunk_features(records: list[ImageRecord], model: RSLiteConfig, key: s
 
 def cache_text_features(texts: list[str], key: str, model: RSLiteConfig) -> np.ndarray:
     """Frozen MiniLM sentence embeddings (n, 384) fp32 for `texts`, cached by key."""
-    out_dir = _feature_dir(model)
+    out_dir = cache_dir() / "features" / "minilm-l6"  # the frozen text tower's output does not depend on the image side
+    out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{key}.text.npy"
     texts_path = out_dir / f"{key}.text.json"
     if path.exists() and texts_path.exists() and json.loads(texts_path.read_text()) == texts:
@@ -126,13 +129,6 @@ def cache_text_features(texts: list[str], key: str, model: RSLiteConfig) -> np.n
 
 
 # ---------------------------------------------------------------- augmentation
-
-
-def dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
-    """One of the 8 dihedral transforms of (B, C, H, W) maps: k % 4 quarter turns, flipped if k >= 4."""
-    if k >= 4:
-        x = x.flip(-1)
-    return torch.rot90(x, k % 4, dims=(-2, -1))
 
 
 def random_dihedral(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -178,7 +174,9 @@ def text_features(heads: RSLiteHeads, text_model, data: SplitData, idx) -> torch
     """Text-tower features for captions `idx`: cached when the text tower is frozen, else recomputed."""
     if text_model is None:
         return torch.from_numpy(data.text[idx])
-    batch = text_model.tokenize([data.captions[j] for j in idx])
+    texts = [data.captions[j] for j in idx]
+    # sentence-transformers renamed `tokenize` to `preprocess` in v6
+    batch = text_model.preprocess(texts) if hasattr(text_model, "preprocess") else text_model.tokenize(texts)
     return text_model(batch)["sentence_embedding"]
 
 
@@ -228,12 +226,12 @@ def train_encoder(cfg: EncoderTrainConfig, weights_name: str | None = "rs-lite-l
         captions_of[i].append(j)
 
     tail_params = list(heads.tail.parameters())
-    if text_model is not None:
-        tail_params += list(heads.text_layers.parameters())
+    text_params = list(heads.text_layers.parameters()) if text_model is not None else []
     head_params = list(heads.image_proj.parameters()) + list(heads.text_proj.parameters()) + [heads.logit_scale]
     opt = torch.optim.AdamW([
         {"params": tail_params, "lr": cfg.lr_tail},
         {"params": head_params, "lr": cfg.lr_heads},
+        {"params": text_params, "lr": cfg.lr_text},
     ], weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(train.feats) / cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
@@ -274,6 +272,10 @@ def train_encoder(cfg: EncoderTrainConfig, weights_name: str | None = "rs-lite-l
         if metrics["mR"] > best:
             best, bad = metrics["mR"], 0
             best_state = {k: v.detach().clone() for k, v in heads.state_dict().items()}
+            if weights_name:  # keep the best so far on disk: a long run stopped early still leaves weights
+                card = {"seed": cfg.seed, "train_config": _jsonable(asdict(cfg)), "command": command,
+                        "result": {"history": history, "best_val_mR": best, "finished": False}}
+                save_weights(heads, cfg.model, weights_name, card)
         else:
             bad += 1
             if bad >= cfg.patience:
@@ -286,6 +288,7 @@ def train_encoder(cfg: EncoderTrainConfig, weights_name: str | None = "rs-lite-l
         "train_captions": int(len(train.text)),
         "feature_seconds": round(feature_s, 1),
         "train_seconds": round(time.time() - t0 - feature_s, 1),
+        "finished": True,
     }
     if weights_name:
         card = {"seed": cfg.seed, "train_config": _jsonable(asdict(cfg)), "command": command, "result": result}
