@@ -211,8 +211,8 @@ def save_weights(heads: RSLiteHeads, config: RSLiteConfig, name: str, card: dict
     from safetensors.torch import save_file
 
     WEIGHTS_DIR.mkdir(parents=True, exist_ok=True)
+    # BatchNorm running statistics are float buffers and are kept; integer step counters are not.
     state = {k: v.detach().to(torch.float16).contiguous() for k, v in heads.state_dict().items() if v.is_floating_point()}
-    # BatchNorm running statistics are buffers and part of the state dict: keep integer counters out.
     path = weights_path(name)
     save_file(state, str(path))
     card = {**card, "config": asdict(config)}

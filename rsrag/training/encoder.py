@@ -15,7 +15,6 @@ import json
 import logging
 import math
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -40,7 +39,8 @@ from rsrag.encoders.rs_lite import (
     save_weights,
 )
 from rsrag.eval.retrieval import retrieval_metrics
-from rsrag.imageio import load_image
+from rsrag.imageio import ImageLoadError
+from rsrag.index.pipeline import decoded_batches
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +68,7 @@ class EncoderTrainConfig:
 
 
 def _feature_dir(model: RSLiteConfig) -> Path:
-    n_trunk = {"lite0": 16, "lite1": 16, "lite2": 16}[model.tower] - model.tail_blocks
-    path = cache_dir() / "features" / f"{model.tower}-trunk{n_trunk}"
+    path = cache_dir() / "features" / f"{model.tower}-tail{model.tail_blocks}"
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -96,15 +95,13 @@ def cache_trunk_features(records: list[ImageRecord], model: RSLiteConfig, key: s
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     prep = Preprocess(size=model.image_size, mean=LITE_MEAN, std=LITE_STD)
 
-    def decode(rec: ImageRecord) -> np.ndarray:
-        return prep.to_array(load_image(rec.path))
-
     chunks = []
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        batches = [records[i : i + batch_size] for i in range(0, len(records), batch_size)]
-        pending = pool.map(lambda b: np.stack([decode(r) for r in b]), batches)
-        for arrays in tqdm(pending, total=len(batches), desc=f"trunk features {key}", unit="batch"):
-            chunks.append(session.run(None, {"pixels": arrays})[0].astype(np.float16))
+    batches = decoded_batches(prep, records, batch_size=batch_size)
+    for _, arrays, failures in tqdm(batches, total=-(-len(records) // batch_size), desc=f"trunk features {key}",
+                                    unit="batch"):
+        if failures:  # training data must be complete: features are aligned with captions by position
+            raise ImageLoadError(f"cannot cache features for {key}: {failures[0][1]}")
+        chunks.append(session.run(None, {"pixels": np.stack(arrays)})[0].astype(np.float16))
     feats = np.concatenate(chunks)
     tmp = path.with_suffix(".tmp.npy")
     np.save(tmp, feats)
@@ -273,9 +270,8 @@ def train_encoder(cfg: EncoderTrainConfig, weights_name: str | None = "rs-lite-l
             best, bad = metrics["mR"], 0
             best_state = {k: v.detach().clone() for k, v in heads.state_dict().items()}
             if weights_name:  # keep the best so far on disk: a long run stopped early still leaves weights
-                card = {"seed": cfg.seed, "train_config": _jsonable(asdict(cfg)), "command": command,
-                        "result": {"history": history, "best_val_mR": best, "finished": False}}
-                save_weights(heads, cfg.model, weights_name, card)
+                save_weights(heads, cfg.model, weights_name,
+                             _card(cfg, command, {"history": history, "best_val_mR": best, "finished": False}))
         else:
             bad += 1
             if bad >= cfg.patience:
@@ -291,12 +287,13 @@ def train_encoder(cfg: EncoderTrainConfig, weights_name: str | None = "rs-lite-l
         "finished": True,
     }
     if weights_name:
-        card = {"seed": cfg.seed, "train_config": _jsonable(asdict(cfg)), "command": command, "result": result}
-        save_weights(heads, cfg.model, weights_name, card)
+        save_weights(heads, cfg.model, weights_name, _card(cfg, command, result))
     result["heads"] = heads
     result["text_model"] = text_model
     return result
 
 
-def _jsonable(obj):
-    return json.loads(json.dumps(obj, default=str))
+def _card(cfg: EncoderTrainConfig, command: str, result: dict) -> dict:
+    """What the weights card records about a run: seed, full config, command line, results."""
+    config = json.loads(json.dumps(asdict(cfg), default=str))
+    return {"seed": cfg.seed, "train_config": config, "command": command, "result": result}
