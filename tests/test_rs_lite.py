@@ -62,6 +62,17 @@ def test_onnx_matches_torch(onnx_encoder, torch_encoder, data_root):
     assert onnx_encoder.id == torch_encoder.id
 
 
+def test_onnx_text_path_matches_torch(onnx_encoder, torch_encoder):
+    # different lengths in one batch: padding must not change any embedding
+    texts = ["airport", "many green trees are around a playground with a red track and some buildings",
+             "boats in a harbor", "a bridge over a river " * 60]  # the last is cut at the tower's max length
+    a = onnx_encoder.encode_texts(texts)
+    assert onnx_encoder._text_onnx() is not None  # really the ONNX path
+    b = torch_encoder.encode_texts(texts)
+    assert (a * b).sum(axis=1).min() > 0.9999
+    np.testing.assert_allclose(onnx_encoder.encode_texts(texts[1:2]), a[1:2], atol=1e-5)
+
+
 def test_text_finds_matching_image(onnx_encoder, data_root):
     """The trained space is meaningful: each scene's caption ranks its own image first."""
     from rsrag.data import load_dataset

@@ -565,15 +565,17 @@ class Library:
     def _hydrate(self, rids: np.ndarray, scores: np.ndarray, parts: list[dict] | None = None) -> list[Hit]:
         meta_rids = self._meta_rows()
         cols = self._meta_cols
-        ids, labels, paths, captions, splits = (cols[c] for c in ("id", "label", "path", "captions", "split"))
+        if not len(meta_rids) or not len(rids):
+            return []
+        pos = np.minimum(np.searchsorted(meta_rids, rids), len(meta_rids) - 1)
+        found = meta_rids[pos] == rids  # a rid not in LanceDB (any more) is never returned
+        ids, labels, paths, captions, splits = (cols[c] for c in _HIT_FIELDS)
         extra = [(c, v) for c, v in cols.items() if c not in _HIT_FIELDS]
-        pos = np.searchsorted(meta_rids, rids).tolist()
         hits = []
-        for i, (rid, p) in enumerate(zip(rids.tolist(), pos)):
-            if p >= len(meta_rids) or meta_rids[p] != rid:
-                continue  # not in LanceDB (any more): never returned
-            hits.append(Hit(ids[p], float(scores[i]), len(hits) + 1, labels[p], paths[p], list(captions[p] or ()),
-                            splits[p], {c: v[p] for c, v in extra}, parts[i] if parts else {}))
+        for i, (p, ok, score) in enumerate(zip(pos.tolist(), found.tolist(), np.asarray(scores, float).tolist())):
+            if ok:
+                hits.append(Hit(ids[p], score, len(hits) + 1, labels[p], paths[p], list(captions[p] or ()),
+                                splits[p], {c: v[p] for c, v in extra} if extra else {}, parts[i] if parts else {}))
         return hits
 
     def _allowed(self, filters: Filters, where: str | None, bbox: Sequence[float] | None) -> np.ndarray | None:

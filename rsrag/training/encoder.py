@@ -33,7 +33,7 @@ from rsrag.encoders.rs_lite import (
     RSLiteHeads,
     RSLiteImageModel,
     dihedral,
-    export_onnx,
+    export_image_onnx,
     freeze_text_tower_below_tail,
     load_text_tower,
     save_weights,
@@ -91,7 +91,7 @@ def cache_trunk_features(records: list[ImageRecord], model: RSLiteConfig, key: s
 
     onnx_path = out_dir / "trunk.onnx"
     if not onnx_path.exists():
-        export_onnx(image_model.trunk, model.image_size, onnx_path)
+        export_image_onnx(image_model.trunk, model.image_size, onnx_path)
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     prep = Preprocess(size=model.image_size, mean=LITE_MEAN, std=LITE_STD)
 
