@@ -4,7 +4,7 @@ __version__ = "0.1.0"
 
 from rsrag.encoders import create_encoder, list_encoders  # noqa: E402
 
-__all__ = ["create_encoder", "list_encoders", "Library", "__version__"]
+__all__ = ["create_encoder", "list_encoders", "Library", "ask", "__version__"]
 
 
 def __getattr__(name: str):
@@ -13,4 +13,8 @@ def __getattr__(name: str):
         from rsrag.index import Library
 
         return Library
+    if name == "ask":  # knowledge-grounded QA (rsrag.rag), lazy for the same reason
+        from rsrag.rag import ask
+
+        return ask
     raise AttributeError(f"module 'rsrag' has no attribute {name!r}")

@@ -13,6 +13,7 @@ import typer
 from rsrag.eval.cli import app as eval_app
 from rsrag.index.cli import app as index_app
 from rsrag.index.cli import search_command
+from rsrag.rag.cli import ask_command, knowledge_app
 
 app = typer.Typer(help="rsrag: multimodal RAG and vector search for remote-sensing imagery.", no_args_is_help=True)
 train_app = typer.Typer(help="Train the models that live inside rsrag.", no_args_is_help=True)
@@ -22,6 +23,8 @@ app.add_typer(eval_app, name="eval")
 app.add_typer(encoders_app, name="encoders")
 app.add_typer(index_app, name="index")
 app.command("search")(search_command)
+app.command("ask")(ask_command)
+app.add_typer(knowledge_app, name="knowledge")
 
 
 @train_app.command("encoder")
@@ -57,6 +60,119 @@ def train_encoder_cmd(
     typer.echo(json.dumps(result, indent=2))
 
 
+@train_app.command("captioner")
+def train_captioner_cmd(
+    variant: str = typer.Option("rag", help="plain, or rag (retrieval-augmented: captions of k nearest train images)"),
+    name: Optional[str] = typer.Option(None, help="weights name (default captioner-VARIANT), in rsrag/weights/"),
+    neighbours: int = typer.Option(5, help="k nearest training images for the rag variant"),
+    epochs: int = typer.Option(12),
+    patience: int = typer.Option(3, help="early stopping patience (epochs without val CIDEr gain)"),
+    batch_size: int = typer.Option(64),
+    lr: float = typer.Option(5e-4),
+    seed: int = typer.Option(0),
+    threads: int = typer.Option(2, help="torch CPU threads"),
+    limit: Optional[int] = typer.Option(None, help="images per split (quick runs)"),
+) -> None:
+    """Train the captioner on the RSICD + UCM train splits from cached rs-lite features."""
+    import torch
+
+    from rsrag.models.captioner.training import CaptionerTrainConfig, train_captioner
+
+    if variant not in ("plain", "rag"):
+        raise typer.BadParameter("--variant must be plain or rag")
+    torch.set_num_threads(threads)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    cfg = CaptionerTrainConfig(neighbours=neighbours if variant == "rag" else 0, epochs=epochs, patience=patience,
+                               batch_size=batch_size, lr=lr, seed=seed, limit=limit)
+    command = "rsrag " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    result = train_captioner(cfg, weights_name=name or f"captioner-{variant}", command=command)
+    result.pop("captioner")
+    typer.echo(json.dumps(result, indent=2))
+
+
+@app.command("caption")
+def caption_cmd(
+    images: list[str] = typer.Argument(..., help="image files"),
+    captioner: Optional[str] = typer.Option(None, "--captioner", "-c", help="captioner weights (default: committed)"),
+    beam_size: int = typer.Option(3, "--beam-size", help="beam width; 1 = greedy"),
+    index: Optional[str] = typer.Option(None, "--index", help="retrieve neighbour captions from this index"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON"),
+) -> None:
+    """Caption images. Unreadable images are reported on stderr (exit code 1); the rest are captioned."""
+    from rsrag.imageio import ImageLoadError, load_image
+    from rsrag.models.captioner import load_captioner
+
+    try:
+        model = load_captioner(captioner, index=index)
+    except (FileNotFoundError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2)
+    loaded, failed = [], []
+    for path in images:
+        try:
+            loaded.append((path, load_image(path)))
+        except ImageLoadError as exc:
+            failed.append({"image": path, "error": str(exc)})
+            typer.echo(f"error: {exc}", err=True)
+    texts = model.caption([img for _, img in loaded], beam_size=beam_size) if loaded else []
+    rows = [{"image": path, "caption": text} for (path, _), text in zip(loaded, texts)]
+    if as_json:
+        typer.echo(json.dumps({"captioner": model.name, "captions": rows, "errors": failed}, indent=2))
+    else:
+        for row in rows:
+            typer.echo(f"{row['image']}\t{row['caption']}")
+    if failed:
+        raise typer.Exit(1)
+
+
+@train_app.command("vqa")
+def train_vqa_cmd(
+    name: str = typer.Option("vqa-rs-lite", help="weights name, written to rsrag/weights/NAME.safetensors"),
+    epochs: int = typer.Option(12),
+    patience: int = typer.Option(4, help="early stopping patience (epochs without val accuracy gain)"),
+    hidden: int = typer.Option(512),
+    lr: float = typer.Option(1e-3),
+    seed: int = typer.Option(0, help="seeds question generation and training"),
+    threads: int = typer.Option(1, help="torch CPU threads"),
+    limit: Optional[int] = typer.Option(None, help="images per dataset and split (quick runs)"),
+) -> None:
+    """Train the VQA classifier on questions generated from RSICD + UCM train, calibrated on val."""
+    import torch
+
+    from rsrag.models.vqa.train import VQATrainConfig, train_vqa
+
+    torch.set_num_threads(threads)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    cfg = VQATrainConfig(epochs=epochs, patience=patience, hidden=hidden, lr=lr, seed=seed, limit=limit)
+    command = "rsrag " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    result = train_vqa(cfg, name=name, command=command)
+    result.pop("model")
+    typer.echo(json.dumps(result, indent=2))
+
+
+@app.command("vqa")
+def vqa_cmd(
+    image: str = typer.Argument(..., help="image file"),
+    question: str = typer.Argument(..., help='e.g. "What kind of place is shown?"'),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="VQA weights (default: the committed vqa-rs-lite)"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON"),
+) -> None:
+    """Answer a question about an image (scene type, presence, counting, comparison)."""
+    from rsrag.imageio import ImageLoadError
+    from rsrag.models.vqa import load_vqa
+
+    try:
+        result = load_vqa(model).answer(image, question)
+    except (FileNotFoundError, ValueError) as exc:  # ImageLoadError is a ValueError
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1 if isinstance(exc, ImageLoadError) else 2)
+    if as_json:
+        typer.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        flag = "  (unsure)" if result.unknown else ""
+        typer.echo(f"{result.answer}\t{result.confidence:.2f}\t{result.question_type}{flag}")
+
+
 @encoders_app.command("list")
 def list_encoders_cmd() -> None:
     """Encoder names accepted by --encoder."""
@@ -64,6 +180,19 @@ def list_encoders_cmd() -> None:
 
     for name in list_encoders():
         typer.echo(name)
+
+
+@app.command("serve")
+def serve_cmd(
+    index: str = typer.Option(..., "--index", help="Index name to serve."),
+    root: Optional[str] = typer.Option(None, "--root", help="Folder holding the indexes (default: $RSRAG_INDEXES or ./indexes)."),
+    host: str = typer.Option("127.0.0.1", "--host"),
+    port: int = typer.Option(8000, "--port"),
+) -> None:
+    """Serve an index over HTTP: search, QA, caption and VQA API plus a web page at / (writes need RSRAG_API_TOKEN)."""
+    from rsrag.service import serve
+
+    serve(index, root, host=host, port=port)
 
 
 def main() -> None:

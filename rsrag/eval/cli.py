@@ -169,3 +169,75 @@ def zeroshot(
             f"accuracy = {result['accuracy']:.2f}%  ({result['n_images']} images, {result['n_classes']} classes)"
         )
     _stderr_console().print(f"wrote {path}")
+
+
+@app.command()
+def caption(
+    dataset: DatasetName = typer.Option(..., "--dataset", "-d", help="Captioned dataset."),
+    split: str = typer.Option("test", "--split", help="Dataset split (papers report test)."),
+    captioner: Optional[str] = typer.Option(None, "--captioner", "-c", help="Captioner weights (default: the committed one)."),
+    beam_size: int = typer.Option(3, "--beam-size", help="Beam width; 1 = greedy decoding."),
+    index: Optional[str] = typer.Option(None, "--index", help="Retrieve neighbour captions from this index."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N images (quick checks)."),
+    as_json: bool = JsonOpt,
+    output: Optional[Path] = OutputOpt,
+) -> None:
+    """Captioning metrics (BLEU-1..4, METEOR, ROUGE-L, CIDEr; COCO caption toolkit) on a split."""
+    from rsrag.eval.caption import METRIC_KEYS, evaluate_captioner
+    from rsrag.models.captioner import load_captioner
+
+    model = load_captioner(captioner, index=index)
+    result = evaluate_captioner(model, dataset.value, split, beam_size=beam_size, limit=limit)
+    path = _write_result(result, output, f"caption_{dataset.value}_{_slug(split)}_{_slug(model.name)}_beam{beam_size}.json")
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title=f"Captioning: {dataset.value}/{split}, {model.name}, beam {beam_size}")
+        for key in METRIC_KEYS:
+            table.add_column(key, justify="right")
+        table.add_row(*(f"{result[k]:.4f}" for k in METRIC_KEYS))
+        console = Console()
+        console.print(table)
+        for ex in result["examples"]:
+            console.print(f"{ex['id']}: {ex['caption']}\n    ref: {ex['references'][0]}")
+    _stderr_console().print(f"wrote {path}")
+
+
+@app.command()
+def vqa(
+    split: str = typer.Option("test", "--split", help="VQA split (follows the image splits)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="VQA weights (default: the committed one)."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N images per dataset (quick checks)."),
+    as_json: bool = JsonOpt,
+    output: Optional[Path] = OutputOpt,
+) -> None:
+    """VQA accuracy on the RSICD + UCM question set, overall and per question type."""
+    from rsrag.eval.vqa import evaluate_vqa
+    from rsrag.models.vqa import load_vqa
+
+    vqa_model = load_vqa(model)
+    result = evaluate_vqa(vqa_model, split, limit=limit)
+    path = _write_result(result, output, f"vqa_{_slug(split)}_{_slug(vqa_model.name)}.json")
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title=f"VQA: {split}, {vqa_model.name}")
+        for col in ("question type", "n", "accuracy %", "question-only %"):
+            table.add_column(col, justify="right")
+        for t, acc in result["by_type"].items():
+            table.add_row(t, str(result["n_by_type"][t]), f"{acc:.2f}", f"{result['question_only_baseline']['by_type'][t]:.2f}")
+        table.add_row("all", str(result["n_questions"]), f"{result['accuracy']:.2f}",
+                      f"{result['question_only_baseline']['accuracy']:.2f}")
+        Console().print(table)
+    _stderr_console().print(f"wrote {path}")
+
+
+from rsrag.eval.qa import qa_command  # noqa: E402  (typer-only imports at module level)
+
+app.command("qa")(qa_command)

@@ -1,0 +1,1 @@
+"""Task models built on the rs-lite encoder: captioning and visual question answering."""

@@ -1,0 +1,88 @@
+"""rs-lite's image side as the captioner sees it: spatial map + shared-space embedding.
+
+Training reads the frozen-trunk activations cached by `rsrag.training.encoder.cache_trunk_features`
+(shared with encoder training), runs the tuned tail and keeps its 7x7 map before pooling. At
+inference the same path runs on decoded pixels. Only the image parts of the rs-lite weights are
+loaded, so the text tower is never needed here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from rsrag.data import ImageRecord
+from rsrag.encoders.base import ImageInput, Preprocess
+from rsrag.encoders.rs_lite import LITE_MEAN, LITE_STD, RSLiteImageModel, read_config, weights_path
+from rsrag.imageio import load_image
+
+ENCODER_WEIGHTS = "rs-lite-lite0"
+
+
+@dataclass
+class ImageFeatures:
+    spatial: torch.Tensor  # (B, 1280, 7, 7) tuned tail map
+    embedding: torch.Tensor  # (B, 512) L2-normalised shared-space embedding (retrieval key)
+
+    def __len__(self) -> int:
+        return len(self.embedding)
+
+    def rows(self, index) -> "ImageFeatures":
+        """A subset (slice or index array), maps as float32."""
+        return ImageFeatures(self.spatial[index].float(), self.embedding[index])
+
+
+class ImageTower:
+    """Frozen rs-lite image model (trunk + tuned tail + projection) in eval mode."""
+
+    def __init__(self, weights: str = ENCODER_WEIGHTS):
+        path = weights_path(weights)
+        if not path.exists():
+            raise FileNotFoundError(f"rs-lite weights not found at {path}; the captioner reads its image "
+                                    "features from them (see rsrag/weights/README.md)")
+        from safetensors.torch import load_file
+
+        self.config = read_config(weights)
+        self.model = RSLiteImageModel(self.config).eval().requires_grad_(False)
+        state = load_file(str(path))
+        for prefix, module in (("tail.", self.model.tail), ("image_proj.", self.model.proj)):
+            module.load_state_dict({k[len(prefix):]: v.float() for k, v in state.items() if k.startswith(prefix)})
+        self.digest = hashlib.sha256(path.read_bytes()).hexdigest()[:10]
+        self.encoder_id = f"rs-lite:{weights}@{self.digest}"  # what an index built with this encoder records
+        self.preprocess = Preprocess(size=self.config.image_size, mean=LITE_MEAN, std=LITE_STD)
+
+    @torch.inference_mode()
+    def from_trunk(self, acts: torch.Tensor) -> ImageFeatures:
+        """Cached trunk activations (B, C, H, W) -> tail map and embedding."""
+        spatial = self.model.tail.spatial(acts.float())
+        embedding = F.normalize(self.model.proj(spatial.mean(dim=(2, 3))), dim=-1)
+        return ImageFeatures(spatial, embedding)
+
+    @torch.inference_mode()
+    def from_images(self, images: Sequence[ImageInput]) -> ImageFeatures:
+        """Decode (raising `ImageLoadError` on a bad image), preprocess, run trunk + tail."""
+        arrays = np.stack([self.preprocess.to_array(load_image(img)) for img in images])
+        return self.from_trunk(self.model.trunk(torch.from_numpy(arrays)))
+
+    def from_cache(self, acts: np.ndarray, batch_size: int = 256) -> ImageFeatures:
+        """Features of many cached trunk activations, in batches; maps kept in fp16 to halve memory."""
+        parts = [self.from_trunk(torch.from_numpy(np.asarray(acts[i : i + batch_size], np.float32)))
+                 for i in range(0, len(acts), batch_size)]
+        return ImageFeatures(torch.cat([p.spatial.half() for p in parts]), torch.cat([p.embedding for p in parts]))
+
+
+def cached_trunk(tower: ImageTower, records: list[ImageRecord], key: str) -> np.ndarray:
+    """Trunk activations of `records` from the feature cache shared with encoder training."""
+    from rsrag.training.encoder import cache_trunk_features
+
+    return np.asarray(cache_trunk_features(records, tower.config, key, tower.model))
+
+
+def data_key(name: str, split: str, limit: int | None) -> str:
+    """Feature-cache key, the same as encoder training uses."""
+    return f"{name}_{split}" + (f"_limit{limit}" if limit else "")

@@ -1,0 +1,194 @@
+"""Training the captioner from cached rs-lite trunk features, in minutes on a 2-core CPU.
+
+The frozen tuned tail runs once over the cached trunk activations of every image, giving its 7x7
+map (kept in fp16) and shared-space embedding. Each step takes a batch of training images, applies a
+random dihedral transform to their maps (overhead imagery has no canonical orientation; transforming
+the tail's output rather than its input saves re-running the tail every step, which would cost a
+fifth of the step), and trains the decoder with teacher forcing on a random
+caption of each image (label-smoothed cross-entropy). The retrieval-augmented variant also gets one
+random caption of each of the image's k nearest *other* training images. Model selection: greedy
+CIDEr averaged over the RSICD and UCM val splits, checked every epoch; the best epoch is saved.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from rsrag.data import load_dataset
+from rsrag.models.captioner.api import Captioner, pad_ids, save_captioner
+from rsrag.models.captioner.features import ENCODER_WEIGHTS, ImageFeatures, ImageTower, cached_trunk, data_key
+from rsrag.models.captioner.memory import CaptionMemory, top_k
+from rsrag.models.captioner.model import CaptionerConfig, CaptionModel
+from rsrag.models.captioner.vocab import Vocab
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CaptionerTrainConfig:
+    """Everything that determines a run; written into the weights card."""
+
+    neighbours: int = 0  # 0: plain model; k > 0: retrieval-augmented with k neighbour captions
+    d_model: int = 256
+    decoder_layers: int = 2
+    ff_dim: int = 1024
+    dropout: float = 0.1
+    train_sets: tuple[str, ...] = ("rsicd", "ucm")
+    val_sets: tuple[str, ...] = ("rsicd", "ucm")
+    epochs: int = 10
+    patience: int = 3  # epochs without val CIDEr gain before stopping
+    batch_size: int = 64
+    lr: float = 8e-4
+    weight_decay: float = 0.01
+    warmup_steps: int = 200
+    label_smoothing: float = 0.1
+    min_count: int = 4  # vocabulary: words seen at least this often in the train captions
+    seed: int = 0
+    limit: int | None = None  # images per split, for quick runs and tests
+    encoder_weights: str = ENCODER_WEIGHTS
+
+
+@dataclass
+class CaptionSplit:
+    ids: list[str]
+    trunk: np.ndarray  # (n, C, H, W) fp16 frozen-trunk activations
+    captions: list[list[str]]
+
+
+def load_split(tower: ImageTower, names: tuple[str, ...], split: str, limit: int | None = None) -> CaptionSplit:
+    """Records of `names`/`split` with their cached trunk activations (computed on first use)."""
+    ids, trunks, captions = [], [], []
+    for name in names:
+        records = load_dataset(name, split=split)[:limit] if limit else load_dataset(name, split=split)
+        trunks.append(cached_trunk(tower, records, data_key(name, split, limit)))
+        ids += [r.id for r in records]
+        captions += [list(r.captions) for r in records]
+    return CaptionSplit(ids, np.concatenate(trunks), captions)
+
+
+def caption_ids(vocab: Vocab, captions: list[list[str]], length: int) -> tuple[np.ndarray, np.ndarray]:
+    """(n, max captions, length) padded ids and (n,) caption counts."""
+    per_image = max(len(c) for c in captions)
+    out = np.zeros((len(captions), per_image, length), np.int64)
+    for i, caps in enumerate(captions):
+        out[i, : len(caps)] = pad_ids([vocab.encode(c, length) for c in caps], length)
+    return out, np.array([len(c) for c in captions])
+
+
+def _random_rows(ids: np.ndarray, counts: np.ndarray, rows: np.ndarray, gen: torch.Generator) -> np.ndarray:
+    """One random caption of each image in `rows` (any shape) -> ids of shape rows.shape + (length,)."""
+    pick = (torch.rand(rows.shape, generator=gen).numpy() * counts[rows]).astype(np.int64)
+    return ids[rows, pick]
+
+
+def val_scores(captioner: Captioner, feats: ImageFeatures, references: list[list[str]]) -> dict:
+    """Greedy BLEU-4 and CIDEr with a pure-Python tokenizer: model selection only. Reported metrics
+    come from `rsrag.eval.caption` with the toolkit's PTB tokenizer."""
+    from rsrag.eval.caption import score_captions
+
+    return score_captions(references, captioner.caption_many(feats, beam_size=1), metrics=("bleu", "cider"), ptb=False)
+
+
+def train_captioner(cfg: CaptionerTrainConfig, weights_name: str | None = None, command: str = "",
+                    on_epoch=None) -> dict:
+    """Train one variant; returns history and results (and the captioner under "captioner")."""
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    t0 = time.time()
+    tower = ImageTower(cfg.encoder_weights)
+    train = load_split(tower, cfg.train_sets, "train", cfg.limit)
+    vals = {name: load_split(tower, (name,), "val", cfg.limit) for name in cfg.val_sets}
+    train_feats = tower.from_cache(train.trunk)
+    val_feats = {name: tower.from_cache(split.trunk) for name, split in vals.items()}
+    vocab = Vocab.build((c for caps in train.captions for c in caps), cfg.min_count)
+    mcfg = CaptionerConfig(vocab_size=len(vocab), d_model=cfg.d_model, decoder_layers=cfg.decoder_layers,
+                           ff_dim=cfg.ff_dim, dropout=cfg.dropout, neighbours=cfg.neighbours,
+                           feat_dim=tower.model.tail.out_dim, global_dim=tower.config.dim)
+    targets, counts = caption_ids(vocab, train.captions, mcfg.max_len)
+
+    memory, neighbours, neighbour_ids = None, None, None
+    if cfg.neighbours:
+        emb = train_feats.embedding.numpy()
+        memory = CaptionMemory(train.ids, emb, train.captions)
+        neighbours = top_k(emb, emb, cfg.neighbours, exclude=np.arange(len(emb)))
+        neighbour_ids, _ = caption_ids(vocab, train.captions, mcfg.neighbour_len)
+    feature_s = time.time() - t0
+    log.info("data ready in %.0fs: %d train images, vocabulary %d", feature_s, len(train.ids), len(vocab))
+
+    model = CaptionModel(mcfg)
+    captioner = Captioner(model, vocab, tower, memory, name=weights_name or "captioner")
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = math.ceil(len(train.ids) / cfg.batch_size)
+    total = steps_per_epoch * cfg.epochs
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / cfg.warmup_steps) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+
+    from rsrag.training.encoder import random_dihedral
+
+    history: list[dict] = []
+    best, best_state, bad = -1.0, None, 0
+    for epoch in range(cfg.epochs):
+        model.train()
+        order = torch.randperm(len(train.ids), generator=gen).numpy()
+        losses = []
+        t_epoch = time.time()
+        for start in range(0, len(order), cfg.batch_size):
+            idx = np.sort(order[start : start + cfg.batch_size])
+            spatial = random_dihedral(train_feats.spatial[idx].float(), gen)
+            ids = torch.from_numpy(_random_rows(targets, counts, idx, gen))
+            nbr = None
+            if cfg.neighbours:
+                nbr = torch.from_numpy(_random_rows(neighbour_ids, counts, neighbours[idx], gen))
+            logits = model(spatial, train_feats.embedding[idx], ids[:, :-1], nbr)
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1),
+                                   ignore_index=Vocab.pad_id, label_smoothing=cfg.label_smoothing)
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            losses.append(loss.item())
+        model.eval()
+        val = {name: val_scores(captioner, val_feats[name], split.captions) for name, split in vals.items()}
+        score = float(np.mean([v["cider"] for v in val.values()]))
+        row = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "first_loss": losses[0],
+               "seconds": round(time.time() - t_epoch, 1), "val_cider": score,
+               **{f"val_{n}_{m}": round(v[m], 4) for n, v in val.items() for m in ("bleu4", "cider")}}
+        history.append(row)
+        log.info("epoch %s", json.dumps(row))
+        if on_epoch is not None:
+            on_epoch(row)
+        if score > best:
+            best, bad = score, 0
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            if weights_name:  # the best so far stays on disk: a run stopped early still leaves weights
+                save_captioner(model, vocab, weights_name, _card(cfg, command, {"history": history, "finished": False}),
+                               cfg.encoder_weights, memory, tower.encoder_id)
+        else:
+            bad += 1
+            if bad >= cfg.patience:
+                break
+    model.load_state_dict(best_state)
+    result = {"history": history, "best_val_cider": best, "train_images": len(train.ids), "vocab_size": len(vocab),
+              "parameters": sum(p.numel() for p in model.parameters()),
+              "feature_seconds": round(feature_s, 1), "train_seconds": round(time.time() - t0 - feature_s, 1),
+              "finished": True}
+    if weights_name:
+        path = save_captioner(model, vocab, weights_name, _card(cfg, command, result), cfg.encoder_weights, memory,
+                              tower.encoder_id)
+        result["weights"] = str(path)
+    result["captioner"] = captioner
+    return result
+
+
+def _card(cfg: CaptionerTrainConfig, command: str, result: dict) -> dict:
+    return {"seed": cfg.seed, "train_config": json.loads(json.dumps(asdict(cfg))), "command": command,
+            "result": result}

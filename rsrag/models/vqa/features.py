@@ -1,0 +1,68 @@
+"""VQA image features of whole dataset splits, from the encoder-training trunk caches.
+
+The frozen trunk's activations of RSICD / UCM images are cached once by
+`rsrag.training.encoder.cache_trunk_features` (shared with encoder and captioner training); here
+they go through rs-lite's tuned tail and projection (`image_features_from_pooled`), optionally
+under several dihedral transforms for augmentation, and the result is cached per encoder version.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from rsrag.config import cache_dir
+from rsrag.data import ImageRecord
+from rsrag.encoders.rs_lite import dihedral
+from rsrag.models.vqa.model import image_features_from_pooled
+
+
+def _split_keys(records: Sequence[ImageRecord], limit: int | None) -> list[tuple[str, list[ImageRecord]]]:
+    """Group records by dataset and split, keyed like the encoder-training caches ("rsicd_train", "ucm_val_limit8")."""
+    groups: dict[str, list[ImageRecord]] = {}
+    for r in records:
+        dataset = r.id.split("/", 1)[0]
+        groups.setdefault(f"{dataset}_{r.split}" + (f"_limit{limit}" if limit else ""), []).append(r)
+    return list(groups.items())
+
+
+def dataset_image_features(encoder, records: Sequence[ImageRecord], limit: int | None = None,
+                           views: Sequence[int] = (0,), batch_size: int = 256) -> dict[str, np.ndarray]:
+    """Image id -> (len(views), image_dim) float32 features, for benchmark images.
+
+    `limit` must be the per-dataset limit the records were loaded with: it names the trunk cache.
+    """
+    out: dict[str, np.ndarray] = {}
+    for key, group in _split_keys(records, limit):
+        digest = encoder.id.split("@")[-1]
+        path = cache_dir() / "features" / "vqa" / f"{key}-{digest}-v{''.join(map(str, views))}.npy"
+        ids_path = path.with_suffix(".ids.json")
+        ids = [r.id for r in group]
+        if path.exists() and ids_path.exists() and json.loads(ids_path.read_text()) == ids:
+            feats = np.load(path)
+        else:
+            feats = _compute(encoder, group, key, views, batch_size)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.save(path, feats)
+            ids_path.write_text(json.dumps(ids))
+        out.update((image_id, feats[:, row]) for row, image_id in enumerate(ids))
+    return out
+
+
+def _compute(encoder, group: list[ImageRecord], key: str, views: Sequence[int], batch_size: int) -> np.ndarray:
+    from rsrag.training.encoder import cache_trunk_features
+
+    model = encoder.image_model
+    trunk = cache_trunk_features(group, encoder.config, key, model)
+    feats = []
+    with torch.inference_mode():
+        for view in views:
+            chunks = []
+            for i in range(0, len(trunk), batch_size):
+                x = dihedral(torch.from_numpy(np.asarray(trunk[i : i + batch_size], np.float32)), view)
+                chunks.append(image_features_from_pooled(model.tail(x), model.proj).numpy())
+            feats.append(np.concatenate(chunks))
+    return np.stack(feats).astype(np.float32)

@@ -1,0 +1,243 @@
+"""The VQA model (RSVQA-style answer classifier) and its inference API.
+
+Architecture (`VQANet`): the rs-lite image features (the tuned tower's pooled 1280-d activation and
+its 512-d shared-space embedding) and the rs-lite text embedding of the question are each projected
+to `hidden` units, fused by element-wise product (RSVQA, Lobry et al. 2020) and classified by an MLP
+over the closed answer vocabulary. A second head predicts the question type from the question
+alone; answers outside the predicted type's vocabulary are masked out, so a yes/no question can only
+be answered yes or no.
+
+Calibration (fit on the val split by `rsrag train vqa`): a temperature on the masked logits; the
+answer is flagged `unknown` when the calibrated confidence is below a threshold chosen on val
+(answers below it are wrong more often than right), and the question is rejected outright
+(answer "unknown") when its embedding is far from every training question (cosine similarity
+below `min_question_similarity`), since such a question asks for something outside the answer space.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from rsrag.config import WEIGHTS_DIR
+from rsrag.encoders.base import ImageInput
+from rsrag.imageio import load_image
+from rsrag.models.vqa.questions import QUESTION_TYPES
+
+DEFAULT_VQA = "vqa-rs-lite"
+UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class VQAConfig:
+    """Architecture and answer space of a VQA model; stored in its weights card."""
+
+    answers: tuple[str, ...]
+    answer_types: tuple[str, ...]  # question type of each answer (yes/no are listed per type)
+    question_types: tuple[str, ...] = QUESTION_TYPES
+    image_dim: int = 512 + 1280  # shared-space embedding + pooled tail activation
+    question_dim: int = 512
+    hidden: int = 512
+    dropout: float = 0.3
+    encoder: str = "rs-lite-lite0"
+
+
+@dataclass
+class Calibration:
+    """Inference-time decision rules, fit on val."""
+
+    temperature: float = 1.0
+    min_confidence: float = 0.0
+    min_question_similarity: float = 0.0
+
+
+class VQANet(nn.Module):
+    """(image features, question embedding) -> (answer logits, question-type logits)."""
+
+    def __init__(self, cfg: VQAConfig):
+        super().__init__()
+        self.image = nn.Sequential(nn.Linear(cfg.image_dim, cfg.hidden), nn.Tanh(), nn.Dropout(cfg.dropout))
+        self.question = nn.Sequential(nn.Linear(cfg.question_dim, cfg.hidden), nn.Tanh())
+        self.classifier = nn.Sequential(
+            nn.Linear(cfg.hidden, cfg.hidden), nn.ReLU(), nn.Dropout(cfg.dropout), nn.Linear(cfg.hidden, len(cfg.answers))
+        )
+        self.type_head = nn.Linear(cfg.question_dim, len(cfg.question_types))
+        # (n_types, n_answers): 0 where the answer belongs to the type, -inf elsewhere
+        mask = torch.full((len(cfg.question_types), len(cfg.answers)), float("-inf"))
+        for j, t in enumerate(cfg.answer_types):
+            mask[cfg.question_types.index(t), j] = 0.0
+        self.register_buffer("type_mask", mask, persistent=False)
+
+    def forward(self, image: torch.Tensor, question: torch.Tensor, types: torch.Tensor | None = None):
+        """Masked answer logits (by `types`, else by the predicted type) and type logits."""
+        type_logits = self.type_head(question)
+        if types is None:
+            types = type_logits.argmax(-1)
+        logits = self.classifier(self.image(image) * self.question(question)) + self.type_mask[types]
+        return logits, type_logits
+
+
+@dataclass
+class VQAAnswer:
+    """An answer with its calibrated confidence; `unknown` flags answers not to trust."""
+
+    answer: str
+    confidence: float
+    question_type: str
+    unknown: bool
+    question: str = ""
+    alternatives: list[tuple[str, float]] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {
+            "question": self.question,
+            "answer": self.answer,
+            "confidence": round(self.confidence, 4),
+            "question_type": self.question_type,
+            "unknown": self.unknown,
+            "alternatives": [{"answer": a, "confidence": round(p, 4)} for a, p in self.alternatives],
+        }
+
+
+def weights_path(name: str) -> Path:
+    return WEIGHTS_DIR / f"{name}.safetensors"
+
+
+def card_path(name: str) -> Path:
+    return WEIGHTS_DIR / f"{name}.json"
+
+
+def _resolve(name: str | None) -> tuple[Path, Path]:
+    """Weights and card paths for a name in rsrag/weights, or for a path to a .safetensors file."""
+    name = name or DEFAULT_VQA
+    path = Path(name)
+    if path.suffix == ".safetensors":
+        return path, path.with_suffix(".json")
+    return weights_path(name), card_path(name)
+
+
+def save_vqa(net: VQANet, cfg: VQAConfig, calibration: Calibration, question_bank: np.ndarray,
+             name: str, card: dict) -> Path:
+    """Weights (fp16) plus the training-question embeddings (for rejection) and a JSON card."""
+    from safetensors.torch import save_file
+
+    wpath, cpath = _resolve(name)
+    wpath.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to(torch.float16).contiguous() for k, v in net.state_dict().items()}
+    state["question_bank"] = torch.from_numpy(np.asarray(question_bank, np.float16)).contiguous()
+    save_file(state, str(wpath))
+    card = {**card, "config": asdict(cfg), "calibration": asdict(calibration)}
+    cpath.write_text(json.dumps(card, indent=2) + "\n")
+    return wpath
+
+
+class VQAModel:
+    """Answers questions about an image. Build it with `load_vqa`.
+
+    `answer_features` works on precomputed features, so a pipeline that already holds an image's
+    features (or the evaluation, over a whole split) does not decode the image again.
+    """
+
+    def __init__(self, net: VQANet, cfg: VQAConfig, calibration: Calibration, question_bank: np.ndarray,
+                 encoder=None, name: str = DEFAULT_VQA):
+        self.net = net.eval()
+        self.cfg = cfg
+        self.calibration = calibration
+        self.question_bank = np.asarray(question_bank, np.float32)
+        self.name = name
+        self._encoder = encoder
+
+    @property
+    def encoder(self):
+        """The rs-lite encoder the model was trained on (loaded on first use)."""
+        if self._encoder is None:
+            from rsrag.encoders.rs_lite import RSLiteEncoder
+
+            self._encoder = RSLiteEncoder(self.cfg.encoder, runtime="torch", device="cpu")
+        return self._encoder
+
+    def image_features(self, images: Sequence[ImageInput]) -> np.ndarray:
+        """(n, image_dim) features; raises `rsrag.imageio.ImageLoadError` for an undecodable image."""
+        decoded = [load_image(img) for img in images]  # bad input fails before the encoder loads
+        enc = self.encoder
+        arrays = np.stack([enc.preprocess.to_array(img) for img in decoded])
+        model = enc.image_model
+        device = next(model.parameters()).device
+        with torch.inference_mode():
+            pooled = model.tail(model.trunk(torch.from_numpy(arrays).to(device)))
+            return image_features_from_pooled(pooled, model.proj).cpu().numpy()
+
+    def question_features(self, questions: Sequence[str]) -> np.ndarray:
+        return self.encoder.encode_texts(list(questions))
+
+    def answer(self, image: ImageInput, question: str) -> VQAAnswer:
+        """Answer one question about one image (path, bytes, PIL image or array)."""
+        question = _check_question(question)
+        return self.answer_features(self.image_features([image]), self.question_features([question]), [question])[0]
+
+    def answer_features(self, image_feats: np.ndarray, question_feats: np.ndarray,
+                        questions: Sequence[str] | None = None, top_k: int = 3) -> list[VQAAnswer]:
+        """Answers for aligned rows of image features and question embeddings."""
+        cal = self.calibration
+        with torch.inference_mode():
+            logits, type_logits = self.net(torch.as_tensor(image_feats, dtype=torch.float32),
+                                           torch.as_tensor(question_feats, dtype=torch.float32))
+            probs = torch.softmax(logits / cal.temperature, -1).numpy()
+        types = type_logits.argmax(-1).numpy()
+        similarity = (np.asarray(question_feats, np.float32) @ self.question_bank.T).max(-1)
+        out = []
+        for i, p in enumerate(probs):
+            order = np.argsort(-p)[:top_k]
+            best = int(order[0])
+            conf = float(p[best])
+            answer = self.cfg.answers[best]
+            alternatives = [(self.cfg.answers[j], float(p[j])) for j in order if p[j] > 0]
+            unknown = conf < cal.min_confidence
+            if similarity[i] < cal.min_question_similarity:  # outside what the model was trained to answer
+                answer, conf, unknown, alternatives = UNKNOWN, 0.0, True, []
+            out.append(VQAAnswer(answer, conf, self.cfg.question_types[int(types[i])], unknown,
+                                 questions[i] if questions is not None else "", alternatives))
+        return out
+
+
+def image_features_from_pooled(pooled: torch.Tensor, proj: nn.Module) -> torch.Tensor:
+    """The VQA image features from the tuned tail's pooled activation: [L2-normalised embedding, pooled]."""
+    emb = torch.nn.functional.normalize(proj(pooled), dim=-1)
+    return torch.cat([emb, pooled], dim=-1).float()
+
+
+def _check_question(question: str) -> str:
+    if not isinstance(question, str) or not question.strip():
+        raise ValueError("the question is empty: ask something about the image, e.g. 'What kind of place is shown?'")
+    return question.strip()
+
+
+def load_vqa(name: str | None = None, *, encoder=None) -> VQAModel:
+    """The VQA model `name` (default: the committed `vqa-rs-lite`), or a path to a .safetensors file.
+
+    `encoder`: an already loaded rs-lite encoder of the same weights, to share with the caller.
+    Raises FileNotFoundError naming the file and the command that trains it if the weights are missing.
+    """
+    from safetensors.torch import load_file
+
+    wpath, cpath = _resolve(name)
+    if not wpath.is_file() or not cpath.is_file():
+        missing = wpath if not wpath.is_file() else cpath
+        raise FileNotFoundError(
+            f"VQA model file not found: {missing}. Train it with `rsrag train vqa` "
+            "(see rsrag/weights/README.md), or pass the name of an existing model."
+        )
+    card = json.loads(cpath.read_text())
+    raw = card["config"]
+    cfg = VQAConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
+    state = {k: v.float() for k, v in load_file(str(wpath)).items()}
+    bank = state.pop("question_bank").numpy()
+    net = VQANet(cfg)
+    net.load_state_dict(state)
+    return VQAModel(net, cfg, Calibration(**card["calibration"]), bank, encoder=encoder, name=wpath.stem)

@@ -1,0 +1,69 @@
+"""The re-ranker interface and its small registry."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Callable, Sequence
+
+import numpy as np
+
+_REGISTRY: dict[str, Callable[..., "Reranker"]] = {}
+_SHARED: dict[str, "Reranker"] = {}
+DEFAULT_RERANKER = "cross-encoder"
+
+
+class Reranker(ABC):
+    """Scores passages against a query; higher is more relevant. Scores are only comparable within
+    one call (a cross-encoder's logits are not probabilities)."""
+
+    name: str = "reranker"
+
+    @abstractmethod
+    def score(self, query: str, passages: Sequence[str]) -> np.ndarray:
+        """(len(passages),) float32 relevance scores."""
+
+    def rerank(self, query: str, passages: Sequence[str]) -> list[int]:
+        """Positions of `passages`, most relevant first (ties keep the input order)."""
+        if not passages:
+            return []
+        scores = self.score(query, passages)
+        return sorted(range(len(passages)), key=lambda i: (-float(scores[i]), i))
+
+
+class IdentityReranker(Reranker):
+    """Keeps the input order (scores decrease with position): re-ranking switched off."""
+
+    name = "none"
+
+    def score(self, query: str, passages: Sequence[str]) -> np.ndarray:
+        return -np.arange(len(passages), dtype=np.float32)
+
+
+def register_reranker(name: str) -> Callable:
+    """Decorator: make a Reranker factory available to `create_reranker(name)`."""
+
+    def deco(factory: Callable[..., Reranker]) -> Callable[..., Reranker]:
+        _REGISTRY[name] = factory
+        return factory
+
+    return deco
+
+
+register_reranker("none")(IdentityReranker)
+
+
+def create_reranker(name: str | Reranker | None = DEFAULT_RERANKER, *, shared: bool = True, **cfg) -> Reranker:
+    """A re-ranker by name (an instance is returned as is). With `shared`, one instance per name is
+    kept for the process, so the model is loaded once however many questions are asked."""
+    if isinstance(name, Reranker):
+        return name
+    name = name or DEFAULT_RERANKER
+    if name not in _REGISTRY:
+        import rsrag.rerankers.cross_encoder  # noqa: F401  (registers itself)
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown reranker {name!r}; known: {', '.join(sorted(_REGISTRY))}")
+    if shared and not cfg:
+        if name not in _SHARED:
+            _SHARED[name] = _REGISTRY[name]()
+        return _SHARED[name]
+    return _REGISTRY[name](**cfg)

@@ -1,0 +1,74 @@
+"""Query-text encoding for a server: concurrent requests share one batched encoder call.
+
+Encoding a query is most of a text search (a small transformer: milliseconds; FAISS and BM25 on a
+library of thousands: well under one). One query at a time, each call pays the model's fixed
+overhead and concurrent calls fight over the same cores. Here one worker thread encodes: it takes
+every query waiting when it becomes free and encodes them as one batch, so a lone request goes
+straight through (no added wait) and under load the cost per query drops with the batch size.
+Recent queries are also remembered (LRU), as a web page re-runs the same query with other options.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections import OrderedDict
+from concurrent.futures import Future
+from typing import Any, Sequence
+
+import numpy as np
+
+
+class BatchingEncoder:
+    """Wraps an `Encoder`: `encode_texts` of one text goes through the batcher and the cache;
+    everything else (images, `id`, `dim`, ...) is the wrapped encoder's."""
+
+    def __init__(self, encoder: Any, max_batch: int = 64, cache_size: int = 4096) -> None:
+        self.encoder = encoder
+        self.max_batch = max_batch
+        self.cache_size = cache_size
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._cache_lock = threading.Lock()
+        self._queue: queue.SimpleQueue[tuple[str, Future]] = queue.SimpleQueue()
+        self.batches = 0  # encoder calls made, for tests and curiosity
+        threading.Thread(target=self._work, name="query-encoder", daemon=True).start()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.encoder, name)
+
+    def encode_texts(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
+        if isinstance(texts, str) or len(texts) != 1:
+            return self.encoder.encode_texts(texts, batch_size=batch_size)
+        text = str(texts[0])
+        with self._cache_lock:
+            hit = self._cache.get(text)
+            if hit is not None:
+                self._cache.move_to_end(text)
+                return hit[None].copy()
+        future: Future = Future()
+        self._queue.put((text, future))
+        vector = future.result()
+        with self._cache_lock:
+            self._cache[text] = vector
+            if len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        return vector[None].copy()
+
+    def _work(self) -> None:
+        while True:
+            batch = [self._queue.get()]
+            while len(batch) < self.max_batch:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            texts = list(dict.fromkeys(t for t, _ in batch))
+            try:
+                vectors = dict(zip(texts, self.encoder.encode_texts(texts)))
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiting requests, which raise it
+                for _, future in batch:
+                    future.set_exception(exc)
+                continue
+            self.batches += 1
+            for text, future in batch:
+                future.set_result(vectors[text])

@@ -1,0 +1,107 @@
+"""One JSON shape for every error the API returns: `{"error": {"status", "code", "message", "details"}}`.
+
+Handlers cover FastAPI's own errors (unknown route, wrong method, validation), the errors rsrag
+raises on purpose (bad filter, busy index, undecodable image) and, last, anything unexpected, which
+is logged with its traceback and answered with a 500 that reveals nothing about the server.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+from starlette.routing import Match
+
+from rsrag.imageio import ImageLoadError
+from rsrag.index.errors import IndexBusyError, IndexNotFoundError, LibraryError
+
+log = logging.getLogger(__name__)
+
+CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
+         409: "conflict", 413: "payload_too_large", 415: "unsupported_media_type", 422: "validation_error",
+         500: "internal_error", 503: "unavailable"}
+
+
+class ApiError(HTTPException):
+    """An error answered as is. A subclass of Starlette's HTTPException so that one raised while
+    FastAPI reads a body (the upload size limit) keeps its status instead of becoming a generic 400."""
+
+    def __init__(self, status: int, message: str, *, code: str | None = None,
+                 headers: dict[str, str] | None = None, details: list | None = None) -> None:
+        super().__init__(status, message, headers)
+        self.code = code or CODES.get(status, "error")
+        self.details = details
+
+
+def error_body(status: int, message: str, code: str | None = None, details: list | None = None) -> dict:
+    return {"error": {"status": status, "code": code or CODES.get(status, "error"), "message": message,
+                      "details": details}}
+
+
+def error_response(status: int, message: str, *, code: str | None = None, details: list | None = None,
+                   headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(error_body(status, message, code, details), status_code=status, headers=headers)
+
+
+def _validation_details(errors: list[dict[str, Any]]) -> list[dict]:
+    """Where and what, without echoing the input (it can be a megabyte of base64)."""
+    return [{"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
+            for e in errors[:20]]
+
+
+def library_error_status(exc: LibraryError) -> int:
+    if isinstance(exc, IndexBusyError):
+        return 503
+    if isinstance(exc, IndexNotFoundError):
+        return 404
+    return 400
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method some route takes at this path. Starlette names only the first route's, which
+    is wrong where two routes share a path (GET and DELETE /items/{id})."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches(request.scope)
+        if match is not Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return ", ".join(sorted(methods))
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Route every error through `error_response`."""
+
+    @app.exception_handler(HTTPException)
+    async def _http(request: Request, exc: HTTPException) -> JSONResponse:
+        message = exc.detail if isinstance(exc.detail, str) else CODES.get(exc.status_code, "error").replace("_", " ")
+        headers = getattr(exc, "headers", None)
+        if exc.status_code == 405:
+            headers = {**(headers or {}), "Allow": _allowed_methods(request)}
+        return error_response(exc.status_code, message, code=getattr(exc, "code", None),
+                              details=getattr(exc, "details", None), headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        details = _validation_details(list(exc.errors()))
+        first = details[0] if details else {"loc": [], "msg": "invalid request"}
+        where = ".".join(p for p in first["loc"] if p not in ("body", "query", "path")) or "request"
+        return error_response(422, f"invalid {where}: {first['msg']}", details=details)
+
+    @app.exception_handler(ImageLoadError)
+    async def _image(request: Request, exc: ImageLoadError) -> JSONResponse:
+        status = 413 if "too large" in str(exc) else 400
+        return error_response(status, str(exc).replace("<bytes>", "upload"), code="bad_image" if status == 400 else None)
+
+    @app.exception_handler(LibraryError)
+    async def _library(request: Request, exc: LibraryError) -> JSONResponse:
+        status = library_error_status(exc)
+        return error_response(status, str(exc), headers={"Retry-After": "1"} if status == 503 else None)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(500, "internal server error")

@@ -1,0 +1,191 @@
+"""Request and response models of the API; their examples are what `/openapi.json` shows."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+Scalar = Union[Annotated[str, StringConstraints(max_length=200)], bool, int, FiniteFloat]
+FilterValue = Union[Scalar, None, Annotated[list[Scalar], Field(max_length=50)]]
+MetaKey = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z][A-Za-z0-9_]*$")]
+ItemId = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.:/-]*$")]
+Caption = Annotated[str, StringConstraints(min_length=1, max_length=500)]
+
+HIT_EXAMPLE = {
+    "rank": 1, "id": "ucm/harbor12", "score": 0.0323, "label": "harbor",
+    "captions": ["many boats are docked in the harbor ."], "split": "test",
+    "metadata": {"ucm_id": 1213}, "parts": {"dense_score": 0.41, "bm25_score": 7.9},
+    "image_url": "/items/ucm/harbor12/image",
+}
+
+
+class ErrorInfo(BaseModel):
+    status: int = Field(examples=[400])
+    code: str = Field(examples=["bad_image"])
+    message: str = Field(examples=["file: cannot decode image: corrupt, truncated or unsupported image data"])
+    details: Optional[list[dict[str, Any]]] = Field(None, description="per-field problems (validation errors)")
+
+
+class ErrorResponse(BaseModel):
+    """The shape of every error response."""
+
+    error: ErrorInfo
+
+
+class SearchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"query": "boats in a harbor", "k": 10, "mode": "hybrid"},
+        {"query": "airplanes", "k": 5, "mode": "dense", "filters": {"split": "test"}},
+        {"query": "river", "filters": ["label=river,beach", "split!=train"]},
+    ]})
+
+    query: str = Field(min_length=1, max_length=1000, description="free text")
+    k: int = Field(10, ge=1, le=100, description="number of hits")
+    mode: Literal["dense", "bm25", "hybrid"] = Field(
+        "hybrid", description="dense: text embedding vs image vectors; bm25: keywords over label and captions; "
+                              "hybrid: reciprocal-rank fusion of both")
+    filters: Union[dict[MetaKey, FilterValue], Annotated[list[Annotated[str, StringConstraints(max_length=300)]],
+                                                          Field(max_length=20)], None] = Field(
+        None, description="{column: value or list of values} (ANDed), or strings 'column<op>value' with op one of "
+                          "= != > >= < <= ('label=a,b' means either)")
+    bbox: Optional[tuple[FiniteFloat, FiniteFloat, FiniteFloat, FiniteFloat]] = Field(
+        None, description="min_lon, min_lat, max_lon, max_lat over the items' lon/lat metadata")
+
+
+class Hit(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [HIT_EXAMPLE]})
+
+    rank: int
+    id: str
+    score: float = Field(description="cosine (dense), BM25 score (bm25) or fused RRF score (hybrid)")
+    label: Optional[str] = None
+    captions: list[str] = []
+    split: Optional[str] = None
+    metadata: dict[str, Any] = {}
+    parts: dict[str, Optional[float]] = Field({}, description="hybrid: the dense and bm25 scores that were fused")
+    image_url: str = Field(description="thumbnail of the item")
+
+
+class SearchResponse(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"query": "boats in a harbor", "mode": "hybrid", "k": 10, "took_ms": 11.2, "hits": [HIT_EXAMPLE]}]})
+
+    query: Optional[str] = Field(None, description="the text query (absent for image search)")
+    mode: str
+    k: int
+    took_ms: float
+    hits: list[Hit]
+
+
+class Item(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {k: v for k, v in HIT_EXAMPLE.items() if k not in ("rank", "score", "parts")}]})
+
+    id: str
+    label: Optional[str] = None
+    captions: list[str] = []
+    split: Optional[str] = None
+    metadata: dict[str, Any] = {}
+    image_url: str
+
+
+class ItemIn(BaseModel):
+    """A new item. JSON carries the image as `image_base64`; multipart sends it as the `file` part."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"id": "field/001", "label": "farmland", "captions": ["green fields with a road"], "split": "train",
+         "metadata": {"lon": 4.35, "lat": 50.85, "source": "drone"}, "image_base64": "iVBORw0KGgo..."}]})
+
+    id: ItemId = Field(description="unique id (letters, digits and _ . : / -)")
+    label: Optional[Annotated[str, StringConstraints(max_length=100)]] = None
+    captions: Annotated[list[Caption], Field(max_length=20)] = []
+    split: Optional[Annotated[str, StringConstraints(max_length=32)]] = None
+    metadata: Annotated[dict[MetaKey, Optional[Scalar]], Field(max_length=32)] = Field(
+        {}, description="extra columns (filterable); a value must fit the column's type when it already exists")
+    replace: bool = Field(False, description="replace an item with the same id instead of answering 409")
+    image_base64: Optional[str] = Field(None, description="JSON only: the image file, base64-encoded")
+
+
+class ItemCreated(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"replaced": False, "item": {"id": "field/001", "label": "farmland", "captions": ["green fields with a road"],
+                                     "split": "train", "metadata": {"lon": 4.35}, "image_url": "/items/field/001/image"}}]})
+
+    replaced: bool
+    item: Item
+
+
+class Deleted(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"deleted": "field/001"}]})
+
+    deleted: str
+
+
+class Turn(BaseModel):
+    role: Literal["user", "assistant"]
+    content: Annotated[str, StringConstraints(max_length=4000)]
+
+
+class QARequest(BaseModel):
+    """A question about the library, an uploaded image, or both. JSON carries the image as
+    `image_base64`; multipart sends it as the `file` part and `history` as a JSON string."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"question": "Where are boats moored?", "k": 5},
+        {"question": "And how many are there?", "history": [
+            {"role": "user", "content": "Where are boats moored?"},
+            {"role": "assistant", "content": "In a harbor with many boats [1]."}]},
+    ]})
+
+    question: Optional[Annotated[str, StringConstraints(max_length=1000)]] = None
+    history: Annotated[list[Turn], Field(max_length=20)] = Field([], description="earlier turns, oldest first")
+    k: int = Field(5, ge=1, le=20, description="evidence items retrieved")
+    generator: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")] = "extractive"
+    image_base64: Optional[str] = Field(None, description="JSON only: an image, base64-encoded")
+
+
+class QAResponse(BaseModel):
+    model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [
+        {"answer": "Boats are moored in a harbor next to a pier [1].",
+         "citations": [{"n": 1, "id": "ucm/harbor12"}],
+         "evidence": [{"id": "ucm/harbor12", "label": "harbor", "score": 0.03, "image_url": "/items/ucm/harbor12/image"}],
+         "timings": {"retrieve_ms": 12.0, "generate_ms": 3.1}, "generator": "extractive"}]})
+
+    answer: str
+    citations: list[Any]
+    evidence: list[Any]
+    timings: dict[str, Any]
+    generator: str
+
+
+class CaptionResponse(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"caption": "many boats are docked in the harbor .", "took_ms": 180.0}]})
+
+    caption: str
+    took_ms: float
+
+
+class VQAResponse(BaseModel):
+    model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [
+        {"answer": "yes", "confidence": 0.91, "question_type": "presence", "unknown": False}]})
+
+    answer: str
+    confidence: Optional[float] = None
+    question_type: Optional[str] = None
+    unknown: bool = False
+
+
+class Health(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"status": "ok", "index": "ucm", "records": 1800, "encoder": "rs-lite:rs-lite-lite0@3f2a",
+         "writes_enabled": True, "components": {"qa": "available", "caption": "not loaded", "vqa": "not loaded"}}]})
+
+    status: Literal["ok"]
+    index: str
+    records: int
+    encoder: str
+    writes_enabled: bool
+    components: dict[str, str]

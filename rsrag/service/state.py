@@ -1,0 +1,80 @@
+"""How the service shares one index between many request threads.
+
+`Library` objects reload themselves in place when another writer commits, which is fine for one
+thread but not for many sharing one object. So searches here go to a `Snapshot`: a Library that never
+changes after it is opened. After every commit (the manifest's change stamp moves) the next request
+opens a fresh snapshot and swaps it in; requests already running finish on the old one, which is
+dropped when they are done. Searches therefore never block on writes and never see half a write. Snapshots encode query
+texts through one shared `BatchingEncoder`.
+
+Writes go to the one writable Library passed to `create_app`, one at a time (a process-wide lock
+in front of the index's own writer lock, so threads queue instead of timing out), and the snapshot
+is refreshed before the write is answered, so a client reads its own writes.
+"""
+
+from __future__ import annotations
+
+import threading
+from contextlib import contextmanager
+from typing import Iterator
+
+from rsrag.index import Library
+from rsrag.service.batching import BatchingEncoder
+
+
+class Snapshot(Library):
+    """A read-only view of an index as it was when opened: it never reloads itself."""
+
+    def _maybe_refresh(self) -> None:
+        return None
+
+    def warm(self) -> "Snapshot":
+        """Load what the first search would load lazily, so concurrent first searches do not race."""
+        self._meta_rows()
+        return self
+
+
+class LibraryHandle:
+    """The writable Library plus the current read snapshot (see module doc)."""
+
+    def __init__(self, library: Library) -> None:
+        self.library = library
+        self.query_encoder = BatchingEncoder(library.encoder)
+        self.query_encoder.encode_texts(["warm-up"])  # first-call costs (model sessions) before serving
+        self._write_lock = threading.Lock()
+        self._reload_lock = threading.Lock()
+        self._snapshot = self._open()
+
+    def _open(self) -> Snapshot:
+        lib = self.library
+        return Snapshot(lib.folder, encoder=self.query_encoder, lock_timeout=lib.lock_timeout).warm()
+
+    def reader(self) -> Snapshot:
+        """The newest snapshot. When the index changed, one thread reopens it while the others keep
+        using the previous snapshot rather than wait."""
+        snap = self._snapshot
+        if snap._stamp() != snap._stamp_seen and self._reload_lock.acquire(blocking=False):
+            try:
+                snap = self._reload()
+            finally:
+                self._reload_lock.release()
+        return snap
+
+    def _reload(self) -> Snapshot:
+        if self._snapshot._stamp() != self._snapshot._stamp_seen:
+            self._snapshot = self._open()
+        return self._snapshot
+
+    def refresh(self) -> Snapshot:
+        """Reopen now if the index changed, waiting for a reload in progress (read-your-writes)."""
+        with self._reload_lock:
+            return self._reload()
+
+    @contextmanager
+    def writing(self) -> Iterator[Library]:
+        """The writable Library, one thread at a time; the snapshot is refreshed afterwards."""
+        with self._write_lock:
+            try:
+                yield self.library
+            finally:
+                self.refresh()
