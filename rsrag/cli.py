@@ -190,9 +190,14 @@ def serve_cmd(
     port: int = typer.Option(8000, "--port"),
 ) -> None:
     """Serve an index over HTTP: search, QA, caption and VQA API plus a web page at / (writes need RSRAG_API_TOKEN)."""
+    from rsrag.index.errors import LibraryError
     from rsrag.service import serve
 
-    serve(index, root, host=host, port=port)
+    try:
+        serve(index, root, host=host, port=port)
+    except LibraryError as exc:  # e.g. no such index: one line, not a traceback
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
 
 
 def main() -> None:

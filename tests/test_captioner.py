@@ -55,14 +55,16 @@ def test_cider_is_on_the_toolkit_scale():
 
 @needs_java
 def test_toolkit_tokenizer_and_meteor():
-    refs = [REFS, ["a plane is parked at the airport ."]]
-    exact = score_captions(refs, ["The cat is on the mat.", "a plane is parked at the airport"])
-    assert set(exact) == {"bleu1", "bleu2", "bleu3", "bleu4", "meteor", "rouge_l", "cider"}
-    assert exact["bleu4"] == pytest.approx(1.0, abs=1e-6)  # PTB tokenizer: case and punctuation dropped
-    partial = score_captions(refs, [HYP, "a plane at the airport"])
-    wrong = score_captions(refs, ["green trees", "a river"])
-    assert 1.0 >= exact["meteor"] > partial["meteor"] > wrong["meteor"] >= 0.0
-    assert score_captions([REFS], [HYP])["bleu3"] == pytest.approx(0.5, abs=1e-6)
+    # one Java round trip (the JVM start dominates): the PTB tokenizer lower-cases and drops
+    # punctuation, so the toolkit path scores like the pure-Python one on normalised text
+    refs = [REFS, ["A plane is parked at the airport ."]]
+    hyps = ["The cat sat on the mat.", "a plane, parked at the airport"]
+    toolkit = score_captions(refs, hyps)
+    assert set(toolkit) == {"bleu1", "bleu2", "bleu3", "bleu4", "meteor", "rouge_l", "cider"}
+    plain = score_captions(refs, hyps, metrics=("bleu", "rouge", "cider"), ptb=False)
+    for key, value in plain.items():
+        assert toolkit[key] == pytest.approx(value, abs=1e-9), key
+    assert 0.3 < toolkit["meteor"] < 1.0
 
 
 def test_score_captions_rejects_bad_input():

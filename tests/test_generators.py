@@ -12,13 +12,23 @@ from pathlib import Path
 import pytest
 
 from index_helpers import HashEncoder  # noqa: F401  (registers test-hash)
-from rsrag.generators import Generation, GenerationRequest, Generator, GeneratorError, create_generator, list_generators, register_generator
+from rsrag.generators import (
+    Generation,
+    GenerationRequest,
+    Generator,
+    GeneratorError,
+    create_generator,
+    list_generators,
+    register_generator,
+)
 from rsrag.index import Library
 from rsrag.knowledge import KnowledgeBase, KnowledgeRecord
 from rsrag.rag import PromptBuilder, ask
 
-EVIDENCE = [{"id": "a#location", "record_id": "a", "text": "Rome, Italy", "chunk_type": "location", "score": 1.0},
-            {"id": "b#location", "record_id": "b", "text": "Paris, France", "chunk_type": "location", "score": 0.5}]
+EVIDENCE = [
+    {"id": "a#location", "record_id": "a", "text": "Rome, Italy", "chunk_type": "location", "score": 1.0},
+    {"id": "b#location", "record_id": "b", "text": "Paris, France", "chunk_type": "location", "score": 0.5},
+]
 
 
 def _request(question: str = "Where is it?") -> GenerationRequest:
@@ -29,8 +39,12 @@ def _request(question: str = "Where is it?") -> GenerationRequest:
 def library(tmp_path_factory) -> Library:
     root = tmp_path_factory.mktemp("gen")
     lib = Library.create(root, "lib", encoder="test-hash")
-    KnowledgeBase.attach(lib).add([KnowledgeRecord.from_dict({"name": "Old Forum", "chunks": {"location": "Rome, Italy"}}),
-                                   KnowledgeRecord.from_dict({"name": "Iron Tower", "chunks": {"location": "Paris, France"}})])
+    KnowledgeBase.attach(lib).add(
+        [
+            KnowledgeRecord.from_dict({"name": "Old Forum", "chunks": {"location": "Rome, Italy"}}),
+            KnowledgeRecord.from_dict({"name": "Iron Tower", "chunks": {"location": "Paris, France"}}),
+        ]
+    )
     return lib
 
 
@@ -47,9 +61,15 @@ class ChatHandler(BaseHTTPRequestHandler):
         if self.path != "/v1/chat/completions":
             self.send_error(404)
             return
-        payload = {"id": "x", "object": "chat.completion", "model": body["model"],
-                   "choices": [{"index": 0, "message": {"role": "assistant", "content": type(self).reply},
-                                "finish_reason": "stop"}], "usage": {"prompt_tokens": 10, "completion_tokens": 5}}
+        payload = {
+            "id": "x",
+            "object": "chat.completion",
+            "model": body["model"],
+            "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": type(self).reply}, "finish_reason": "stop"}
+            ],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 5},
+        }
         data = json.dumps(payload).encode() if type(self).status == 200 else b'{"error": "overloaded"}'
         self.send_response(type(self).status)
         self.send_header("Content-Type", "application/json")
@@ -93,8 +113,12 @@ def test_registry():
 
 
 def test_openai_generator_against_local_server(server, library):
-    answer = ask(library, "Where is the Iron Tower?", generator="openai",
-                 generator_config={"url": server, "model": "tiny", "api_key": "k"})
+    answer = ask(
+        library,
+        "Where is the Iron Tower?",
+        generator="openai",
+        generator_config={"url": server, "model": "tiny", "api_key": "k"},
+    )
     assert answer.text == "It is in Paris [2]." and answer.generator == "openai"
     call = ChatHandler.seen[-1]
     assert call["path"] == "/v1/chat/completions" and call["body"]["model"] == "tiny"
@@ -115,7 +139,9 @@ def test_openai_unreachable_endpoint_is_a_clear_error():
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]  # closed again: nothing listens there
     gen = create_generator("openai", url=f"http://127.0.0.1:{port}/v1", timeout=2)
-    with pytest.raises(GeneratorError, match=rf"cannot reach generator endpoint http://127.0.0.1:{port}/v1/chat/completions"):
+    with pytest.raises(
+        GeneratorError, match=rf"cannot reach generator endpoint http://127.0.0.1:{port}/v1/chat/completions"
+    ):
         gen.generate(_request())
 
 
@@ -124,8 +150,29 @@ def _tiny_causal_lm(folder: Path) -> Path:
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
-    words = ["<unk>", "<pad>", "<eos>", "[", "]", "1", "2", "rome", "italy", "paris", "france", "where", "is", "it",
-             "context", "question", "answer", ":", ",", "?", "."]
+    words = [
+        "<unk>",
+        "<pad>",
+        "<eos>",
+        "[",
+        "]",
+        "1",
+        "2",
+        "rome",
+        "italy",
+        "paris",
+        "france",
+        "where",
+        "is",
+        "it",
+        "context",
+        "question",
+        "answer",
+        ":",
+        ",",
+        "?",
+        ".",
+    ]
     tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>", eos_token="<eos>")
@@ -133,8 +180,11 @@ def _tiny_causal_lm(folder: Path) -> Path:
     import torch
 
     torch.manual_seed(0)
-    GPT2LMHeadModel(GPT2Config(vocab_size=len(words), n_positions=512, n_embd=16, n_layer=1, n_head=2,
-                               eos_token_id=2, pad_token_id=1)).save_pretrained(folder)
+    GPT2LMHeadModel(
+        GPT2Config(
+            vocab_size=len(words), n_positions=512, n_embd=16, n_layer=1, n_head=2, eos_token_id=2, pad_token_id=1
+        )
+    ).save_pretrained(folder)
     return folder
 
 

@@ -68,17 +68,24 @@ def test_question_wording_gives_type_and_grounding(data_root: Path):
     assert question_type("What significant major events are part of the site's history?") == "events"
     assert question_type("What additional details are available about this remote image location?") == "description"
     assert question_type("What is the ALBEDO value for January 2019 in the remote image?") == "rs_measurements"
-    assert ground_question("Whatarchitectural characteristics are notable here?", "X") == \
-        "What architectural characteristics are notable at X?"
-    assert ground_question("What is the location of the place in the remote image?", "Rome") == "What is the location of Rome?"
+    assert (
+        ground_question("Whatarchitectural characteristics are notable here?", "X")
+        == "What architectural characteristics are notable at X?"
+    )
+    assert (
+        ground_question("What is the location of the place in the remote image?", "Rome")
+        == "What is the location of Rome?"
+    )
 
 
 def test_coordinates_and_measurements():
     lon, lat = parse_coordinates("34°44′12″N 92°17′56″W")
     assert lat == pytest.approx(34.7367, abs=1e-3) and lon == pytest.approx(-92.2989, abs=1e-3)
     assert parse_coordinates("Rome, Italy") is None
-    assert measurement_fact("What is the ALBEDO value for January 2019 in the remote image?", "0.45") == \
-        "ALBEDO January 2019: 0.45"
+    assert (
+        measurement_fact("What is the ALBEDO value for January 2019 in the remote image?", "0.45")
+        == "ALBEDO January 2019: 0.45"
+    )
 
 
 def _jsonl(path: Path, rows: list) -> Path:
@@ -91,7 +98,9 @@ def test_read_jsonl_reports_the_bad_line(tmp_path: Path):
     with pytest.raises(KnowledgeFormatError, match=r"bad\.jsonl:2: not valid JSON"):
         read_jsonl(_jsonl(tmp_path / "bad.jsonl", [good, "{oops"]))
     with pytest.raises(KnowledgeFormatError, match=r":3: chunk 0 has unknown type 'colour'"):
-        read_jsonl(_jsonl(tmp_path / "bad2.jsonl", [good, "", {"name": "B", "chunks": [{"type": "colour", "text": "red"}]}]))
+        read_jsonl(
+            _jsonl(tmp_path / "bad2.jsonl", [good, "", {"name": "B", "chunks": [{"type": "colour", "text": "red"}]}])
+        )
     with pytest.raises(KnowledgeFormatError, match=r":1: missing or empty 'name'"):
         read_jsonl(_jsonl(tmp_path / "bad3.jsonl", [{"chunks": {"history": "x"}}]))
     with pytest.raises(KnowledgeFormatError, match=r":2: duplicate record id 'old-mill'"):
@@ -105,8 +114,20 @@ def test_knowledge_table_ingest_replace_and_malformed_file(tmp_path: Path):
     lib = Library.create(tmp_path / "idx", "lib", encoder="test-hash")
     kb = KnowledgeBase.attach(lib)
     assert (tmp_path / "idx" / "lib" / "knowledge" / "manifest.json").is_file()
-    rows = [{"name": "Red Tower", "category": "Tower", "chunks": {"location": "Redtown", "history": ["Built in 1900.", "Burnt in 1950."]}},
-            {"name": "Blue Bridge", "category": "Bridge", "chunks": {"construction_period": "1820-1825"}, "lon": 2.0, "lat": 48.0}]
+    rows = [
+        {
+            "name": "Red Tower",
+            "category": "Tower",
+            "chunks": {"location": "Redtown", "history": ["Built in 1900.", "Burnt in 1950."]},
+        },
+        {
+            "name": "Blue Bridge",
+            "category": "Bridge",
+            "chunks": {"construction_period": "1820-1825"},
+            "lon": 2.0,
+            "lat": 48.0,
+        },
+    ]
     report = kb.add_jsonl(_jsonl(tmp_path / "k.jsonl", rows))
     assert report.to_dict()["chunks"] == 4 and len(kb) == 4
     assert kb.records() == ["blue-bridge", "red-tower"]

@@ -14,13 +14,25 @@ from rsrag.rag import Answer, PromptBuilder, QAInputError, RetrievalConfig, ask,
 from rsrag.rag.prompt import estimate_tokens
 
 FACTS = [
-    {"name": "Red Tower", "category": "Tower", "chunks": {
-        "location": "Redtown, Kent, England", "construction_period": "1890-1895",
-        "history": "The tower was built as a lookout. It burnt down in 1950. It was rebuilt in 1960 as a museum."}},
-    {"name": "Blue Bridge", "category": "Bridge", "chunks": {
-        "location": "Bluford, Norway", "construction_period": "1820-1825", "visitors": "King Olav V"}},
-    {"name": "Green Park", "category": "Park", "chunks": {
-        "location": "Greenville, Ohio", "function": "Public recreation"}},
+    {
+        "name": "Red Tower",
+        "category": "Tower",
+        "chunks": {
+            "location": "Redtown, Kent, England",
+            "construction_period": "1890-1895",
+            "history": "The tower was built as a lookout. It burnt down in 1950. It was rebuilt in 1960 as a museum.",
+        },
+    },
+    {
+        "name": "Blue Bridge",
+        "category": "Bridge",
+        "chunks": {"location": "Bluford, Norway", "construction_period": "1820-1825", "visitors": "King Olav V"},
+    },
+    {
+        "name": "Green Park",
+        "category": "Park",
+        "chunks": {"location": "Greenville, Ohio", "function": "Public recreation"},
+    },
 ]
 
 
@@ -122,8 +134,10 @@ class Recorder(Generator):
 
 def test_history_reaches_the_prompt(kb_library):
     rec = Recorder()
-    history = [{"role": "user", "content": "Tell me about the Red Tower."},
-               {"role": "assistant", "content": "It is in Redtown."}]
+    history = [
+        {"role": "user", "content": "Tell me about the Red Tower."},
+        {"role": "assistant", "content": "It is in Redtown."},
+    ]
     answer = ask(kb_library, "When was it built?", history=history, generator=rec)
     assert answer.text == "ok [1]" and answer.generator == "recorder"
     assert [m["content"] for m in rec.request.prompt.messages[1:3]] == [h["content"] for h in history]
@@ -142,10 +156,26 @@ def test_image_questions_with_and_without_knowledge(tmp_path: Path):
     assert label.text == "red" and label.citations
     # with knowledge images: image -> knowledge image brings that record's chunks
     kb = KnowledgeBase.attach(lib)
-    kb.add([KnowledgeRecord.from_dict({"name": "Crimson Field", "category": "Park", "images": [str(tmp_path / "img" / "img0.png")],
-                                       "chunks": {"location": "Scarlet Valley"}}),
-            KnowledgeRecord.from_dict({"name": "Azure Lake", "category": "Park", "images": [str(tmp_path / "img" / "img8.png")],
-                                       "chunks": {"location": "Cobalt Hills"}})])
+    kb.add(
+        [
+            KnowledgeRecord.from_dict(
+                {
+                    "name": "Crimson Field",
+                    "category": "Park",
+                    "images": [str(tmp_path / "img" / "img0.png")],
+                    "chunks": {"location": "Scarlet Valley"},
+                }
+            ),
+            KnowledgeRecord.from_dict(
+                {
+                    "name": "Azure Lake",
+                    "category": "Park",
+                    "images": [str(tmp_path / "img" / "img8.png")],
+                    "chunks": {"location": "Cobalt Hills"},
+                }
+            ),
+        ]
+    )
     assert kb.has_images
     where = ask(lib, "Where is this place?", query)
     assert where.text == "Scarlet Valley" and where.extra["task"] == "vqa"
@@ -175,7 +205,9 @@ def test_cli_ask_and_knowledge_add(tmp_path: Path):
     assert result.exit_code == 2 and "bad.jsonl:2: lon/lat out of range" in result.output
     assert len(KnowledgeBase.open(Library.open(tmp_path, "lib"))) == 3  # the valid first line was not stored either
 
-    result = runner.invoke(app, ["ask", "When was the Red Tower built?", "--index", "lib", "--root", str(tmp_path), "--json"])
+    result = runner.invoke(
+        app, ["ask", "When was the Red Tower built?", "--index", "lib", "--root", str(tmp_path), "--json"]
+    )
     assert result.exit_code == 0, result.output
     out = json.loads(result.output)
     assert out["answer"] == "1890-1895" and out["citations"][0]["chunk_id"] == "red-tower#construction_period"
@@ -183,6 +215,19 @@ def test_cli_ask_and_knowledge_add(tmp_path: Path):
     assert result.exit_code == 2 and "needs a question, an image" in result.output
     result = runner.invoke(app, ["ask", "Where?", "--index", "nope", "--root", str(tmp_path)])
     assert result.exit_code == 2 and "no index named 'nope'" in result.output
-    result = runner.invoke(app, ["ask", "Where is it?", "--index", "lib", "--root", str(tmp_path), "--generator", "openai",
-                                 "--url", "http://127.0.0.1:9/v1"])
+    result = runner.invoke(
+        app,
+        [
+            "ask",
+            "Where is it?",
+            "--index",
+            "lib",
+            "--root",
+            str(tmp_path),
+            "--generator",
+            "openai",
+            "--url",
+            "http://127.0.0.1:9/v1",
+        ],
+    )
     assert result.exit_code == 2 and "cannot reach generator endpoint" in result.output

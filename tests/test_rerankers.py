@@ -11,13 +11,17 @@ from rsrag.rerankers import CrossEncoderReranker, IdentityReranker, Reranker, cr
 def test_cross_encoder_orders_hand_made_cases():
     ce = create_reranker("cross-encoder")
     assert isinstance(ce, CrossEncoderReranker) and create_reranker() is ce  # shared, loaded once
-    passages = ["New York City is famous for the Metropolitan Museum of Art.",
-                "Berlin has a population of 3,520,031 registered inhabitants.",
-                "Berlin is the capital of Germany."]
+    passages = [
+        "New York City is famous for the Metropolitan Museum of Art.",
+        "Berlin has a population of 3,520,031 registered inhabitants.",
+        "Berlin is the capital of Germany.",
+    ]
     assert ce.rerank("How many people live in Berlin?", passages) == [1, 2, 0]
-    chunks = ["Piazza Navona (Historic Site) - remote-sensing measurements: ALBEDO April 2019: 0.06.",
-              "Piazza Navona (Historic Site) - location: Rome, Italy",
-              "Salts Mill (Historic Site) - location: Saltaire, Bradford, England"]
+    chunks = [
+        "Piazza Navona (Historic Site) - remote-sensing measurements: ALBEDO April 2019: 0.06.",
+        "Piazza Navona (Historic Site) - location: Rome, Italy",
+        "Salts Mill (Historic Site) - location: Saltaire, Bradford, England",
+    ]
     scores = ce.score("What is the location of Piazza Navona?", chunks)
     assert scores.shape == (3,) and scores.dtype == np.float32
     assert int(np.argmax(scores)) == 1

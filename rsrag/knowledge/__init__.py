@@ -6,7 +6,20 @@ from rsrag.knowledge.rswk import QAItem, convert_rswk, load_qa_items
 from rsrag.knowledge.store import IngestReport, KnowledgeBase, read_jsonl, write_jsonl
 
 __all__ = [
-    "CHUNK_TYPES", "IMAGE_CHUNK", "Chunk", "KnowledgeRecord", "KnowledgeFormatError", "KnowledgeBase",
-    "IngestReport", "QAItem", "convert_rswk", "load_qa_items", "read_jsonl", "write_jsonl", "question_type",
-    "ground_question", "clean_question", "slug",
+    "CHUNK_TYPES",
+    "IMAGE_CHUNK",
+    "Chunk",
+    "KnowledgeRecord",
+    "KnowledgeFormatError",
+    "KnowledgeBase",
+    "IngestReport",
+    "QAItem",
+    "convert_rswk",
+    "load_qa_items",
+    "read_jsonl",
+    "write_jsonl",
+    "question_type",
+    "ground_question",
+    "clean_question",
+    "slug",
 ]

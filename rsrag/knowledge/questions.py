@@ -13,42 +13,51 @@ import re
 
 # (chunk type, pattern) in order: the first match wins, so specific wordings come before general ones.
 _MONTHS = r"(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*"
-_TYPE_PATTERNS: list[tuple[str, re.Pattern]] = [(t, re.compile(p, re.I)) for t, p in [
-    ("rs_measurements", rf"\b{_MONTHS}\s+(?:19|20)\d\d\b"),
-    ("original_function", r"\boriginal(?:ly)?\b.*\b(?:function|purpose|use)|\bbuilt for\b"),
-    ("current_function", r"\bcurrent(?:ly)?\b.*\b(?:function|purpose|use)|\bused (?:for|as) (?:today|now)\b"),
-    ("function", r"\bfunction\b|\bpurpose\b|\bused (?:for|as)\b"),
-    ("construction_period", r"\bconstruct\w*|\bwhen was\b.*\b(?:built|erected|founded|completed|opened)\b"),
-    ("events", r"\bevents?\b|\bwhat happened\b"),
-    ("significance", r"\bhistoric(?:al(?:ly)?)? significan\w*|\bhistorically\b"),
-    ("history", r"\bhistor(?:y|ical)\b"),
-    ("culture", r"\bcultur\w*"),
-    ("architecture", r"\barchitect\w*|\bstyle\b"),
-    ("visitors", r"\bvisit\w*|\bwho (?:came|went)\b"),
-    ("address", r"\baddress\b"),
-    ("environment", r"\bvegetation|\bsoil\b|\bmoisture|\bprecipitation|\btemperature|\bwind\b|\bsolar\b|"
-                    r"\bsnow\w*|\bpressure\b|\bhumidity|\breflectance|\burban\b|\bbuilt-up|\bclimate|"
-                    r"\bland\b|\bazimuth|\bzenith|\bwater\b|\bindex\b|\bindices\b|\bvalues?\b|\bsurface|\bemissiv|"
-                    r"\balbedo|\bthermal|\burbani[sz]|\brain|\benergy|\bspectral|\breflect|\bsun\b|\bheat|"
-                    r"\b(?-i:[A-Z][A-Z0-9_]{2,})\b"),
-    ("area", r"\barea\b|\bregion\b"),
-    ("location", r"\blocat\w*|\bwhere\b|\bcoordinates?\b|\bcountry\b|\bcity\b"),
-    ("name", r"\bname\b|\bcalled\b|\bwhich landmark\b|\bcategory\b|\bkind of\b|\btype of\b"),
-    ("description", r"\bdetails?\b|\binteresting\b|\bdescribe\b|\btell me about\b|\bmore\b"),
-]]
+_TYPE_PATTERNS: list[tuple[str, re.Pattern]] = [
+    (t, re.compile(p, re.I))
+    for t, p in [
+        ("rs_measurements", rf"\b{_MONTHS}\s+(?:19|20)\d\d\b"),
+        ("original_function", r"\boriginal(?:ly)?\b.*\b(?:function|purpose|use)|\bbuilt for\b"),
+        ("current_function", r"\bcurrent(?:ly)?\b.*\b(?:function|purpose|use)|\bused (?:for|as) (?:today|now)\b"),
+        ("function", r"\bfunction\b|\bpurpose\b|\bused (?:for|as)\b"),
+        ("construction_period", r"\bconstruct\w*|\bwhen was\b.*\b(?:built|erected|founded|completed|opened)\b"),
+        ("events", r"\bevents?\b|\bwhat happened\b"),
+        ("significance", r"\bhistoric(?:al(?:ly)?)? significan\w*|\bhistorically\b"),
+        ("history", r"\bhistor(?:y|ical)\b"),
+        ("culture", r"\bcultur\w*"),
+        ("architecture", r"\barchitect\w*|\bstyle\b"),
+        ("visitors", r"\bvisit\w*|\bwho (?:came|went)\b"),
+        ("address", r"\baddress\b"),
+        (
+            "environment",
+            r"\bvegetation|\bsoil\b|\bmoisture|\bprecipitation|\btemperature|\bwind\b|\bsolar\b|"
+            r"\bsnow\w*|\bpressure\b|\bhumidity|\breflectance|\burban\b|\bbuilt-up|\bclimate|"
+            r"\bland\b|\bazimuth|\bzenith|\bwater\b|\bindex\b|\bindices\b|\bvalues?\b|\bsurface|\bemissiv|"
+            r"\balbedo|\bthermal|\burbani[sz]|\brain|\benergy|\bspectral|\breflect|\bsun\b|\bheat|"
+            r"\b(?-i:[A-Z][A-Z0-9_]{2,})\b",
+        ),
+        ("area", r"\barea\b|\bregion\b"),
+        ("location", r"\blocat\w*|\bwhere\b|\bcoordinates?\b|\bcountry\b|\bcity\b"),
+        ("name", r"\bname\b|\bcalled\b|\bwhich landmark\b|\bcategory\b|\bkind of\b|\btype of\b"),
+        ("description", r"\bdetails?\b|\binteresting\b|\bdescribe\b|\btell me about\b|\bmore\b"),
+    ]
+]
 
 # Phrases that point at the image, replaced by the place name (longest forms first).
 _NOUN = r"(?:landmark|site|place|structure|location|area|region|remote\s+site|remote\s+location)"
 _IMAGE = r"(?:remote(?:\s+sensing)?\s+image|image|picture|photo)"
-_REFERENCES = [re.compile(p, re.I) for p in [
-    rf"\b(?:the|this)\s+{_NOUN}(?:\s+(?:shown|captured|visible|depicted|pictured))?\s+(?:in|from|of)\s+(?:the|this)\s+{_IMAGE}",
-    rf"\b(?:the|this)\s+{_IMAGE}\s+{_NOUN}",
-    rf"\bthis\s+{_IMAGE}\s+location",
-    rf"\b(?:the|this)\s+{_NOUN}\s+(?:shown|captured|visible|depicted|pictured)\b",
-    rf"\b(?:the|this)\s+{_IMAGE}",
-    rf"\bthis\s+{_NOUN}\b",
-    rf"\bthe\s+{_NOUN}\b(?!\s+(?:of|where)\b)",
-]]
+_REFERENCES = [
+    re.compile(p, re.I)
+    for p in [
+        rf"\b(?:the|this)\s+{_NOUN}(?:\s+(?:shown|captured|visible|depicted|pictured))?\s+(?:in|from|of)\s+(?:the|this)\s+{_IMAGE}",
+        rf"\b(?:the|this)\s+{_IMAGE}\s+{_NOUN}",
+        rf"\bthis\s+{_IMAGE}\s+location",
+        rf"\b(?:the|this)\s+{_NOUN}\s+(?:shown|captured|visible|depicted|pictured)\b",
+        rf"\b(?:the|this)\s+{_IMAGE}",
+        rf"\bthis\s+{_NOUN}\b",
+        rf"\bthe\s+{_NOUN}\b(?!\s+(?:of|where)\b)",
+    ]
+]
 _HERE = re.compile(r"\bhere\b(?=\s*[?.!]?\s*$)", re.I)
 _IMAGE_TAG = re.compile(r"<image>\s*", re.I)
 

@@ -81,8 +81,9 @@ class KnowledgeRecord:
 
     def to_dict(self) -> dict:
         out = asdict(self)
-        out["chunks"] = [{"type": c.type, "text": c.text, **({"source": c.source} if c.source else {})}
-                         for c in self.chunks]
+        out["chunks"] = [
+            {"type": c.type, "text": c.text, **({"source": c.source} if c.source else {})} for c in self.chunks
+        ]
         return {k: v for k, v in out.items() if v not in (None, [], "")}
 
     @classmethod
@@ -91,6 +92,7 @@ class KnowledgeRecord:
 
         `chunks` is a list of {"type", "text"} objects or a {type: text | [texts]} mapping.
         """
+
         def bad(msg: str) -> KnowledgeFormatError:
             return KnowledgeFormatError(f"{where}: {msg}")
 
@@ -126,14 +128,26 @@ class KnowledgeRecord:
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
                 raise bad(f"'{key}' must be a number")
             coords[key] = None if value is None else float(value)
-        if coords["lon"] is not None and not -180 <= coords["lon"] <= 180 or \
-                coords["lat"] is not None and not -90 <= coords["lat"] <= 90:
+        if (
+            coords["lon"] is not None
+            and not -180 <= coords["lon"] <= 180
+            or coords["lat"] is not None
+            and not -90 <= coords["lat"] <= 90
+        ):
             raise bad("lon/lat out of range")
         if not chunks and not images:
             raise bad("a record needs at least one chunk or image")
         category = data.get("category")
-        return cls(str(rid), name.strip(), None if category is None else str(category), chunks, images,
-                   coords["lon"], coords["lat"], data.get("source"))
+        return cls(
+            str(rid),
+            name.strip(),
+            None if category is None else str(category),
+            chunks,
+            images,
+            coords["lon"],
+            coords["lat"],
+            data.get("source"),
+        )
 
     def resolve_images(self, base: Path) -> None:
         """Make relative image paths relative to `base` (the folder of the file they came from)."""

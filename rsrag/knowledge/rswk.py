@@ -34,12 +34,31 @@ RSK_FILES = ("vqa/vqa_rsk/vqa_rsk_full_train_11827.jsonl", "vqa/vqa_rsk/vqa_rsk_
 ENV_FILE = "vqa/vqa_c/vqa_c_full_test_4501.json"
 MINI_VQA = "mini/image_vqa_mini_test_5242.jsonl"
 MINI_CLASS = "mini/image_classification_mini_test_1600.jsonl"
-CATEGORIES = ("Airport", "Amusement Park", "Beach", "Bridge", "Casino", "Church", "Government Building",
-              "Historic Site", "Mansion", "Museum", "Park", "Stadium", "Theater", "Tower", "University", "Forest")
+CATEGORIES = (
+    "Airport",
+    "Amusement Park",
+    "Beach",
+    "Bridge",
+    "Casino",
+    "Church",
+    "Government Building",
+    "Historic Site",
+    "Mansion",
+    "Museum",
+    "Park",
+    "Stadium",
+    "Theater",
+    "Tower",
+    "University",
+    "Forest",
+)
 ENV_SENTENCES_PER_CHUNK = 4
 
-_MONTH = re.compile(r"\b(January|February|March|April|May|June|July|August|September|October|November|December)"
-                    r"\s+((?:19|20)\d\d)\b", re.I)
+_MONTH = re.compile(
+    r"\b(January|February|March|April|May|June|July|August|September|October|November|December)"
+    r"\s+((?:19|20)\d\d)\b",
+    re.I,
+)
 _VARIABLE = re.compile(r"\b([A-Z][A-Z0-9_]{1,})\b")
 _DMS = re.compile(r"(\d+(?:\.\d+)?)°\s*(?:(\d+(?:\.\d+)?)[′']\s*)?(?:(\d+(?:\.\d+)?)[″\"]\s*)?([NSEW])")
 
@@ -116,8 +135,9 @@ def load_qa_items(root: Path | None = None, limit: int | None = None) -> list[QA
     return items
 
 
-def convert_rswk(root: Path | None = None, *, all_landmarks: bool = False,
-                 names: set[str] | None = None) -> list[KnowledgeRecord]:
+def convert_rswk(
+    root: Path | None = None, *, all_landmarks: bool = False, names: set[str] | None = None
+) -> list[KnowledgeRecord]:
     """Aggregate the RSWK files under `root` (default `<data>/rswk`) into one record per landmark.
 
     `names` restricts the output to those landmarks (tests use it to stay fast).
@@ -189,8 +209,10 @@ def _unique(items: list[tuple[str, str]]) -> list[tuple[str, str]]:
 
 def _record(rid: str, name: str, category: str | None, by_type: dict[str, list[tuple[str, str]]]) -> KnowledgeRecord:
     chunks = []
-    by_type = {"name": [(name, "rswk:image file name"), *by_type.get("name", [])],
-               **{t: v for t, v in by_type.items() if t != "name"}}
+    by_type = {
+        "name": [(name, "rswk:image file name"), *by_type.get("name", [])],
+        **{t: v for t, v in by_type.items() if t != "name"},
+    }
     for ctype, items in by_type.items():
         items = _unique(items)
         if ctype == "rs_measurements":

@@ -51,7 +51,9 @@ def read_jsonl(path: str | Path) -> list[KnowledgeRecord]:
                 raise KnowledgeFormatError(f"{where}: not valid JSON ({exc.msg})") from None
             record = KnowledgeRecord.from_dict(data, where)
             if record.id in seen:
-                raise KnowledgeFormatError(f"{where}: duplicate record id {record.id!r} (first on line {seen[record.id]})")
+                raise KnowledgeFormatError(
+                    f"{where}: duplicate record id {record.id!r} (first on line {seen[record.id]})"
+                )
             seen[record.id] = line_no
             record.resolve_images(path.parent)
             records.append(record)
@@ -87,8 +89,13 @@ class IngestReport:
     failed_images: list[tuple[str, str, str]] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return {"records": self.records, "chunks": self.chunks, "images": self.images,
-                "removed_chunks": self.removed_chunks, "failed_images": len(self.failed_images)}
+        return {
+            "records": self.records,
+            "chunks": self.chunks,
+            "images": self.images,
+            "removed_chunks": self.removed_chunks,
+            "failed_images": len(self.failed_images),
+        }
 
 
 class KnowledgeBase:
@@ -122,9 +129,14 @@ class KnowledgeBase:
         existing = cls.open(library)
         if existing is not None:
             return existing
-        index = Library.create(library.folder, FOLDER, encoder=library.encoder,
-                               encoder_name=library.manifest["encoder"]["name"], exist_ok=True,
-                               lock_timeout=library.lock_timeout)
+        index = Library.create(
+            library.folder,
+            FOLDER,
+            encoder=library.encoder,
+            encoder_name=library.manifest["encoder"]["name"],
+            exist_ok=True,
+            lock_timeout=library.lock_timeout,
+        )
         return cls(index)
 
     def __len__(self) -> int:
@@ -170,26 +182,41 @@ class KnowledgeBase:
 
     @staticmethod
     def _meta(rec: KnowledgeRecord, chunk_type: str, text: str, source: str | None) -> dict:
-        meta = {"record_id": rec.id, "name": rec.name, "category": rec.category, "chunk_type": chunk_type,
-                "text": text, "source": source or rec.source}
+        meta = {
+            "record_id": rec.id,
+            "name": rec.name,
+            "category": rec.category,
+            "chunk_type": chunk_type,
+            "text": text,
+            "source": source or rec.source,
+        }
         if rec.lon is not None and rec.lat is not None:
             meta.update(lon=float(rec.lon), lat=float(rec.lat))
         return meta
 
     def _chunk_row(self, rec: KnowledgeRecord, chunk) -> _Row:
-        return _Row(chunk.id, None, rec.category, [rec.chunk_text(chunk)],
-                    self._meta(rec, chunk.type, chunk.text, chunk.source))
+        return _Row(
+            chunk.id, None, rec.category, [rec.chunk_text(chunk)], self._meta(rec, chunk.type, chunk.text, chunk.source)
+        )
 
     def _image_row(self, rec: KnowledgeRecord, n: int, path: str) -> _Row:
-        return _Row(f"{rec.id}#{IMAGE_CHUNK}-{n}", path, rec.category, [rec.name],
-                    self._meta(rec, IMAGE_CHUNK, rec.name, str(path)))
+        return _Row(
+            f"{rec.id}#{IMAGE_CHUNK}-{n}",
+            path,
+            rec.category,
+            [rec.name],
+            self._meta(rec, IMAGE_CHUNK, rec.name, str(path)),
+        )
 
     def _chunk_ids_of(self, record_ids: set[str]) -> list[tuple[str, str]]:
         if not len(self.index) or "record_id" not in self.index.columns():
             return []
         table = self.index.store.scan(["id", "record_id"])
-        return [(cid, rid) for cid, rid in zip(table.column("id").to_pylist(), table.column("record_id").to_pylist())
-                if rid in record_ids]
+        return [
+            (cid, rid)
+            for cid, rid in zip(table.column("id").to_pylist(), table.column("record_id").to_pylist())
+            if rid in record_ids
+        ]
 
     # ---- reading -------------------------------------------------------------------------------
     @property

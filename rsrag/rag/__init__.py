@@ -5,5 +5,15 @@ from rsrag.rag.ask import ask
 from rsrag.rag.prompt import Prompt, PromptBuilder
 from rsrag.rag.retrieval import Candidate, KnowledgeRetriever, RetrievalConfig, fuse_rrf, fuse_weighted
 
-__all__ = ["ask", "Answer", "QAInputError", "RetrievalConfig", "KnowledgeRetriever", "Candidate", "fuse_rrf",
-           "fuse_weighted", "PromptBuilder", "Prompt"]
+__all__ = [
+    "ask",
+    "Answer",
+    "QAInputError",
+    "RetrievalConfig",
+    "KnowledgeRetriever",
+    "Candidate",
+    "fuse_rrf",
+    "fuse_weighted",
+    "PromptBuilder",
+    "Prompt",
+]

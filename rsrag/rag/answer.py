@@ -28,5 +28,10 @@ class Answer:
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        return {"answer": self.text, "citations": self.citations, "evidence": self.evidence,
-                "timings": self.timings, "generator": self.generator}
+        return {
+            "answer": self.text,
+            "citations": self.citations,
+            "evidence": self.evidence,
+            "timings": self.timings,
+            "generator": self.generator,
+        }

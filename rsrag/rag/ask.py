@@ -48,26 +48,60 @@ def image_evidence(library, image, k: int) -> list[dict]:
     """Evidence from the library's own images: the nearest images' captions, then their voted labels."""
     found = library.image_to_text(image, k=k, n_captions=k)
     label_of = {h["id"]: h.get("label") for h in found["hits"]}
-    evidence = [{"id": f"{c['source']}#caption-{i}", "record_id": c["source"], "name": label_of.get(c["source"]),
-                 "chunk_type": "caption", "text": c["text"], "score": round(float(c["score"]), 4),
-                 "category": label_of.get(c["source"])} for i, c in enumerate(found["captions"], start=1)]
+    evidence = [
+        {
+            "id": f"{c['source']}#caption-{i}",
+            "record_id": c["source"],
+            "name": label_of.get(c["source"]),
+            "chunk_type": "caption",
+            "text": c["text"],
+            "score": round(float(c["score"]), 4),
+            "category": label_of.get(c["source"]),
+        }
+        for i, c in enumerate(found["captions"], start=1)
+    ]
     for lab in found["labels"]:
         source = next((h["id"] for h in found["hits"] if h.get("label") == lab["label"]), None)
-        evidence.append({"id": f"label:{lab['label']}", "record_id": source, "name": lab["label"],
-                         "chunk_type": "label", "text": lab["label"], "score": round(float(lab["score"]), 4),
-                         "category": lab["label"]})
+        evidence.append(
+            {
+                "id": f"label:{lab['label']}",
+                "record_id": source,
+                "name": lab["label"],
+                "chunk_type": "label",
+                "text": lab["label"],
+                "score": round(float(lab["score"]), 4),
+                "category": lab["label"],
+            }
+        )
     return evidence
 
 
 def caption_evidence(library, question: str, k: int) -> list[dict]:
     """Evidence for a text question over a library without knowledge: captions of matching images."""
-    return [{"id": f"{h.id}#caption-1", "record_id": h.id, "name": h.label, "chunk_type": "caption",
-             "text": " ".join(h.captions[:2]), "score": round(float(h.score), 4), "category": h.label}
-            for h in library.search_text(question, k)]
+    return [
+        {
+            "id": f"{h.id}#caption-1",
+            "record_id": h.id,
+            "name": h.label,
+            "chunk_type": "caption",
+            "text": " ".join(h.captions[:2]),
+            "score": round(float(h.score), 4),
+            "category": h.label,
+        }
+        for h in library.search_text(question, k)
+    ]
 
 
-def ask(library, question: str | None = None, image=None, *, history: list[dict] | None = None,
-        generator: str | object = "extractive", k: int = 5, **options) -> Answer:
+def ask(
+    library,
+    question: str | None = None,
+    image=None,
+    *,
+    history: list[dict] | None = None,
+    generator: str | object = "extractive",
+    k: int = 5,
+    **options,
+) -> Answer:
     """Answer a question about the library's knowledge and/or an image (see module doc).
 
     Options: `task` (question, vqa, caption, classify; default from the inputs), `labels` (label set
@@ -81,16 +115,24 @@ def ask(library, question: str | None = None, image=None, *, history: list[dict]
     if question is None and image is None:
         raise QAInputError("ask needs a question, an image, or both (got an empty question and no image)")
     labels = options.pop("labels", None)
-    task = options.pop("task", None) or ("classify" if labels else "vqa" if image is not None and question
-                                         else "caption" if question is None else "question")
+    task = options.pop("task", None) or (
+        "classify"
+        if labels
+        else "vqa"
+        if image is not None and question
+        else "caption"
+        if question is None
+        else "question"
+    )
     if task not in TASKS:
         raise QAInputError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
     if task in ("question", "vqa") and not question:
         raise QAInputError(f"the {task} task needs a question")
     if task == "classify" and not labels:
         raise QAInputError("the classify task needs labels=[...] (the label set)")
-    config = options.pop("config", None) or RetrievalConfig(**{k_: options.pop(k_) for k_ in list(options)
-                                                              if k_ in _CONFIG_KEYS})
+    config = options.pop("config", None) or RetrievalConfig(
+        **{k_: options.pop(k_) for k_ in list(options) if k_ in _CONFIG_KEYS}
+    )
     reranker = options.pop("reranker", "cross-encoder")
     builder = PromptBuilder(budget=int(options.pop("budget", 1024)))
     gen = _generator(generator, dict(options.pop("generator_config", None) or {}))
@@ -117,14 +159,29 @@ def ask(library, question: str | None = None, image=None, *, history: list[dict]
 
     prompt = builder.build(task, question, evidence, history, labels)
     t_g = time.perf_counter()
-    request = GenerationRequest(question, task, evidence[: len(prompt.evidence_ids)] or evidence, prompt,
-                                list(history or []), list(labels) if labels else None, image)
+    request = GenerationRequest(
+        question,
+        task,
+        evidence[: len(prompt.evidence_ids)] or evidence,
+        prompt,
+        list(history or []),
+        list(labels) if labels else None,
+        image,
+    )
     result = gen.generate(request)
     timings["generate"] = (time.perf_counter() - t_g) * 1000
     timings["total"] = (time.perf_counter() - t0) * 1000
     by_id = {e["id"]: (n, e) for n, e in enumerate(evidence, start=1)}
-    citations = [{"record_id": by_id[c][1].get("record_id"), "chunk_id": c, "n": by_id[c][0],
-                  "name": by_id[c][1].get("name")} for c in result.cited if c in by_id]
-    return Answer(result.text, citations, [{k_: v for k_, v in e.items() if k_ != "passage"} for e in evidence],
-                  {k_: round(v, 2) for k_, v in timings.items()}, getattr(gen, "name", type(gen).__name__),
-                  {"task": task, **extra, **result.extra})
+    citations = [
+        {"record_id": by_id[c][1].get("record_id"), "chunk_id": c, "n": by_id[c][0], "name": by_id[c][1].get("name")}
+        for c in result.cited
+        if c in by_id
+    ]
+    return Answer(
+        result.text,
+        citations,
+        [{k_: v for k_, v in e.items() if k_ != "passage"} for e in evidence],
+        {k_: round(v, 2) for k_, v in timings.items()},
+        getattr(gen, "name", type(gen).__name__),
+        {"task": task, **extra, **result.extra},
+    )

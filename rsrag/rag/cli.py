@@ -37,7 +37,9 @@ def ask_command(
     url: Optional[str] = typer.Option(None, "--url", help="openai: endpoint base URL, e.g. http://localhost:8000/v1."),
     model: Optional[str] = typer.Option(None, "--model", help="hf: local folder or hub id; openai: model name."),
     gguf_file: Optional[str] = typer.Option(None, "--gguf-file", help="hf: GGUF file inside --model."),
-    task: Optional[str] = typer.Option(None, "--task", help="question, vqa, caption or classify (default: from inputs)."),
+    task: Optional[str] = typer.Option(
+        None, "--task", help="question, vqa, caption or classify (default: from inputs)."
+    ),
     labels: Optional[str] = typer.Option(None, "--labels", help="classify: comma-separated label set."),
     k: int = typer.Option(5, "--k", help="Evidence items."),
     fusion: str = typer.Option("auto", "--fusion", help="auto (weighted with an image, else rrf), rrf or weighted."),
@@ -53,9 +55,20 @@ def ask_command(
     cfg = {key: value for key, value in (("url", url), ("model", model), ("gguf_file", gguf_file)) if value}
     with _user_errors():
         library = Library.open(root, index)
-        answer = ask(library, question, str(image) if image else None, generator=generator, k=k, task=task,
-                     labels=[s.strip() for s in labels.split(",") if s.strip()] if labels else None,
-                     fusion=fusion, alpha=alpha, use_bm25=not no_bm25, rerank=not no_rerank, generator_config=cfg)
+        answer = ask(
+            library,
+            question,
+            str(image) if image else None,
+            generator=generator,
+            k=k,
+            task=task,
+            labels=[s.strip() for s in labels.split(",") if s.strip()] if labels else None,
+            fusion=fusion,
+            alpha=alpha,
+            use_bm25=not no_bm25,
+            rerank=not no_rerank,
+            generator_config=cfg,
+        )
     if as_json:
         typer.echo(json.dumps(answer.to_dict(), indent=2, ensure_ascii=False))
         return

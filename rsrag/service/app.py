@@ -43,16 +43,17 @@ STATIC = Path(__file__).resolve().parent / "static"
 TOKEN_ENV = "RSRAG_API_TOKEN"
 
 
-def _errors(*codes: int) -> dict:
-    return {c: {"model": S.ErrorResponse, "description": _DESCRIPTIONS[c]} for c in codes}
-
-
 _DESCRIPTIONS = {400: "bad input (filter, image, question)", 401: "missing bearer token",
                  403: "wrong token, or writes disabled (no RSRAG_API_TOKEN)", 404: "no such item",
                  409: "an item with that id exists (send replace=true)", 413: "upload or image too large",
                  415: "not a supported image format / body type", 422: "request does not match the schema",
                  503: "index busy, or a model that is not available"}
 _UPLOAD_ERRORS = (400, 413, 415, 422)
+
+
+def _errors(*codes: int) -> dict:
+    """OpenAPI `responses` for these error statuses, all in the one error shape."""
+    return {c: {"model": S.ErrorResponse, "description": _DESCRIPTIONS[c]} for c in codes}
 
 
 def _clean(value: Any) -> Any:
@@ -104,29 +105,46 @@ def _thumbnail(path: str, mtime_ns: int, size: int) -> bytes:
 
 
 # ---- JSON-or-multipart bodies --------------------------------------------------------------------
-def _json_fields(model: type[BaseModel]) -> set[str]:
-    """Fields a form carries as JSON strings (lists and objects)."""
-    out = set()
+def _structured_fields(model: type[BaseModel]) -> dict[str, str]:
+    """Fields that are lists or objects ("array" / "object"): a form sends them as JSON or, for a
+    list, as one form field per item."""
+    out = {}
     for name, prop in model.model_json_schema()["properties"].items():
         kinds = {p.get("type") for p in prop.get("anyOf", [prop])} | ({"object"} if "$ref" in prop else set())
-        if kinds & {"array", "object"}:
-            out.add(name)
+        for kind in ("array", "object"):
+            if kind in kinds:
+                out[name] = kind
     return out
 
 
+def _form_value(name: str, values: list[str], kind: str) -> Any:
+    """A list or object from form fields: one JSON-encoded value, or (lists) one field per item,
+    each item JSON if it is a JSON object (history turns) and plain text otherwise (captions)."""
+    if len(values) == 1:
+        try:
+            parsed = json.loads(values[0])
+        except ValueError:
+            parsed = None
+        if isinstance(parsed, list if kind == "array" else dict):
+            return parsed
+    if kind == "object":
+        raise ApiError(422, f"{name} must be a JSON-encoded object")
+    items = []
+    for value in values:
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            parsed = None
+        items.append(parsed if isinstance(parsed, dict) else value)
+    return items
+
+
 def _body_spec(model: type[BaseModel], file_required: bool) -> dict:
-    """openapi_extra for a body that is either `model` as JSON or the same fields as multipart."""
-    schema = model.model_json_schema()
-    json_fields = _json_fields(model)
-    props: dict[str, Any] = {}
-    for name, prop in schema["properties"].items():
-        if name == "image_base64":
-            continue
-        if name in json_fields:
-            props[name] = {"type": "string", "title": prop.get("title", name),
-                           "description": f"JSON-encoded. {prop.get('description', '')}".strip()}
-        else:
-            props[name] = prop
+    """openapi_extra for a body that is either `model` as JSON or the same fields as multipart
+    (lists and objects as JSON-encoded parts)."""
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    structured = _structured_fields(model)
+    props = {name: prop for name, prop in schema["properties"].items() if name != "image_base64"}
     props["file"] = {"type": "string", "format": "binary", "description": "the image (JPEG, PNG, TIFF or WebP)"}
     required = [r for r in schema.get("required", []) if r in props] + (["file"] if file_required else [])
     form = {"type": "object", "properties": props, **({"required": required} if required else {})}
@@ -134,7 +152,8 @@ def _body_spec(model: type[BaseModel], file_required: bool) -> dict:
         "application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"},
                              "examples": {f"example{i}": {"value": v} for i, v in
                                           enumerate(schema.get("examples", []), start=1)}},
-        "multipart/form-data": {"schema": form}}}}
+        "multipart/form-data": {"schema": form, "encoding": {
+            name: {"contentType": "application/json"} for name in structured}}}}}
 
 
 async def _read_body(request: Request, model: type[BaseModel],
@@ -157,23 +176,19 @@ async def _read_body(request: Request, model: type[BaseModel],
                 raise ApiError(400, "image_base64 is not valid base64", code="bad_image") from None
     elif ctype in ("multipart/form-data", "application/x-www-form-urlencoded"):
         data = {}
-        json_fields = _json_fields(model)
+        structured = _structured_fields(model)
         form = await request.form(max_files=1, max_fields=64, max_part_size=MiB)
         try:
-            for key, value in form.multi_items():
-                if not isinstance(value, str):  # an UploadFile
-                    if key != "file":
-                        raise ApiError(422, f"unexpected file field {key!r}; send the image as 'file'")
-                    image = await value.read(limits.max_bytes + 1)
-                elif key == "image_base64" or key == "file":
-                    raise ApiError(422, f"{key}: send the image as a file part named 'file'")
-                elif key in json_fields:
-                    try:
-                        data[key] = json.loads(value)
-                    except ValueError:
-                        raise ApiError(422, f"{key} must be JSON-encoded") from None
+            for key in form.keys():
+                values = form.getlist(key)
+                if key == "file" and len(values) == 1 and not isinstance(values[0], str):
+                    image = await values[0].read(limits.max_bytes + 1)
+                elif key in ("file", "image_base64") or not all(isinstance(v, str) for v in values):
+                    raise ApiError(422, f"{key}: send the image as one file part named 'file'")
+                elif key in structured:
+                    data[key] = _form_value(key, values, structured[key])
                 else:
-                    data[key] = value
+                    data[key] = values[0] if len(values) == 1 else values
         finally:
             await form.close()
     else:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import random
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from typing import Iterable, Sequence
 
 from rsrag.data import ImageRecord, load_dataset
@@ -116,9 +117,14 @@ def build_vqa(split: str, seed: int = 0, datasets: Sequence[str] = DATASETS,
 
     Negative sampling uses class statistics of the full train split, whatever `split` or `limit`.
     """
-    rates = class_mention_rates(load_records("train", datasets))
+    rates = _train_rates(tuple(datasets))
     records = load_records(split, datasets, limit)
     return generate_items(records, rates, seed), records
+
+
+@lru_cache(maxsize=4)
+def _train_rates(datasets: tuple[str, ...]) -> dict[str, dict[str, float]]:
+    return class_mention_rates(load_records("train", datasets))
 
 
 def counts_by_type(items: Iterable[VQAItem]) -> dict[str, int]:

@@ -17,6 +17,7 @@ below `min_question_similarity`), since such a question asks for something outsi
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -29,6 +30,8 @@ from rsrag.config import WEIGHTS_DIR
 from rsrag.encoders.base import ImageInput
 from rsrag.imageio import load_image
 from rsrag.models.vqa.questions import QUESTION_TYPES
+
+log = logging.getLogger(__name__)
 
 DEFAULT_VQA = "vqa-rs-lite"
 UNKNOWN = "unknown"
@@ -145,12 +148,21 @@ class VQAModel:
     """
 
     def __init__(self, net: VQANet, cfg: VQAConfig, calibration: Calibration, question_bank: np.ndarray,
-                 encoder=None, name: str = DEFAULT_VQA):
+                 encoder=None, name: str = DEFAULT_VQA, encoder_id: str | None = None):
         self.net = net.eval()
         self.cfg = cfg
         self.calibration = calibration
         self.question_bank = np.asarray(question_bank, np.float32)
         self.name = name
+        self.encoder_id = encoder_id  # the exact encoder version it was trained on
+        self._encoder = None
+        if encoder is not None:
+            self._set_encoder(encoder)
+
+    def _set_encoder(self, encoder) -> None:
+        if self.encoder_id and encoder.id != self.encoder_id:
+            log.warning("VQA model %s was trained on encoder %s, not %s: retrain it with `rsrag train vqa`",
+                        self.name, self.encoder_id, encoder.id)
         self._encoder = encoder
 
     @property
@@ -159,7 +171,7 @@ class VQAModel:
         if self._encoder is None:
             from rsrag.encoders.rs_lite import RSLiteEncoder
 
-            self._encoder = RSLiteEncoder(self.cfg.encoder, runtime="torch", device="cpu")
+            self._set_encoder(RSLiteEncoder(self.cfg.encoder, runtime="torch", device="cpu"))
         return self._encoder
 
     def image_features(self, images: Sequence[ImageInput]) -> np.ndarray:
@@ -240,4 +252,5 @@ def load_vqa(name: str | None = None, *, encoder=None) -> VQAModel:
     bank = state.pop("question_bank").numpy()
     net = VQANet(cfg)
     net.load_state_dict(state)
-    return VQAModel(net, cfg, Calibration(**card["calibration"]), bank, encoder=encoder, name=wpath.stem)
+    return VQAModel(net, cfg, Calibration(**card["calibration"]), bank, encoder=encoder, name=wpath.stem,
+                    encoder_id=card.get("encoder_id"))

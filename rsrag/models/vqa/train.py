@@ -204,10 +204,10 @@ def train_vqa(cfg: VQATrainConfig, name: str | None = "vqa-rs-lite", command: st
         "train_seconds": round(train_s, 1),
         "parameters": int(sum(p.numel() for p in net.parameters())),
     }
-    model = VQAModel(net, model_cfg, calibration, bank, encoder=encoder, name=name or "vqa")
+    model = VQAModel(net, model_cfg, calibration, bank, encoder=encoder, name=name or "vqa", encoder_id=encoder.id)
     if name:
-        card = {"seed": cfg.seed, "train_config": json.loads(json.dumps(asdict(cfg))), "command": command,
-                "result": result}
+        card = {"seed": cfg.seed, "encoder_id": encoder.id, "train_config": json.loads(json.dumps(asdict(cfg))),
+                "command": command, "result": result}
         path = save_vqa(net, model_cfg, calibration, bank, name, card)
         result["weights"] = str(path)
         result["weights_bytes"] = path.stat().st_size

@@ -12,7 +12,7 @@ function setError(message) {
 
 async function call(url, options) {
   setError("");
-  $("status").textContent = "working...";
+  $("busy").textContent = "working...";
   try {
     const response = await fetch(url, options);
     const body = await response.json().catch(() => ({}));
@@ -21,7 +21,7 @@ async function call(url, options) {
     }
     return body;
   } finally {
-    $("status").textContent = "";
+    $("busy").textContent = "";
   }
 }
 
