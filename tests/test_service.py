@@ -94,10 +94,15 @@ def test_health_and_openapi(client, library):
     for path in ("/qa", "/items"):
         content = spec["paths"][path]["post"]["requestBody"]["content"]
         assert {"application/json", "multipart/form-data"} <= set(content)
-        assert content["multipart/form-data"]["schema"]["properties"]["file"]["format"] == "binary"
+        form = content["multipart/form-data"]
+        assert form["schema"]["properties"]["file"]["format"] == "binary"
+        assert "file" in form["schema"].get("required", []) or {"required": ["file"]} in form["schema"]["anyOf"]
+        assert all(e["contentType"] == "application/json" for e in form["encoding"].values())
+        assert content["application/json"]["examples"]["example1"]["value"]
     assert spec["paths"]["/search"]["post"]["responses"]["400"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/ErrorResponse"}
     assert any("HTTPBearer" in s for s in spec["paths"]["/items"]["post"]["security"][0])
+    assert "image_base64" in schemas["ItemIn"]["required"] and len(schemas["QARequest"]["anyOf"]) == 2
 
 
 def test_search_text_modes_and_filters(client):
@@ -138,7 +143,8 @@ def test_search_by_image_and_items(client, library):
     assert_error(client.get("/nowhere"), 404)
     wrong_method = client.put(f"/items/{target.id}")
     assert_error(wrong_method, 405)
-    assert set(wrong_method.headers["allow"].split(", ")) >= {"GET", "DELETE"}
+    assert set(wrong_method.headers["allow"].split(", ")) == {"GET", "DELETE"}
+    assert client.put(f"/items/{target.id}/image").headers["allow"] == "GET"
 
 
 def test_bad_uploads(client, library):
@@ -300,7 +306,7 @@ def test_qa_end_to_end(client, library):
     assert follow.status_code == 200, follow.text
     only_image = client.post("/qa", files={"file": ("q.jpg", image)})
     assert only_image.status_code == 200, only_image.text
-    assert_error(client.post("/qa", json={"question": "   "}), 400)
+    assert_error(client.post("/qa", json={"question": "   "}), 422, "question")
 
 
 def _model_post(client, path: str, files: dict, data: dict) -> httpx.Response:

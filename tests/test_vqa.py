@@ -20,6 +20,7 @@ from rsrag.models.vqa.questions import (
     mentioned_objects,
     parse_comparisons,
     parse_counts,
+    question_fits_type,
     scene_answer,
 )
 
@@ -55,6 +56,13 @@ def test_comparisons_from_quantified_pairs():
     assert parse_comparisons(["some buildings and trees"]) == []  # nothing quantified twice
 
 
+def test_question_form_matches_type():
+    assert question_fits_type("Is there a bridge?", "presence")
+    assert not question_fits_type("Who built this bridge?", "presence")
+    assert question_fits_type("How many planes?", "count") and not question_fits_type("How many planes?", "scene")
+    assert question_fits_type("What is this place?", "scene") and not question_fits_type("Where is this?", "scene")
+
+
 def test_scene_answers_shared_by_datasets():
     assert scene_answer("Airport") == scene_answer("airplane") == "airport"
     assert scene_answer("harbor") == scene_answer("Port") == "port"
@@ -69,14 +77,17 @@ def test_generated_items_are_balanced_deterministic_and_in_vocabulary():
     assert items == generate_items(list(reversed(records)), rates, seed=0)  # order-independent, seeded
     # presence: plane, building, car, terminal (4 airport images each, balanced by 4 of the 6 desert
     # images) and desert (4 of 6 desert images, balanced by the 4 airport images)
-    assert Counter(i.question_type for i in items) == {"scene": 10, "presence": 40, "count": 8, "comparison": 8}
+    # count: plane 2 and car 3 on each airport image, plus as many "0" answers on desert images
+    assert Counter(i.question_type for i in items) == {"scene": 10, "presence": 40, "count": 16, "comparison": 8}
     presence = [i for i in items if i.question_type == "presence"]
     for obj in ("plane", "car", "building", "terminal", "desert"):
         answers = Counter(i.answer for i in presence if obj in i.question.replace("buildings", "building"))
         assert answers == {"yes": 4, "no": 4}
-    assert all(i.image_id.startswith("rsicd/desert") for i in presence if i.answer == "no" and "desert" not in i.question)
+    negatives = [i for i in presence if i.answer == "no" and "desert" not in i.question]
+    assert all(i.image_id.startswith("rsicd/desert") for i in negatives)
     count = {(i.image_id, i.answer) for i in items if i.question_type == "count"}
     assert ("rsicd/airport_0", "2") in count and ("rsicd/airport_0", "3") in count
+    assert all(image_id.startswith("rsicd/desert") for image_id, answer in count if answer == "0")
     vocab = answer_vocabulary()
     assert all(i.answer in vocab[i.question_type] for i in items)
     assert any(a.question != b.question for a, b in zip(items, generate_items(records, rates, seed=1)))
@@ -98,7 +109,8 @@ def test_real_splits_disjoint_and_reproducible(data_root):
 
 @pytest.fixture(scope="module")
 def encoder():
-    from rsrag.encoders.rs_lite import RSLiteEncoder, weights_path as encoder_weights
+    from rsrag.encoders.rs_lite import RSLiteEncoder
+    from rsrag.encoders.rs_lite import weights_path as encoder_weights
 
     if not encoder_weights("rs-lite-lite0").exists():
         pytest.skip("rs-lite weights not trained")
@@ -114,7 +126,8 @@ def test_tiny_training_loss_falls_and_evaluates(data_root, encoder, tmp_path, mo
 
     monkeypatch.setenv("RSRAG_CACHE", str(tmp_path))
     torch.set_num_threads(1)
-    result = train_vqa(VQATrainConfig(epochs=5, patience=10, hidden=64, limit=20, lr=3e-3, batch_size=32), name=None, encoder=encoder)
+    cfg = VQATrainConfig(epochs=5, patience=10, hidden=64, limit=20, lr=3e-3, batch_size=32)
+    result = train_vqa(cfg, name=None, encoder=encoder)
     losses = [h["loss"] for h in result["history"]]
     assert len(losses) == 5 and losses[-1] < 0.8 * losses[0]
     metrics = evaluate_vqa(result["model"], "val", limit=20)
@@ -139,13 +152,15 @@ def test_committed_model_answers_scene_deterministically(data_root, vqa):
     assert first.confidence > 0.5
     assert vqa.answer(image.read_bytes(), "What kind of place is shown?").to_dict() == first.to_dict()
     assert vqa.answer(image, "Are there any planes?").answer == "yes"
+    assert vqa.answer(image, "How many storage tanks are there?").answer == "0"
 
 
 @needs_model
 def test_out_of_scope_and_bad_input(data_root, vqa, tmp_path):
     image = data_root / "rsicd" / "images" / "airport_1.jpg"
-    off = vqa.answer(image, "What is the capital of France?")
-    assert off.unknown and off.answer == "unknown" and off.confidence == 0.0
+    for question in ("What is the capital of France?", "Who built this bridge?"):
+        off = vqa.answer(image, question)
+        assert off.unknown and off.answer == "unknown" and off.confidence == 0.0
     with pytest.raises(ValueError, match="empty"):
         vqa.answer(image, "   ")
     bad = tmp_path / "corrupt.jpg"
@@ -169,4 +184,8 @@ def test_cli(data_root, tmp_path):
     assert missing.exit_code == 2 and "not found" in missing.output
     empty = runner.invoke(app, ["vqa", image, ""])
     assert empty.exit_code == 2 and "empty" in empty.output
+    bad = tmp_path / "corrupt.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+    corrupt = runner.invoke(app, ["vqa", str(bad), "What is shown?"])
+    assert corrupt.exit_code == 1 and "corrupt.jpg" in corrupt.output
     assert np.isfinite(json.loads(out.stdout[out.stdout.index("{"):])["confidence"])

@@ -316,9 +316,10 @@ def ablation(kb, rows: list[dict], reranker, generator, k: int = 5) -> list[dict
                 for name, v in lists.items()
                 if (name != "bm25" or cfg.use_bm25) and (name != "image" or cfg.fusion == "weighted" and cfg.alpha > 0)
             }
-            cands = retriever.rerank(
+            ranked = retriever.rerank(
                 row["question"], retriever.fuse(use, pool, cfg), cfg, within_records="image" in use
-            )[:k]
+            )
+            cands = retriever.expand(row["question"], ranked[:k], cfg)
             evidence = [c.to_evidence() for c in cands]
             scores[i]["r1"] += float(bool(cands) and cands[0].record_id == gold)
             if evidence:

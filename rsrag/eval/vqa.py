@@ -1,16 +1,17 @@
 """VQA evaluation: exact-match accuracy on the generated RSICD + UCM question set, per question type.
 
 Besides overall and per-type accuracy it reports per-dataset accuracy, the scene-type accuracy on
-RSICD alone, a question-only baseline (the most frequent train answer of each question text, to show
-how much the image contributes) and how the `unknown` flag splits the answers (accuracy of flagged
-vs. unflagged answers: a calibrated flag marks the answers that are mostly wrong).
+RSICD alone, count accuracy on stated counts and on absent objects ("0") separately, a question-only
+baseline (the most frequent train answer of each question text, to show how much the image
+contributes) and how the `unknown` flag splits the answers (accuracy of flagged vs. unflagged
+answers: a calibrated flag marks the answers that are mostly wrong).
 """
 
 from __future__ import annotations
 
 import time
 from collections import Counter, defaultdict
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -50,9 +51,11 @@ def evaluate_vqa(model: VQAModel, split: str = "test", datasets: Sequence[str] =
     flagged = np.array([a.unknown for a in answers])
     types = np.array([i.question_type for i in items])
     sets = np.array([i.image_id.split("/", 1)[0] for i in items])
+    gold = np.array([i.answer for i in items])
     train_items, _ = build_vqa("train", seed, datasets)
     blind = np.array([a == i.answer for a, i in zip(question_only_answers(train_items, items), items)])
     type_ok = np.array([a.question_type == i.question_type for a, i in zip(answers, items)])
+    present = [t for t in QUESTION_TYPES if (types == t).any()]
     return {
         "model": model.name,
         "split": split,
@@ -60,13 +63,15 @@ def evaluate_vqa(model: VQAModel, split: str = "test", datasets: Sequence[str] =
         "n_questions": len(items),
         "n_images": len(records),
         "accuracy": _pct(correct),
-        "by_type": {t: _pct(correct[types == t]) for t in QUESTION_TYPES if (types == t).any()},
-        "n_by_type": {t: int((types == t).sum()) for t in QUESTION_TYPES if (types == t).any()},
+        "by_type": {t: _pct(correct[types == t]) for t in present},
+        "n_by_type": {t: int((types == t).sum()) for t in present},
         "by_dataset": {d: _pct(correct[sets == d]) for d in datasets if (sets == d).any()},
         "rsicd_scene_accuracy": _pct(correct[(sets == "rsicd") & (types == "scene")]),
+        "count_accuracy_stated": _pct(correct[(types == "count") & (gold != "0")]),  # without the "0" answers
+        "count_accuracy_absent": _pct(correct[(types == "count") & (gold == "0")]),
         "question_type_accuracy": _pct(type_ok),
         "question_only_baseline": {"accuracy": _pct(blind),
-                                   "by_type": {t: _pct(blind[types == t]) for t in QUESTION_TYPES if (types == t).any()}},
+                                   "by_type": {t: _pct(blind[types == t]) for t in present}},
         "unknown_flag": {"fraction": _pct(flagged), "accuracy_flagged": _pct(correct[flagged]),
                          "accuracy_unflagged": _pct(correct[~flagged])},
         "elapsed_s": round(time.perf_counter() - start, 2),

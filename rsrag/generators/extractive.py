@@ -75,7 +75,7 @@ class ExtractiveGenerator(Generator):
     @staticmethod
     def choose_evidence(question: str, evidence: list[dict]) -> tuple[dict, bool]:
         """(the evidence item to answer from, whether its type is exactly the asked one)."""
-        qtype = question_type(question)
+        qtype = question_type(question, [str(e.get("name") or "") for e in evidence])
         top_record = evidence[0].get("record_id")
         if qtype is not None:
             same = [e for e in evidence if e.get("record_id") == top_record]

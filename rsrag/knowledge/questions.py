@@ -10,6 +10,7 @@ cue for which chunk answers a question.
 from __future__ import annotations
 
 import re
+from typing import Iterable
 
 # (chunk type, pattern) in order: the first match wins, so specific wordings come before general ones.
 _MONTHS = r"(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*"
@@ -68,9 +69,15 @@ def clean_question(question: str) -> str:
     return re.sub(r"\bWhat(?=architectural)", "What ", text)
 
 
-def question_type(question: str) -> str | None:
-    """The chunk type a question asks for (see `records.CHUNK_TYPES`), or None when no cue matches."""
+def question_type(question: str, names: Iterable[str] = ()) -> str | None:
+    """The chunk type a question asks for (see `records.CHUNK_TYPES`), or None when no cue matches.
+
+    `names`: place names that may occur in the question; they are removed first, so the words of a
+    name ("Kings Landing Historical Settlement") are not read as the question's cue ("historical").
+    """
     text = _strip_references(clean_question(question))
+    for name in sorted({n for n in names if n}, key=len, reverse=True):
+        text = re.sub(re.escape(name), " it ", text, flags=re.I)
     for ctype, pattern in _TYPE_PATTERNS:
         if pattern.search(text):
             return ctype

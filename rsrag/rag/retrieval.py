@@ -24,6 +24,11 @@ and re-ordered by that score (the rest follow in fused order). Without a questio
 The cross-encoder reads only text, so when the query has an image (which is what identifies the place)
 re-ranking keeps the fused order of the records and re-orders chunks within each record
 (`rerank_within_records`, default: only with an image).
+
+Expansion (`expand`): when the top record's chunks in the evidence do not include the kind of fact the
+question asks for (`question_type`), that record's chunk of that kind is added to the evidence (so the
+evidence can hold k + 1 items). It is how "what are the major events of X" finds X's long events chunk
+when shorter chunks of X out-rank it.
 """
 
 from __future__ import annotations
@@ -54,6 +59,7 @@ class RetrievalConfig:
     depth: int = 50  # candidates taken from each list
     rerank_top: int = 10  # fused candidates the cross-encoder scores
     rerank_within_records: bool | None = None  # None: only when the query has an image (module doc)
+    expand: bool = True  # add the top record's chunk of the asked type when retrieval missed it
 
     def __post_init__(self) -> None:
         if self.fusion not in ("auto", "rrf", "weighted"):
@@ -247,6 +253,29 @@ class KnowledgeRetriever:
             head = sorted(head, key=lambda c: -c.rerank)
         return head + tail
 
+    def expand(self, question: str | None, candidates: list[Candidate], config: RetrievalConfig) -> list[Candidate]:
+        """Once the top record is found, make sure the chunk of the kind the question asks for is in
+        the evidence: if retrieval missed it, add that record's chunk of the asked type (scored by the
+        re-ranker when there is one) right after the record's other chunks."""
+        from rsrag.knowledge.questions import question_type
+
+        if not (config.expand and question and candidates):
+            return candidates
+        top = candidates[0].record_id
+        qtype = question_type(question, {c.name for c in candidates})
+        if qtype is None or any(c.record_id == top and c.chunk_type == qtype for c in candidates):
+            return candidates
+        extra = [Candidate.from_hit(h) for h in self.kb.chunks_of([top]) if h.metadata.get("chunk_type") == qtype]
+        if not extra:
+            return candidates
+        if self.reranker is not None and config.rerank:
+            for cand, s in zip(extra, self.reranker.score(question, [c.passage for c in extra])):
+                cand.rerank = float(s)
+        for cand in extra:
+            cand.scores["expanded"] = 1.0
+        last = max(i for i, c in enumerate(candidates) if c.record_id == top)
+        return candidates[: last + 1] + extra + candidates[last + 1 :]
+
     def retrieve(
         self,
         question: str | None,
@@ -265,11 +294,12 @@ class KnowledgeRetriever:
         ranked = self.rerank(
             question, fused, config, within_records=image_vector is not None if within is None else within
         )
+        ranked = self.expand(question, ranked[: max(k, 0)], config)
         t2 = time.perf_counter()
         if timings is not None:
             timings["retrieve"] = timings.get("retrieve", 0.0) + (t1 - t0) * 1000
             timings["rerank"] = (t2 - t1) * 1000
-        return ranked[: max(k, 0)]
+        return ranked
 
 
 def records_in_order(candidates: Sequence[Candidate]) -> list[str]:

@@ -54,7 +54,7 @@ class CrossEncoderReranker(Reranker):
     def __init__(
         self,
         model_dir: str | Path | None = None,
-        max_length: int = 160,
+        max_length: int = 128,
         batch_size: int = 1,
         threads: int | None = None,
     ) -> None:

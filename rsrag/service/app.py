@@ -139,15 +139,20 @@ def _form_value(name: str, values: list[str], kind: str) -> Any:
     return items
 
 
-def _body_spec(model: type[BaseModel], file_required: bool) -> dict:
+def _body_spec(model: type[BaseModel]) -> dict:
     """openapi_extra for a body that is either `model` as JSON or the same fields as multipart
-    (lists and objects as JSON-encoded parts)."""
+    (lists and objects as JSON-encoded parts, the image as the `file` part)."""
     schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
     structured = _structured_fields(model)
     props = {name: prop for name, prop in schema["properties"].items() if name != "image_base64"}
-    props["file"] = {"type": "string", "format": "binary", "description": "the image (JPEG, PNG, TIFF or WebP)"}
-    required = [r for r in schema.get("required", []) if r in props] + (["file"] if file_required else [])
-    form = {"type": "object", "properties": props, **({"required": required} if required else {})}
+    props["file"] = {"type": "string", "format": "binary", "minLength": 1,
+                     "description": "the image (JPEG, PNG, TIFF or WebP)"}
+    as_form = {"image_base64": "file"}  # in a form the image is the `file` part
+    form: dict[str, Any] = {"type": "object", "properties": props}
+    if schema.get("required"):
+        form["required"] = [as_form.get(f, f) for f in schema["required"]]
+    if "anyOf" in schema:  # one of these must be there
+        form["anyOf"] = [{"required": [as_form.get(f, f) for f in alt["required"]]} for alt in schema["anyOf"]]
     return {"requestBody": {"required": True, "content": {
         "application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"},
                              "examples": {f"example{i}": {"value": v} for i, v in
@@ -235,6 +240,10 @@ def create_app(library: Library, *, token: str | None = None, ask: Callable | No
         if not hmac.compare_digest(creds.credentials.encode(), token.encode()):
             raise ApiError(403, "invalid bearer token")
 
+    def image_file(description: str) -> Any:
+        """A required image upload parameter (non-empty, as the schema says)."""
+        return File(..., description=f"{description} (JPEG, PNG, TIFF or WebP)", json_schema_extra={"minLength": 1})
+
     def read_upload(file: UploadFile) -> UploadedImage:
         return check_image(file.file.read(limits.max_bytes + 1), limits)
 
@@ -260,7 +269,7 @@ def create_app(library: Library, *, token: str | None = None, ask: Callable | No
                 "took_ms": round((time.perf_counter() - t0) * 1000, 2), "hits": [_hit(h) for h in hits]}
 
     @app.post("/search/image", response_model=S.SearchResponse, tags=["search"], responses=_errors(*_UPLOAD_ERRORS))
-    def search_image(file: UploadFile = File(..., description="query image (JPEG, PNG, TIFF or WebP)"),
+    def search_image(file: UploadFile = image_file("query image"),
                      k: int = Form(10, ge=1, le=100)) -> dict:
         """Images most like the uploaded one."""
         t0 = time.perf_counter()
@@ -303,7 +312,7 @@ def create_app(library: Library, *, token: str | None = None, ask: Callable | No
         return {"replaced": bool(report.replaced), "item": _item(handle.refresh().get([body.id])[0])}
 
     @app.post("/items", status_code=201, response_model=S.ItemCreated, tags=["items"], dependencies=[Depends(writer)],
-              openapi_extra=_body_spec(S.ItemIn, file_required=False),
+              openapi_extra=_body_spec(S.ItemIn),
               responses=_errors(400, 401, 403, 409, 413, 415, 422, 503))
     async def create_item(request: Request) -> dict:
         """Add an item (image + label, captions, metadata); needs the bearer token. The image is stored
@@ -339,7 +348,7 @@ def create_app(library: Library, *, token: str | None = None, ask: Callable | No
             raise ApiError(400, str(exc)) from None
         return _with_image_urls(result.to_dict())
 
-    @app.post("/qa", response_model=S.QAResponse, tags=["qa"], openapi_extra=_body_spec(S.QARequest, False),
+    @app.post("/qa", response_model=S.QAResponse, tags=["qa"], openapi_extra=_body_spec(S.QARequest),
               responses=_errors(400, 413, 415, 422, 503))
     async def qa(request: Request) -> dict:
         """Answer a question about the library (and/or an uploaded image), citing the items used."""
@@ -348,7 +357,7 @@ def create_app(library: Library, *, token: str | None = None, ask: Callable | No
 
     @app.post("/caption", response_model=S.CaptionResponse, tags=["models"],
               responses=_errors(*_UPLOAD_ERRORS, 503))
-    def caption(file: UploadFile = File(..., description="image to caption"),
+    def caption(file: UploadFile = image_file("image to caption"),
                 beam_size: int = Form(3, ge=1, le=8)) -> dict:
         """Describe an uploaded image in one sentence."""
         image = read_upload(file).image
@@ -360,7 +369,7 @@ def create_app(library: Library, *, token: str | None = None, ask: Callable | No
         return {"caption": text, "took_ms": round((time.perf_counter() - t0) * 1000, 1)}
 
     @app.post("/vqa", response_model=S.VQAResponse, tags=["models"], responses=_errors(*_UPLOAD_ERRORS, 503))
-    def vqa_route(file: UploadFile = File(..., description="the image the question is about"),
+    def vqa_route(file: UploadFile = image_file("the image the question is about"),
                   question: str = Form(..., min_length=1, max_length=500)) -> dict:
         """Answer a question about an uploaded image (yes/no, counts, land cover, ...)."""
         image = read_upload(file).image

@@ -62,13 +62,13 @@ def library_error_status(exc: LibraryError) -> int:
 
 
 def _allowed_methods(request: Request) -> str:
-    """Every method some route takes at this path. Starlette names only the first route's, which
-    is wrong where two routes share a path (GET and DELETE /items/{id})."""
-    methods: set[str] = set()
-    for route in request.app.router.routes:
-        match, _ = route.matches(request.scope)
-        if match is not Match.NONE:
-            methods |= set(getattr(route, "methods", None) or ())
+    """The methods of the route this path resolves to, across every route sharing its template.
+    Starlette names only the first route's, which is wrong where two routes share a template
+    (GET and DELETE /items/{id})."""
+    routes = request.app.router.routes
+    first = next((r for r in routes if r.matches(request.scope)[0] is not Match.NONE), None)
+    template = getattr(first, "path", None)
+    methods = {m for r in routes if getattr(r, "path", None) == template for m in (getattr(r, "methods", None) or ())}
     return ", ".join(sorted(methods))
 
 

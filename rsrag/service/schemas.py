@@ -13,6 +13,23 @@ MetaKey = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=
 ItemId = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.:/-]*$")]
 Caption = Annotated[str, StringConstraints(min_length=1, max_length=500)]
 
+#: a 4x4 green PNG: examples that carry an image carry a real one
+TINY_PNG_BASE64 = ("iVBORw0KGgoAAAANSUhEUgAAAAQAAAAECAIAAAAmkwkpAAAAFElEQVR42mO06bFhgAEmBiSAmwMAM8wBDPKYk9cAAAAAS"
+                   "UVORK5CYII=")
+
+
+def _require_any(alternatives: tuple[str, ...], examples: list[dict]):
+    """json_schema_extra: examples, and at least one of `alternatives` present (stated in the schema,
+    enforced by the endpoint: the same model also reads multipart bodies, where the image is a file)."""
+    def extra(schema: dict) -> None:
+        if len(alternatives) == 1:
+            schema["required"] = [*schema.get("required", []), *alternatives]
+        else:
+            schema["anyOf"] = [{"required": [field]} for field in alternatives]
+        schema["examples"] = examples
+    return extra
+
+
 HIT_EXAMPLE = {
     "rank": 1, "id": "ucm/harbor12", "score": 0.0323, "label": "harbor",
     "captions": ["many boats are docked in the harbor ."], "split": "test",
@@ -94,18 +111,19 @@ class Item(BaseModel):
 class ItemIn(BaseModel):
     """A new item. JSON carries the image as `image_base64`; multipart sends it as the `file` part."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_require_any(("image_base64",), [
         {"id": "field/001", "label": "farmland", "captions": ["green fields with a road"], "split": "train",
-         "metadata": {"lon": 4.35, "lat": 50.85, "source": "drone"}, "image_base64": "iVBORw0KGgo..."}]})
+         "metadata": {"lon": 4.35, "lat": 50.85, "source": "drone"}, "image_base64": TINY_PNG_BASE64}]))
 
-    id: ItemId = Field(description="unique id (letters, digits and _ . : / -)")
+    id: ItemId = Field(description="unique id (letters, digits and _ . : / -)", examples=["field/001"])
     label: Optional[Annotated[str, StringConstraints(max_length=100)]] = None
     captions: Annotated[list[Caption], Field(max_length=20)] = []
     split: Optional[Annotated[str, StringConstraints(max_length=32)]] = None
     metadata: Annotated[dict[MetaKey, Optional[Scalar]], Field(max_length=32)] = Field(
         {}, description="extra columns (filterable); a value must fit the column's type when it already exists")
     replace: bool = Field(False, description="replace an item with the same id instead of answering 409")
-    image_base64: Optional[str] = Field(None, description="JSON only: the image file, base64-encoded")
+    image_base64: Optional[str] = Field(None, description="JSON only: the image file, base64-encoded (required)",
+                                        examples=[TINY_PNG_BASE64])
 
 
 class ItemCreated(BaseModel):
@@ -130,20 +148,24 @@ class Turn(BaseModel):
 
 class QARequest(BaseModel):
     """A question about the library, an uploaded image, or both. JSON carries the image as
-    `image_base64`; multipart sends it as the `file` part and `history` as a JSON string."""
+    `image_base64`; multipart sends it as the `file` part and `history` JSON-encoded."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_require_any(("question", "image_base64"), [
         {"question": "Where are boats moored?", "k": 5},
         {"question": "And how many are there?", "history": [
             {"role": "user", "content": "Where are boats moored?"},
             {"role": "assistant", "content": "In a harbor with many boats [1]."}]},
-    ]})
+        {"question": "What is in this image?", "image_base64": TINY_PNG_BASE64},
+    ]))
 
-    question: Optional[Annotated[str, StringConstraints(max_length=1000)]] = None
+    question: Optional[Annotated[str, StringConstraints(max_length=1000, pattern=r"\S")]] = Field(
+        None, description="the question (not blank)", examples=["Where are boats moored?"])
     history: Annotated[list[Turn], Field(max_length=20)] = Field([], description="earlier turns, oldest first")
     k: int = Field(5, ge=1, le=20, description="evidence items retrieved")
-    generator: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")] = "extractive"
-    image_base64: Optional[str] = Field(None, description="JSON only: an image, base64-encoded")
+    generator: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")] = Field(
+        "extractive", description="answer generator (the server enables some; default extractive)")
+    image_base64: Optional[str] = Field(None, description="JSON only: an image, base64-encoded",
+                                        examples=[TINY_PNG_BASE64])
 
 
 class QAResponse(BaseModel):

@@ -4,8 +4,8 @@
 thread but not for many sharing one object. So searches here go to a `Snapshot`: a Library that never
 changes after it is opened. After every commit (the manifest's change stamp moves) the next request
 opens a fresh snapshot and swaps it in; requests already running finish on the old one, which is
-dropped when they are done. Searches therefore never block on writes and never see half a write. Snapshots encode query
-texts through one shared `BatchingEncoder`.
+dropped when they are done. Searches therefore never block on writes and never see half a write.
+Snapshots encode query texts through one shared `BatchingEncoder`.
 
 Writes go to the one writable Library passed to `create_app`, one at a time (a process-wide lock
 in front of the index's own writer lock, so threads queue instead of timing out), and the snapshot

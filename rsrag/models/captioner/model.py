@@ -8,8 +8,8 @@ Memory the decoder cross-attends to:
   images, as word tokens with a position and a neighbour-rank embedding. Word embeddings are shared
   with the decoder, so copying a neighbour's word is easy to learn.
 
-A one-layer transformer encoder mixes the image tokens (neighbour words join the memory after it:
-running it over ~100 extra tokens would double the training cost for little gain), then a pre-norm decoder predicts the next word. The decoder is
+Optionally (`encoder_layers`) a transformer encoder mixes the image tokens first; the committed models
+skip it, as on a shared 2-core CPU every layer counts. A pre-norm decoder predicts the next word. The decoder is
 written out (rather than `nn.TransformerDecoder`) so decoding can cache the memory's keys/values and
 the self-attention keys/values of earlier words: each step then costs one token, not the whole prefix.
 """
@@ -34,7 +34,7 @@ class CaptionerConfig:
     grid: int = 7  # cells per side of the tail map at 224 px
     d_model: int = 256
     heads: int = 4
-    encoder_layers: int = 1
+    encoder_layers: int = 0  # transformer layers mixing the image tokens before the decoder (0: none)
     decoder_layers: int = 3
     ff_dim: int = 1024
     dropout: float = 0.1
@@ -125,10 +125,12 @@ class CaptionModel(nn.Module):
             nn.init.normal_(self.rank.weight, std=0.02)
             self.text_norm = nn.LayerNorm(d)
         self.drop = nn.Dropout(cfg.dropout)
-        layer = nn.TransformerEncoderLayer(d, cfg.heads, cfg.ff_dim, cfg.dropout, activation="gelu",
-                                           batch_first=True, norm_first=True)
-        self.encoder = nn.TransformerEncoder(layer, cfg.encoder_layers, norm=nn.LayerNorm(d),
-                                             enable_nested_tensor=False)
+        self.encoder: nn.Module = nn.Identity()
+        if cfg.encoder_layers:
+            layer = nn.TransformerEncoderLayer(d, cfg.heads, cfg.ff_dim, cfg.dropout, activation="gelu",
+                                               batch_first=True, norm_first=True)
+            self.encoder = nn.TransformerEncoder(layer, cfg.encoder_layers, norm=nn.LayerNorm(d),
+                                                 enable_nested_tensor=False)
         self.layers = nn.ModuleList(DecoderLayer(d, cfg.heads, cfg.ff_dim, cfg.dropout)
                                     for _ in range(cfg.decoder_layers))
         self.out_norm = nn.LayerNorm(d)

@@ -4,8 +4,9 @@ The frozen tuned tail runs once over the cached trunk activations of every image
 map (kept in fp16) and shared-space embedding. Each step takes a batch of training images, applies a
 random dihedral transform to their maps (overhead imagery has no canonical orientation; transforming
 the tail's output rather than its input saves re-running the tail every step, which would cost a
-fifth of the step), and trains the decoder with teacher forcing on a random
-caption of each image (label-smoothed cross-entropy). The retrieval-augmented variant also gets one
+fifth of the step), and trains the decoder with teacher forcing on `captions_per_image` of each
+image's captions at once (label-smoothed cross-entropy): the image side is computed once for all of
+them, and batches are cut to their longest caption. The retrieval-augmented variant also gets one
 random caption of each of the image's k nearest *other* training images. Model selection: greedy
 CIDEr averaged over the RSICD and UCM val splits, checked every epoch; the best epoch is saved.
 """
@@ -39,16 +40,18 @@ class CaptionerTrainConfig:
     neighbours: int = 0  # 0: plain model; k > 0: retrieval-augmented with k neighbour captions
     d_model: int = 256
     decoder_layers: int = 2
+    encoder_layers: int = 0
     ff_dim: int = 1024
     dropout: float = 0.1
     train_sets: tuple[str, ...] = ("rsicd", "ucm")
     val_sets: tuple[str, ...] = ("rsicd", "ucm")
-    epochs: int = 10
-    patience: int = 3  # epochs without val CIDEr gain before stopping
-    batch_size: int = 64
-    lr: float = 8e-4
+    epochs: int = 2
+    patience: int = 2  # epochs without val CIDEr gain before stopping
+    batch_size: int = 32  # images per step
+    captions_per_image: int = 5  # captions trained per image and step (drawn without replacement)
+    lr: float = 1e-3
     weight_decay: float = 0.01
-    warmup_steps: int = 200
+    warmup_steps: int = 100
     label_smoothing: float = 0.1
     min_count: int = 4  # vocabulary: words seen at least this often in the train captions
     seed: int = 0
@@ -89,6 +92,21 @@ def _random_rows(ids: np.ndarray, counts: np.ndarray, rows: np.ndarray, gen: tor
     return ids[rows, pick]
 
 
+def _caption_draw(counts: np.ndarray, rows: np.ndarray, per_image: int, gen: torch.Generator) -> np.ndarray:
+    """(len(rows), per_image) caption indices, without replacement while an image has enough."""
+    keys = torch.rand((len(rows), counts.max()), generator=gen).numpy()
+    keys[np.arange(counts.max())[None] >= counts[rows][:, None]] = np.inf  # captions an image lacks sort last
+    order = np.argsort(keys, axis=1)
+    slot = np.arange(per_image)[None] % counts[rows][:, None]  # wrap around when an image has fewer
+    return np.take_along_axis(order, slot, 1)
+
+
+def _trim(ids: np.ndarray) -> torch.Tensor:
+    """Drop padding columns every row has (batches are cut to their longest caption)."""
+    used = int((ids != Vocab.pad_id).any(axis=tuple(range(ids.ndim - 1))).nonzero()[0].max()) + 1
+    return torch.from_numpy(np.ascontiguousarray(ids[..., :used]))
+
+
 def val_scores(captioner: Captioner, feats: ImageFeatures, references: list[list[str]]) -> dict:
     """Greedy BLEU-4 and CIDEr with a pure-Python tokenizer: model selection only. Reported metrics
     come from `rsrag.eval.caption` with the toolkit's PTB tokenizer."""
@@ -110,7 +128,8 @@ def train_captioner(cfg: CaptionerTrainConfig, weights_name: str | None = None, 
     val_feats = {name: tower.from_cache(split.trunk) for name, split in vals.items()}
     vocab = Vocab.build((c for caps in train.captions for c in caps), cfg.min_count)
     mcfg = CaptionerConfig(vocab_size=len(vocab), d_model=cfg.d_model, decoder_layers=cfg.decoder_layers,
-                           ff_dim=cfg.ff_dim, dropout=cfg.dropout, neighbours=cfg.neighbours,
+                           encoder_layers=cfg.encoder_layers, ff_dim=cfg.ff_dim, dropout=cfg.dropout,
+                           neighbours=cfg.neighbours,
                            feat_dim=tower.model.tail.out_dim, global_dim=tower.config.dim)
     targets, counts = caption_ids(vocab, train.captions, mcfg.max_len)
 
@@ -143,11 +162,14 @@ def train_captioner(cfg: CaptionerTrainConfig, weights_name: str | None = None, 
         for start in range(0, len(order), cfg.batch_size):
             idx = np.sort(order[start : start + cfg.batch_size])
             spatial = random_dihedral(train_feats.spatial[idx].float(), gen)
-            ids = torch.from_numpy(_random_rows(targets, counts, idx, gen))
+            ids = _trim(targets[idx[:, None], _caption_draw(counts, idx, cfg.captions_per_image, gen)].reshape(
+                -1, targets.shape[-1]))
             nbr = None
             if cfg.neighbours:
-                nbr = torch.from_numpy(_random_rows(neighbour_ids, counts, neighbours[idx], gen))
-            logits = model(spatial, train_feats.embedding[idx], ids[:, :-1], nbr)
+                nbr = _trim(_random_rows(neighbour_ids, counts, neighbours[idx], gen))
+            mem, mem_pad = model.encode(spatial, train_feats.embedding[idx], nbr)
+            per = cfg.captions_per_image
+            logits = model.decode(mem.repeat_interleave(per, 0), mem_pad.repeat_interleave(per, 0), ids[:, :-1])
             loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1),
                                    ignore_index=Vocab.pad_id, label_smoothing=cfg.label_smoothing)
             opt.zero_grad()
@@ -156,6 +178,9 @@ def train_captioner(cfg: CaptionerTrainConfig, weights_name: str | None = None, 
             opt.step()
             sched.step()
             losses.append(loss.item())
+            if len(losses) % 50 == 0:
+                log.info("  step %d/%d loss %.3f (%.0fs)", len(losses), steps_per_epoch, np.mean(losses[-50:]),
+                         time.time() - t_epoch)
         model.eval()
         val = {name: val_scores(captioner, val_feats[name], split.captions) for name, split in vals.items()}
         score = float(np.mean([v["cider"] for v in val.values()]))

@@ -7,7 +7,8 @@ Per image (see `rsrag.models.vqa.questions` for the parsers and templates):
   the same number of "no" questions on images that do not name it and whose scene class rarely
   names it (fewer than `NEGATIVE_CLASS_RATE` of the class's *train* images), so each object's
   yes/no answers are balanced in every split and "no" means "absent", not "not mentioned";
-* `count` for every consistently stated number;
+* `count` for every consistently stated number, and as many "0" answers per object, asked about
+  images drawn from that object's presence negatives;
 * `comparison`, both directions of every supported "more X than Y" pair.
 
 Splits follow the image splits (VQA train = RSICD train + UCM train, etc.). Generation is
@@ -20,9 +21,9 @@ from __future__ import annotations
 
 import random
 from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from functools import lru_cache
-from typing import Iterable, Sequence
 
 from rsrag.data import ImageRecord, load_dataset
 from rsrag.models.vqa.questions import (
@@ -73,6 +74,7 @@ def generate_items(records: Sequence[ImageRecord], rates: dict[str, dict[str, fl
     records = sorted(records, key=lambda r: r.id)
     items: list[VQAItem] = []
     positives: dict[str, list[str]] = defaultdict(list)
+    counted: Counter = Counter()
     negatives: dict[str, list[str]] = defaultdict(list)
     for r in records:
         rng = _rng(seed, r.id)
@@ -87,6 +89,7 @@ def generate_items(records: Sequence[ImageRecord], rates: dict[str, dict[str, fl
             elif class_rates.get(name, 1.0) < NEGATIVE_CLASS_RATE:
                 negatives[name].append(r.id)
         for name, n in sorted(parse_counts(r.captions).items()):
+            counted[name] += 1
             items.append(VQAItem(r.id, count_question(name, rng.randrange(99)), str(n), "count"))
         for more, fewer in parse_comparisons(r.captions):
             template = rng.randrange(99)
@@ -99,6 +102,10 @@ def generate_items(records: Sequence[ImageRecord], rates: dict[str, dict[str, fl
             for image_id in sorted(rng.sample(pool, k)):
                 question = presence_question(name, _rng(seed, image_id, name).randrange(99))
                 items.append(VQAItem(image_id, question, answer, "presence"))
+        zeros = _rng(seed, "count0", name).sample(negatives[name], min(counted[name], len(negatives[name])))
+        for image_id in sorted(zeros):
+            question = count_question(name, _rng(seed, image_id, name, "count").randrange(99))
+            items.append(VQAItem(image_id, question, "0", "count"))
     return items
 
 

@@ -9,7 +9,7 @@ under several dihedral transforms for augmentation, and the result is cached per
 from __future__ import annotations
 
 import json
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

@@ -11,16 +11,18 @@ Calibration (fit on the val split by `rsrag train vqa`): a temperature on the ma
 answer is flagged `unknown` when the calibrated confidence is below a threshold chosen on val
 (answers below it are wrong more often than right), and the question is rejected outright
 (answer "unknown") when its embedding is far from every training question (cosine similarity
-below `min_question_similarity`), since such a question asks for something outside the answer space.
+below `min_question_similarity`) or when it does not have the form of its predicted type (a "who" or
+"when" question is no yes/no question), since such a question asks for something outside the answer
+space.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -29,7 +31,7 @@ from torch import nn
 from rsrag.config import WEIGHTS_DIR
 from rsrag.encoders.base import ImageInput
 from rsrag.imageio import load_image
-from rsrag.models.vqa.questions import QUESTION_TYPES
+from rsrag.models.vqa.questions import QUESTION_TYPES, question_fits_type
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +70,8 @@ class VQANet(nn.Module):
         self.image = nn.Sequential(nn.Linear(cfg.image_dim, cfg.hidden), nn.Tanh(), nn.Dropout(cfg.dropout))
         self.question = nn.Sequential(nn.Linear(cfg.question_dim, cfg.hidden), nn.Tanh())
         self.classifier = nn.Sequential(
-            nn.Linear(cfg.hidden, cfg.hidden), nn.ReLU(), nn.Dropout(cfg.dropout), nn.Linear(cfg.hidden, len(cfg.answers))
+            nn.Linear(cfg.hidden, cfg.hidden), nn.ReLU(), nn.Dropout(cfg.dropout),
+            nn.Linear(cfg.hidden, len(cfg.answers)),
         )
         self.type_head = nn.Linear(cfg.question_dim, len(cfg.question_types))
         # (n_types, n_answers): 0 where the answer belongs to the type, -inf elsewhere
@@ -211,9 +214,11 @@ class VQAModel:
             answer = self.cfg.answers[best]
             alternatives = [(self.cfg.answers[j], float(p[j])) for j in order if p[j] > 0]
             unknown = conf < cal.min_confidence
-            if similarity[i] < cal.min_question_similarity:  # outside what the model was trained to answer
+            qtype = self.cfg.question_types[int(types[i])]
+            off_form = questions is not None and not question_fits_type(questions[i], qtype)
+            if similarity[i] < cal.min_question_similarity or off_form:  # outside the answer space
                 answer, conf, unknown, alternatives = UNKNOWN, 0.0, True, []
-            out.append(VQAAnswer(answer, conf, self.cfg.question_types[int(types[i])], unknown,
+            out.append(VQAAnswer(answer, conf, qtype, unknown,
                                  questions[i] if questions is not None else "", alternatives))
         return out
 

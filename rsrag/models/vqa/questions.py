@@ -10,7 +10,8 @@ the annotations state, and only from that:
   sampled by `rsrag.models.vqa.dataset` from objects that no caption of the image names *and* that
   captions of the image's scene class rarely name (so "no" is not merely an omission).
 * `count`: "How many X are there?" where a caption states a number ("two planes", "3 tanks");
-  kept only when every caption that states a count for X states the same one.
+  kept only when every caption that states a count for X states the same one. "0" answers are
+  sampled by the dataset builder from the presence negatives (X absent), as many as stated counts.
 * `comparison`: "Are there more X than Y?" where one caption quantifies both X and Y with
   clearly different amounts ("many buildings and a playground"); every supported pair yields the
   question in both directions (a "yes" and a "no"), and pairs contradicted by another caption are
@@ -213,7 +214,7 @@ def parse_counts(captions: list[str]) -> dict[str, int]:
     return {name: next(iter(v)) for name, v in stated.items() if len(v) == 1 and 1 <= next(iter(v)) <= MAX_COUNT}
 
 
-def _rank(amount: int | float) -> float:
+def _rank(amount: float) -> float:
     """Numbers and amount words on one scale: 1, 2, ... for numbers; "few" ~ 3, "many" ~ 6."""
     return -amount if amount < 0 else min(float(amount), 5.0)
 
@@ -256,11 +257,28 @@ def comparison_question(a: str, b: str, template: int) -> str:
         plural_a=OBJECTS[a].plural, plural_b=OBJECTS[b].plural)
 
 
+_YES_NO_START = re.compile(r"^(is|are|can|could|does|do|did|was|were|has|have|will|would|should)\b")
+_COUNT_FORM = re.compile(r"\b(how many|number of|count)\b")
+_OPEN_START = re.compile(r"^(who|whom|whose|when|why|where|how)\b")
+
+
+def question_fits_type(question: str, question_type: str) -> bool:
+    """Whether a question has the form of its predicted type: yes/no types start with an auxiliary
+    verb, counts ask "how many", scene questions are no who/when/why/where/how questions.
+    "Who built this bridge?" resembles "Is there a bridge?" in embedding space but fits no type."""
+    q = " ".join(tokenize(question))
+    if question_type in ("presence", "comparison"):
+        return bool(_YES_NO_START.match(q))
+    if question_type == "count":
+        return bool(_COUNT_FORM.search(q))
+    return not _OPEN_START.match(q) and not _COUNT_FORM.search(q)
+
+
 def answer_vocabulary() -> dict[str, list[str]]:
     """The closed answer space of each question type."""
     return {
         "scene": sorted(set(SCENE_ANSWERS.values())),
         "presence": ["no", "yes"],
-        "count": [str(n) for n in range(1, MAX_COUNT + 1)],
+        "count": [str(n) for n in range(MAX_COUNT + 1)],
         "comparison": ["no", "yes"],
     }

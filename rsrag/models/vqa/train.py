@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -138,10 +138,14 @@ def calibrate(net: VQANet, val: SplitTensors, question_bank: np.ndarray, encoder
             min_confidence = float(round(tau, 3))
     para = (encoder.encode_texts(list(PARAPHRASES)) @ question_bank.T).max(-1)
     off = (encoder.encode_texts(list(OUT_OF_SCOPE)) @ question_bank.T).max(-1)
-    # keep every paraphrase answerable; reject as much off-topic text as that allows
-    threshold = float(min(para.min() - 0.02, (para.min() + off.max()) / 2)) if off.max() < para.min() else float(para.min() - 0.02)
-    log.info("question similarity: paraphrases >= %.3f, off-topic <= %.3f -> threshold %.3f", para.min(), off.max(), threshold)
-    return Calibration(temperature=temperature, min_confidence=min_confidence, min_question_similarity=round(threshold, 4))
+    # keep every paraphrase answerable (with a margin); reject as much off-topic text as that allows
+    threshold = float(para.min() - 0.02)
+    if off.max() < para.min():
+        threshold = min(threshold, float(para.min() + off.max()) / 2)
+    log.info("question similarity: paraphrases >= %.3f, off-topic <= %.3f -> threshold %.3f",
+             para.min(), off.max(), threshold)
+    return Calibration(temperature=temperature, min_confidence=min_confidence,
+                       min_question_similarity=round(threshold, 4))
 
 
 def train_vqa(cfg: VQATrainConfig, name: str | None = "vqa-rs-lite", command: str = "", encoder=None) -> dict:
@@ -199,7 +203,7 @@ def train_vqa(cfg: VQATrainConfig, name: str | None = "vqa-rs-lite", command: st
         "history": history,
         "best_val": history[int(np.argmax([h["val"]["overall"] for h in history]))]["val"],
         "questions": {"train": counts_by_type(train.items), "val": counts_by_type(val.items)},
-        "distinct_train_questions": int(len(bank)),
+        "distinct_train_questions": len(bank),
         "feature_seconds": round(feature_s, 1),
         "train_seconds": round(train_s, 1),
         "parameters": int(sum(p.numel() for p in net.parameters())),
