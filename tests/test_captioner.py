@@ -128,7 +128,7 @@ def tiny_run(tmp_path_factory, data_root):
     torch.set_num_threads(min(2, torch.get_num_threads()))
     path = tmp_path_factory.mktemp("captioner") / "tiny.safetensors"
     cfg = CaptionerTrainConfig(neighbours=2, d_model=64, ff_dim=128, limit=12, epochs=4, patience=4,
-                               batch_size=8, lr=2e-3, warmup_steps=2, min_count=2)
+                               batch_size=4, lr=3e-3, warmup_steps=2, min_count=2)
     result = train_captioner(cfg, weights_name=str(path), command="test")
     return path, result
 
@@ -137,7 +137,8 @@ def test_tiny_training_loss_falls_and_saves(tiny_run):
     path, result = tiny_run
     history = result["history"]
     assert len(history) == 4 and result["finished"]
-    assert history[-1]["loss"] < 0.6 * history[0]["first_loss"]
+    losses = [h["loss"] for h in history]
+    assert losses == sorted(losses, reverse=True) and losses[-1] < 0.7 * history[0]["first_loss"]
     card = json.loads(path.with_suffix(".json").read_text())
     assert card["config"]["neighbours"] == 2 and card["vocab"][:4] == ["<pad>", "<bos>", "<eos>", "<unk>"]
     assert path.with_suffix(".memory.safetensors").exists()

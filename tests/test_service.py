@@ -8,6 +8,7 @@ used for real when they are installed; a few unit tests inject fakes to pin the 
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import struct
 import threading
@@ -204,7 +205,9 @@ def test_add_replace_delete_roundtrip(client, library):
     assert client.post("/search", json={"query": "field", "filters": {"source": "drone"}}).json()["hits"][0][
         "id"] == "drone/001"
     dup = {"id": "drone/001", "captions": ["zzwombat"], "image_base64": base64.b64encode(red).decode()}
-    assert_error(client.post("/items", json=dup, headers=auth()), 409, "replace")
+    assert_error(client.post("/items", json={**dup, "image_base64": base64.b64encode(png_bytes(seed=9)).decode()},
+                             headers=auth()), 409, "replace")
+    assert len(list((library.folder / "uploads").iterdir())) == len(stored)  # the refused upload is not kept
     replaced = client.post("/items", json={**dup, "replace": True}, headers=auth())
     assert replaced.status_code == 201 and replaced.json()["replaced"] is True
     assert client.get("/items/drone/001").json()["captions"] == ["zzwombat"]
@@ -214,7 +217,13 @@ def test_add_replace_delete_roundtrip(client, library):
     assert_error(client.post("/items", json={"id": "x", "path": "/etc/passwd"}, headers=auth()), 422)
     assert_error(client.post("/items", headers=auth(), files={"file": ("x.jpg", b"\xff\xd8\xff\xe0junk")},
                              data={"id": "junk/1"}), 400, "cannot decode")
+    upload = next((library.folder / "uploads").glob(f"{hashlib.sha256(red).hexdigest()}.png"))
+    twin = client.post("/items", json={"id": "drone/twin", **{k: dup[k] for k in ("image_base64",)}}, headers=auth())
+    assert twin.status_code == 201  # the same bytes: one stored file, two items
     assert client.delete("/items/drone/001", headers=auth()).json() == {"deleted": "drone/001"}
+    assert upload.exists()  # still used by drone/twin
+    assert client.delete("/items/drone/twin", headers=auth()).status_code == 200
+    assert not upload.exists()
     assert_error(client.get("/items/drone/001"), 404)
     assert_error(client.delete("/items/drone/001", headers=auth()), 404)
     assert client.post("/search", json={"query": "zzwombat", "mode": "bm25"}).json()["hits"] == []

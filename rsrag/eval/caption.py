@@ -34,10 +34,9 @@ def _tokenized(references: Sequence[Sequence[str]], hypothesis_sets: dict[str, S
 
         _require_java()
         tok = PTBTokenizer()
-        with contextlib.redirect_stderr(io.StringIO()):
-            gts = tok.tokenize({i: [{"caption": c} for c in refs] for i, refs in enumerate(references)})
-            flat = tok.tokenize({(name, i): [{"caption": h}] for name, hyps in hypothesis_sets.items()
-                                 for i, h in enumerate(hyps)})
+        gts = tok.tokenize({i: [{"caption": c} for c in refs] for i, refs in enumerate(references)})
+        flat = tok.tokenize({(name, i): [{"caption": h}] for name, hyps in hypothesis_sets.items()
+                             for i, h in enumerate(hyps)})
         return gts, {name: {i: flat[(name, i)] for i in range(len(hyps))} for name, hyps in hypothesis_sets.items()}
     from rsrag.models.captioner.vocab import tokenize
 

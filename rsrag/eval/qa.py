@@ -342,17 +342,25 @@ def ablation(kb, rows: list[dict], reranker, generator, k: int = 5) -> list[dict
 
 # ---- RSICD retrieval-augmented classification --------------------------------------------------
 def rsicd_library(
-    *, encoder: str | None = None, cache: Path | None = None, log: Callable[[str], None] = lambda m: None
+    *,
+    encoder: str | None = None,
+    cache: Path | None = None,
+    threads: int | None = 1,
+    log: Callable[[str], None] = lambda m: None,
 ):
-    """A library of the RSICD train images (built on first use, cached; resumes if interrupted)."""
+    """A library of the RSICD train images (built on first use, cached; resumes if interrupted).
+    `threads`: ONNX Runtime threads of the encoder."""
     from rsrag.data import load_dataset
     from rsrag.encoders.registry import DEFAULT_ENCODER
     from rsrag.index import Library
 
+    from rsrag.encoders import create_encoder
+
     encoder = encoder or DEFAULT_ENCODER
     folder = Path(cache or cache_dir() / "qa")
     name = f"rsicd-train-{re.sub(r'[^A-Za-z0-9._-]+', '-', encoder)}"
-    library = Library.create(folder, name, encoder=encoder, exist_ok=True)
+    instance = create_encoder(encoder, threads=threads) if threads else create_encoder(encoder)
+    library = Library.create(folder, name, encoder=instance, encoder_name=encoder, exist_ok=True)
     records = load_dataset("rsicd", "train")
     if len(library) < len(records):
         t0 = time.perf_counter()

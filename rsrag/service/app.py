@@ -33,6 +33,7 @@ from rsrag.data import ImageRecord
 from rsrag.imageio import load_image
 from rsrag.index import Library
 from rsrag.index.library import Hit as LibraryHit
+from rsrag.index.store import sql_literal
 from rsrag.service import schemas as S
 from rsrag.service.components import default_components
 from rsrag.service.errors import ApiError, install_error_handlers
@@ -206,6 +207,17 @@ async def _read_body(request: Request, model: type[BaseModel],
     return parsed, upload
 
 
+def _drop_unused_upload(lib: Library, path: Path) -> None:
+    """Remove a file under the index's uploads folder once no record points at it (uploads are
+    content-addressed, so two items can share one). Called under the write lock."""
+    uploads = (lib.folder / "uploads").resolve()
+    if path.resolve().parent != uploads:
+        return
+    still_used = lib.store.scan(["path"], where=f"path = {sql_literal(str(path))}").num_rows
+    if not still_used:
+        path.unlink(missing_ok=True)
+
+
 # ---- the app --------------------------------------------------------------------------------------
 def create_app(library: Library, *, token: str | None = None, ask: Callable | None = None, captioner: Any = None,
                vqa: Any = None, limits: UploadLimits = UploadLimits(), thumb_size: int = 256,
@@ -303,8 +315,11 @@ def create_app(library: Library, *, token: str | None = None, ask: Callable | No
     def add_item(body: S.ItemIn, upload: UploadedImage) -> dict:
         with handle.writing() as lib:
             path = upload.save_under(lib.folder / "uploads")
+            replaced = handle.refresh().get([body.id]) if body.replace else []  # the snapshot: no full scan
             record = ImageRecord(body.id, path, body.split, body.label, list(body.captions), dict(body.metadata))
             report = lib.add([record], upsert=body.replace, batch_size=1, workers=1)
+            for stale in {path, *(Path(h.path) for h in replaced)}:  # a refused upload, a replaced image
+                _drop_unused_upload(lib, stale)
         if report.skipped:
             raise ApiError(409, f"item {body.id!r} already exists; send replace=true to replace it")
         if report.failed:
@@ -325,9 +340,12 @@ def create_app(library: Library, *, token: str | None = None, ask: Callable | No
     @app.delete("/items/{item_id:path}", response_model=S.Deleted, tags=["items"], dependencies=[Depends(writer)],
                 responses=_errors(401, 403, 404, 422, 503))
     def delete_item(item_id: str) -> dict:
-        """Delete an item; needs the bearer token."""
+        """Delete an item; needs the bearer token. An uploaded image no other item uses is removed too."""
         with handle.writing() as lib:
+            before = handle.refresh().get([item_id])
             found = lib.delete([item_id])
+            if found and before:
+                _drop_unused_upload(lib, Path(before[0].path))
         if not found:
             raise ApiError(404, f"no item {item_id!r}")
         return {"deleted": item_id}

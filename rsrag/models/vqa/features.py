@@ -2,7 +2,7 @@
 
 The frozen trunk's activations of RSICD / UCM images are cached once by
 `rsrag.training.encoder.cache_trunk_features` (shared with encoder and captioner training); here
-they go through rs-lite's tuned tail and projection (`image_features_from_pooled`), optionally
+they go through rs-lite's tuned tail and projection (`image_features_from_map`), optionally
 under several dihedral transforms for augmentation, and the result is cached per encoder version.
 """
 
@@ -17,7 +17,9 @@ import torch
 from rsrag.config import cache_dir
 from rsrag.data import ImageRecord
 from rsrag.encoders.rs_lite import dihedral
-from rsrag.models.vqa.model import image_features_from_pooled
+from rsrag.models.vqa.model import image_features_from_map
+
+FEATURES = "emb-mean-max"  # names the feature recipe in cache file names
 
 
 def _split_keys(records: Sequence[ImageRecord], limit: int | None) -> list[tuple[str, list[ImageRecord]]]:
@@ -38,7 +40,7 @@ def dataset_image_features(encoder, records: Sequence[ImageRecord], limit: int |
     out: dict[str, np.ndarray] = {}
     for key, group in _split_keys(records, limit):
         digest = encoder.id.split("@")[-1]
-        path = cache_dir() / "features" / "vqa" / f"{key}-{digest}-v{''.join(map(str, views))}.npy"
+        path = cache_dir() / "features" / "vqa" / f"{key}-{digest}-{FEATURES}-v{''.join(map(str, views))}.npy"
         ids_path = path.with_suffix(".ids.json")
         ids = [r.id for r in group]
         if path.exists() and ids_path.exists() and json.loads(ids_path.read_text()) == ids:
@@ -63,6 +65,6 @@ def _compute(encoder, group: list[ImageRecord], key: str, views: Sequence[int], 
             chunks = []
             for i in range(0, len(trunk), batch_size):
                 x = dihedral(torch.from_numpy(np.asarray(trunk[i : i + batch_size], np.float32)), view)
-                chunks.append(image_features_from_pooled(model.tail(x), model.proj).numpy())
+                chunks.append(image_features_from_map(model.tail.spatial(x), model.proj).numpy())
             feats.append(np.concatenate(chunks))
     return np.stack(feats).astype(np.float32)

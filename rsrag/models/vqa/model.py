@@ -1,7 +1,8 @@
 """The VQA model (RSVQA-style answer classifier) and its inference API.
 
-Architecture (`VQANet`): the rs-lite image features (the tuned tower's pooled 1280-d activation and
-its 512-d shared-space embedding) and the rs-lite text embedding of the question are each projected
+Architecture (`VQANet`): the rs-lite image features (the tuned tower's 7x7x1280 activation map,
+mean- and max-pooled, and its 512-d shared-space embedding; max pooling keeps small objects such as
+planes or tanks visible) and the rs-lite text embedding of the question are each projected
 to `hidden` units, fused by element-wise product (RSVQA, Lobry et al. 2020) and classified by an MLP
 over the closed answer vocabulary. A second head predicts the question type from the question
 alone; answers outside the predicted type's vocabulary are masked out, so a yes/no question can only
@@ -46,7 +47,7 @@ class VQAConfig:
     answers: tuple[str, ...]
     answer_types: tuple[str, ...]  # question type of each answer (yes/no are listed per type)
     question_types: tuple[str, ...] = QUESTION_TYPES
-    image_dim: int = 512 + 1280  # shared-space embedding + pooled tail activation
+    image_dim: int = 512 + 2 * 1280  # shared-space embedding + mean- and max-pooled tail activation map
     question_dim: int = 512
     hidden: int = 512
     dropout: float = 0.3
@@ -185,8 +186,8 @@ class VQAModel:
         model = enc.image_model
         device = next(model.parameters()).device
         with torch.inference_mode():
-            pooled = model.tail(model.trunk(torch.from_numpy(arrays).to(device)))
-            return image_features_from_pooled(pooled, model.proj).cpu().numpy()
+            spatial = model.tail.spatial(model.trunk(torch.from_numpy(arrays).to(device)))
+            return image_features_from_map(spatial, model.proj).cpu().numpy()
 
     def question_features(self, questions: Sequence[str]) -> np.ndarray:
         return self.encoder.encode_texts(list(questions))
@@ -223,10 +224,12 @@ class VQAModel:
         return out
 
 
-def image_features_from_pooled(pooled: torch.Tensor, proj: nn.Module) -> torch.Tensor:
-    """The VQA image features from the tuned tail's pooled activation: [L2-normalised embedding, pooled]."""
-    emb = torch.nn.functional.normalize(proj(pooled), dim=-1)
-    return torch.cat([emb, pooled], dim=-1).float()
+def image_features_from_map(spatial: torch.Tensor, proj: nn.Module) -> torch.Tensor:
+    """The VQA image features from the tuned tail's (B, C, H, W) activation map:
+    [L2-normalised rs-lite embedding, mean-pooled map, max-pooled map]."""
+    mean = spatial.mean(dim=(2, 3))
+    emb = torch.nn.functional.normalize(proj(mean), dim=-1)
+    return torch.cat([emb, mean, spatial.amax(dim=(2, 3))], dim=-1).float()
 
 
 def _check_question(question: str) -> str:
