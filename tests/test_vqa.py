@@ -160,7 +160,7 @@ def test_out_of_scope_and_bad_input(data_root, vqa, tmp_path):
     image = data_root / "rsicd" / "images" / "airport_1.jpg"
     for question in ("What is the capital of France?", "Who built this bridge?"):
         off = vqa.answer(image, question)
-        assert off.unknown and off.answer == "unknown" and off.confidence == 0.0
+        assert off.unknown and off.answer == off.question_type == "unknown" and off.confidence == 0.0
     with pytest.raises(ValueError, match="empty"):
         vqa.answer(image, "   ")
     bad = tmp_path / "corrupt.jpg"

@@ -46,7 +46,7 @@ def evaluate_vqa(model: VQAModel, split: str = "test", datasets: Sequence[str] =
     qrow = {q: k for k, q in enumerate(texts)}
     image = np.stack([feats[i.image_id][0] for i in items])
     question = qfeats[[qrow[i.question] for i in items]]
-    answers = model.answer_features(image, question)
+    answers = model.answer_features(image, question, [i.question for i in items])
     correct = np.array([a.answer == i.answer for a, i in zip(answers, items)])
     flagged = np.array([a.unknown for a in answers])
     types = np.array([i.question_type for i in items])

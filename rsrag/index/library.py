@@ -117,8 +117,12 @@ class Library:
     `lock_timeout` seconds before raising `IndexBusyError` naming the holder's pid.
     """
 
-    def __init__(self, folder: Path, encoder: Encoder | None = None, lock_timeout: float = 10.0) -> None:
+    def __init__(self, folder: Path, encoder: Encoder | None = None, lock_timeout: float = 10.0,
+                 auto_refresh: bool = True) -> None:
+        """`auto_refresh=False` makes a frozen view: it never reloads after other writers commit
+        (check `is_stale()` and open a new one), so many threads can share it while writes go on."""
         self.folder = Path(folder)
+        self.auto_refresh = auto_refresh
         self.name = self.folder.name
         self._manifest_path = str(self.folder / MANIFEST)  # a str: stat'ed before every search
         self.lock_timeout = lock_timeout
@@ -345,8 +349,17 @@ class Library:
 
     def _maybe_refresh(self) -> None:
         """Reload when another process has committed (its manifest replace changes the stamp)."""
-        if self._writing_depth == 0 and self._stamp() != self._stamp_seen:
+        if self.auto_refresh and self._writing_depth == 0 and self._stamp() != self._stamp_seen:
             self._load()
+
+    def is_stale(self) -> bool:
+        """True when a writer has committed since this object last loaded the index."""
+        return self._stamp() != self._stamp_seen
+
+    def preload(self) -> "Library":
+        """Load now what the first search would load lazily (the record rows)."""
+        self._meta_rows()
+        return self
 
     def refresh(self) -> None:
         """Reload from disk now."""

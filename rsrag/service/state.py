@@ -1,8 +1,8 @@
 """How the service shares one index between many request threads.
 
 `Library` objects reload themselves in place when another writer commits, which is fine for one
-thread but not for many sharing one object. So searches here go to a `Snapshot`: a Library that never
-changes after it is opened. After every commit (the manifest's change stamp moves) the next request
+thread but not for many sharing one object. So searches here go to a snapshot: a Library opened with
+`auto_refresh=False`, which never changes after it is opened. After every commit (the manifest's change stamp moves) the next request
 opens a fresh snapshot and swaps it in; requests already running finish on the old one, which is
 dropped when they are done. Searches therefore never block on writes and never see half a write.
 Snapshots encode query texts through one shared `BatchingEncoder`.
@@ -22,18 +22,6 @@ from rsrag.index import Library
 from rsrag.service.batching import BatchingEncoder
 
 
-class Snapshot(Library):
-    """A read-only view of an index as it was when opened: it never reloads itself."""
-
-    def _maybe_refresh(self) -> None:
-        return None
-
-    def warm(self) -> "Snapshot":
-        """Load what the first search would load lazily, so concurrent first searches do not race."""
-        self._meta_rows()
-        return self
-
-
 class LibraryHandle:
     """The writable Library plus the current read snapshot (see module doc)."""
 
@@ -45,27 +33,27 @@ class LibraryHandle:
         self._reload_lock = threading.Lock()
         self._snapshot = self._open()
 
-    def _open(self) -> Snapshot:
+    def _open(self) -> Library:
         lib = self.library
-        return Snapshot(lib.folder, encoder=self.query_encoder, lock_timeout=lib.lock_timeout).warm()
+        return Library(lib.folder, encoder=self.query_encoder, lock_timeout=lib.lock_timeout, auto_refresh=False).preload()
 
-    def reader(self) -> Snapshot:
+    def reader(self) -> Library:
         """The newest snapshot. When the index changed, one thread reopens it while the others keep
         using the previous snapshot rather than wait."""
         snap = self._snapshot
-        if snap._stamp() != snap._stamp_seen and self._reload_lock.acquire(blocking=False):
+        if snap.is_stale() and self._reload_lock.acquire(blocking=False):
             try:
                 snap = self._reload()
             finally:
                 self._reload_lock.release()
         return snap
 
-    def _reload(self) -> Snapshot:
-        if self._snapshot._stamp() != self._snapshot._stamp_seen:
+    def _reload(self) -> Library:
+        if self._snapshot.is_stale():
             self._snapshot = self._open()
         return self._snapshot
 
-    def refresh(self) -> Snapshot:
+    def refresh(self) -> Library:
         """Reopen now if the index changed, waiting for a reload in progress (read-your-writes)."""
         with self._reload_lock:
             return self._reload()

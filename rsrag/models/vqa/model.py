@@ -92,7 +92,11 @@ class VQANet(nn.Module):
 
 @dataclass
 class VQAAnswer:
-    """An answer with its calibrated confidence; `unknown` flags answers not to trust."""
+    """An answer with its calibrated confidence; `unknown` flags answers not to trust.
+
+    A question outside the answer space gets answer and question_type "unknown" and confidence 0;
+    an in-scope answer below the calibrated confidence threshold keeps its answer with `unknown` set.
+    """
 
     answer: str
     confidence: float
@@ -218,7 +222,7 @@ class VQAModel:
             qtype = self.cfg.question_types[int(types[i])]
             off_form = questions is not None and not question_fits_type(questions[i], qtype)
             if similarity[i] < cal.min_question_similarity or off_form:  # outside the answer space
-                answer, conf, unknown, alternatives = UNKNOWN, 0.0, True, []
+                answer, conf, unknown, alternatives, qtype = UNKNOWN, 0.0, True, [], UNKNOWN
             out.append(VQAAnswer(answer, conf, qtype, unknown,
                                  questions[i] if questions is not None else "", alternatives))
         return out
