@@ -92,6 +92,15 @@ def caption_evidence(library, question: str, k: int) -> list[dict]:
     ]
 
 
+def _default_task(question: str | None, image, labels) -> str:
+    """classify with a label set; vqa for an image with a question; caption for an image alone."""
+    if labels:
+        return "classify"
+    if image is not None:
+        return "vqa" if question else "caption"
+    return "question"
+
+
 def ask(
     library,
     question: str | None = None,
@@ -115,15 +124,7 @@ def ask(
     if question is None and image is None:
         raise QAInputError("ask needs a question, an image, or both (got an empty question and no image)")
     labels = options.pop("labels", None)
-    task = options.pop("task", None) or (
-        "classify"
-        if labels
-        else "vqa"
-        if image is not None and question
-        else "caption"
-        if question is None
-        else "question"
-    )
+    task = options.pop("task", None) or _default_task(question, image, labels)
     if task not in TASKS:
         raise QAInputError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
     if task in ("question", "vqa") and not question:
