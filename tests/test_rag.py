@@ -104,6 +104,9 @@ def test_ask_end_to_end_on_small_knowledge(kb_library):
     fire = ask(kb_library, "Red Tower fire: in which year did it burn down?")
     assert fire.text == "It burnt down in 1950."
     assert ask(kb_library, "Who visited the Blue Bridge?").text == "King Olav V"
+    missing = ask(kb_library, "Who visited Green Park?")  # no such fact: never another place's visitors
+    assert missing.text == "The knowledge base has no notable visitors for Green Park."
+    assert missing.citations[0]["record_id"] == "green-park"
     assert ask(kb_library, "Where is Green Park?", fusion="weighted", rerank=False).text == "Greenville, Ohio"
     assert ask(kb_library, "Where is Green Park?", use_bm25=False, k=2).citations[0]["record_id"] == "green-park"
     assert len(ask(kb_library, "Where is Green Park?", k=2).evidence) == 2

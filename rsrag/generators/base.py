@@ -14,6 +14,8 @@ from typing import Any, Callable
 
 _REGISTRY: dict[str, Callable[..., "Generator"]] = {}
 _BUILTIN_MODULES = ("rsrag.generators.extractive", "rsrag.generators.hf", "rsrag.generators.openai_compat")
+# generators of other parts of the package (caption, vqa), registered when their module is present
+_OPTIONAL_MODULES = ("rsrag.generators.image_models",)
 
 
 class GeneratorError(RuntimeError):
@@ -69,6 +71,11 @@ def _load_builtins() -> None:
 
     for module in _BUILTIN_MODULES:
         importlib.import_module(module)
+    for module in _OPTIONAL_MODULES:
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            pass
 
 
 def create_generator(name: str | Generator = "extractive", **cfg) -> Generator:

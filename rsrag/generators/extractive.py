@@ -3,8 +3,9 @@ the evidence, so it is offline, fast and deterministic.
 
 For a question it (1) reads the kind of fact asked for from the wording (`question_type`), (2) picks
 the evidence chunk: the best-ranked chunk of that type from the top record, else of a related type
-(location/area/address, the three function types, ...) from it, else of that type from another
-record, else the best-ranked chunk, and (3) picks the span:
+(location/area/address, the three function types, ...) from it; when the top record has neither, it
+says the knowledge base holds no such fact (it never answers from another place's chunk). Without a
+type cue it takes the best-ranked chunk. (3) It picks the span:
 when the chunk's type is exactly the asked type the whole fact is the answer; otherwise the
 cross-encoder scores the chunk's sentences (and `;`-separated parts) against the question and the best
 one is returned. For `classify` it votes the evidence's labels/categories (rank-weighted) into the label
@@ -17,6 +18,7 @@ import re
 
 from rsrag.generators.base import Generation, GenerationRequest, Generator, register_generator
 from rsrag.knowledge.questions import question_type
+from rsrag.knowledge.records import CHUNK_TYPES
 
 FAMILIES = [
     {"location", "area", "address"},
@@ -62,7 +64,12 @@ class ExtractiveGenerator(Generator):
         if request.task == "caption" or not request.question:
             best = next((e for e in evidence if e.get("chunk_type") == "caption"), evidence[0])
             return Generation(str(best.get("text", "")), [best["id"]])
-        chosen, exact = self.choose_evidence(request.question, evidence)
+        qtype = question_type(request.question, [str(e.get("name") or "") for e in evidence])
+        chosen, exact = self.choose_evidence(qtype, evidence)
+        if chosen is None:  # the place was found but the knowledge holds no fact of the asked kind
+            top = evidence[0]
+            what = CHUNK_TYPES.get(qtype or "", "answer")
+            return Generation(f"The knowledge base has no {what} for {top.get('name')}.", [top["id"]], {"span": "none"})
         text = str(chosen.get("text", "")).strip()
         if exact:
             return Generation(text, [chosen["id"]], {"span": "chunk"})
@@ -73,17 +80,20 @@ class ExtractiveGenerator(Generator):
         return Generation(text, [chosen["id"]], {"span": "sentence" if len(parts) > 1 else "chunk"})
 
     @staticmethod
-    def choose_evidence(question: str, evidence: list[dict]) -> tuple[dict, bool]:
-        """(the evidence item to answer from, whether its type is exactly the asked one)."""
-        qtype = question_type(question, [str(e.get("name") or "") for e in evidence])
+    def choose_evidence(qtype: str | None, evidence: list[dict]) -> tuple[dict | None, bool]:
+        """(the evidence item to answer from, whether its type is exactly the asked one). None when
+        the evidence is knowledge about the top record and none of its chunks is of the asked kind."""
         top_record = evidence[0].get("record_id")
-        if qtype is not None:
-            same = [e for e in evidence if e.get("record_id") == top_record]
-            family = next((f for f in FAMILIES if qtype in f), {qtype})
-            for pool, types, exact in ((same, {qtype}, True), (same, family, False), (evidence, {qtype}, True)):
-                for item in pool:
-                    if item.get("chunk_type") in types:
-                        return item, exact
+        if qtype is None:
+            return evidence[0], False
+        same = [e for e in evidence if e.get("record_id") == top_record]
+        family = next((f for f in FAMILIES if qtype in f), {qtype})
+        for types, exact in (({qtype}, True), (family, False)):
+            for item in same:
+                if item.get("chunk_type") in types:
+                    return item, exact
+        if evidence[0].get("chunk_type") in CHUNK_TYPES:  # knowledge chunks (not image captions)
+            return None, False
         return evidence[0], False
 
     @staticmethod

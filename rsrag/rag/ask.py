@@ -15,7 +15,7 @@ from typing import Any
 
 from rsrag.generators import GenerationRequest, create_generator
 from rsrag.rag.answer import Answer, QAInputError
-from rsrag.rag.prompt import TASKS, PromptBuilder
+from rsrag.rag.prompt import TASKS, PromptBuilder, estimate_tokens
 from rsrag.rag.retrieval import KnowledgeRetriever, RetrievalConfig
 
 _CONFIG_KEYS = set(RetrievalConfig.__dataclass_fields__)
@@ -135,8 +135,11 @@ def ask(
         **{k_: options.pop(k_) for k_ in list(options) if k_ in _CONFIG_KEYS}
     )
     reranker = options.pop("reranker", "cross-encoder")
-    builder = PromptBuilder(budget=int(options.pop("budget", 1024)))
     gen = _generator(generator, dict(options.pop("generator_config", None) or {}))
+    # a generator with its own tokenizer (hf) counts the prompt budget in its real tokens
+    builder = PromptBuilder(
+        budget=int(options.pop("budget", 1024)), count_tokens=getattr(gen, "count_tokens", estimate_tokens)
+    )
     if options:
         raise TypeError(f"ask got unknown options: {', '.join(sorted(options))}")
 
