@@ -2,7 +2,8 @@
 
 Beam search keeps `beam_size` hypotheses per image; a finished hypothesis stays in its beam and can
 only be extended by padding at no cost. The winner is chosen by log-probability divided by
-length ** `alpha` (length normalisation), so short generic captions do not win by default.
+length ** `alpha` (length normalisation), so short generic captions do not win by default. alpha = 1
+(the mean word log-probability) was chosen on the RSICD and UCM val splits over 0.3 and 0.7.
 `<unk>`, `<pad>` and `<bos>` are never generated.
 """
 
@@ -39,7 +40,7 @@ def greedy_decode(model: CaptionModel, memory: torch.Tensor, pad: torch.Tensor) 
 
 @torch.inference_mode()
 def beam_decode(model: CaptionModel, memory: torch.Tensor, pad: torch.Tensor, beam_size: int = 3,
-                alpha: float = 0.7) -> list[list[int]]:
+                alpha: float = 1.0) -> list[list[int]]:
     """Beam search with length normalisation; `beam_size` 1 is greedy decoding."""
     if beam_size < 1:
         raise ValueError(f"beam_size must be >= 1, not {beam_size}")
