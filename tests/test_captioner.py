@@ -199,3 +199,20 @@ def test_committed_captioner_cli(data_root, tmp_path):
     assert again.exit_code == 0 and again.stdout.split("\t")[1].strip() == payload["captions"][0]["caption"]
     missing = CliRunner().invoke(app, ["caption", images[0], "--captioner", str(tmp_path / "nope.safetensors")])
     assert missing.exit_code == 2 and "not found" in missing.output
+
+
+def test_library_retriever_skips_the_query_and_checks_the_encoder():
+    from rsrag.index import Hit
+    from rsrag.models.captioner.memory import LibraryRetriever
+
+    class FakeLibrary:
+        name, encoder_id = "fake", "rs-lite:rs-lite-lite0@abc+views4"
+
+        def search_vector(self, vector, k):
+            return [Hit(id=f"r{i}", score=1.0 - i / 10, rank=i + 1, captions=[f"caption {i}"]) for i in range(k)]
+
+    retriever = LibraryRetriever(FakeLibrary(), "rs-lite:rs-lite-lite0@abc")
+    found = retriever.retrieve(np.zeros((2, 4), np.float32), 2, exclude_ids=["r0", None])
+    assert found == [[["caption 1"], ["caption 2"]], [["caption 0"], ["caption 1"]]]
+    with pytest.raises(ValueError, match="built with"):
+        LibraryRetriever(FakeLibrary(), "rs-lite:other@def")

@@ -14,7 +14,7 @@ import contextlib
 import io
 import shutil
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 METRIC_KEYS = ("bleu1", "bleu2", "bleu3", "bleu4", "meteor", "rouge_l", "cider")
 ALL_METRICS = ("bleu", "meteor", "rouge", "cider")

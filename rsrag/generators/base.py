@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 _REGISTRY: dict[str, Callable[..., "Generator"]] = {}
-_BUILTIN_MODULES = ("rsrag.generators.extractive", "rsrag.generators.hf", "rsrag.generators.openai_compat")
+_BUILTIN_MODULES = ("rsrag.generators.extractive", "rsrag.generators.hf", "rsrag.generators.openai_compat",
+                    "rsrag.generators.image_models")
 # generators of other parts of the package (caption, vqa), registered when their module is present
 _OPTIONAL_MODULES = ("rsrag.generators.image_models",)
 

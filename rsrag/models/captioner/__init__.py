@@ -8,4 +8,4 @@ retrieval-augmented (captions of the nearest training images as extra decoder me
 
 from rsrag.models.captioner.api import DEFAULT_CAPTIONER, Captioner, load_captioner
 
-__all__ = ["Captioner", "DEFAULT_CAPTIONER", "load_captioner"]
+__all__ = ["DEFAULT_CAPTIONER", "Captioner", "load_captioner"]

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -21,7 +21,12 @@ from rsrag.config import WEIGHTS_DIR
 from rsrag.encoders.base import ImageInput
 from rsrag.models.captioner.decoding import beam_decode
 from rsrag.models.captioner.features import ImageFeatures, ImageTower
-from rsrag.models.captioner.memory import CaptionMemory, LibraryRetriever, Retriever, consensus_caption
+from rsrag.models.captioner.memory import (
+    CaptionMemory,
+    LibraryRetriever,
+    Retriever,
+    consensus_caption,
+)
 from rsrag.models.captioner.model import CaptionerConfig, CaptionModel
 from rsrag.models.captioner.vocab import Vocab
 

@@ -9,8 +9,8 @@ loaded, so the text tower is never needed here.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -18,7 +18,13 @@ import torch.nn.functional as F
 
 from rsrag.data import ImageRecord
 from rsrag.encoders.base import ImageInput, Preprocess
-from rsrag.encoders.rs_lite import LITE_MEAN, LITE_STD, RSLiteImageModel, read_config, weights_path
+from rsrag.encoders.rs_lite import (
+    LITE_MEAN,
+    LITE_STD,
+    RSLiteImageModel,
+    read_config,
+    weights_path,
+)
 from rsrag.imageio import load_image
 
 ENCODER_WEIGHTS = "rs-lite-lite0"
@@ -32,7 +38,7 @@ class ImageFeatures:
     def __len__(self) -> int:
         return len(self.embedding)
 
-    def rows(self, index) -> "ImageFeatures":
+    def rows(self, index) -> ImageFeatures:
         """A subset (slice or index array), maps as float32."""
         return ImageFeatures(self.spatial[index].float(), self.embedding[index])
 

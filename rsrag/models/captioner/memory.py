@@ -16,9 +16,10 @@ the neighbour's consensus caption, the one sharing most words with its other cap
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
 
@@ -91,7 +92,7 @@ class CaptionMemory:
         save_file({"embeddings": q}, str(path), metadata={"ids": json.dumps(self.ids), "encoder_id": encoder_id})
 
     @classmethod
-    def load(cls, path: Path, encoder_id: str) -> "CaptionMemory":
+    def load(cls, path: Path, encoder_id: str) -> CaptionMemory:
         """Read the shipped embeddings and look the captions up in the data root."""
         from safetensors import safe_open
 

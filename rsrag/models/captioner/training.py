@@ -25,7 +25,13 @@ import torch.nn.functional as F
 
 from rsrag.data import load_dataset
 from rsrag.models.captioner.api import Captioner, pad_ids, save_captioner
-from rsrag.models.captioner.features import ENCODER_WEIGHTS, ImageFeatures, ImageTower, cached_trunk, data_key
+from rsrag.models.captioner.features import (
+    ENCODER_WEIGHTS,
+    ImageFeatures,
+    ImageTower,
+    cached_trunk,
+    data_key,
+)
 from rsrag.models.captioner.memory import CaptionMemory, top_k
 from rsrag.models.captioner.model import CaptionerConfig, CaptionModel
 from rsrag.models.captioner.vocab import Vocab
