@@ -17,13 +17,17 @@ $(BIN)/.installed: pyproject.toml
 setup: $(BIN)/.installed
 
 # The main job: measure the default encoder on the standard benchmarks (results/ gets the JSON),
-# then build a searchable UCM index under ./indexes and query it by text.
+# build a searchable UCM index under ./indexes, query it by text, caption an image, answer a
+# question about an image, and ask the library about one.
 run: setup
 	$(BIN)/rsrag eval retrieval --dataset rsicd --split test
 	$(BIN)/rsrag eval retrieval --dataset ucm --split test
 	$(BIN)/rsrag eval zeroshot --dataset rsicd --split test
 	$(BIN)/rsrag index build ucm --name ucm
 	$(BIN)/rsrag search "boats in a harbor" --index ucm --k 5
+	$(BIN)/rsrag caption $(RSRAG_DATA)/ucm/images/harbor05.jpg
+	$(BIN)/rsrag vqa $(RSRAG_DATA)/rsicd/images/airport_1.jpg "What kind of place is shown?"
+	$(BIN)/rsrag ask "What kind of place is this?" --image $(RSRAG_DATA)/ucm/images/harbor05.jpg --index ucm
 
 test: setup
 	$(BIN)/python -m pytest -q
