@@ -67,10 +67,12 @@ def test_onnx_text_path_matches_torch(onnx_encoder, torch_encoder):
     texts = ["airport", "many green trees are around a playground with a red track and some buildings",
              "boats in a harbor", "a bridge over a river " * 60]  # the last is cut at the tower's max length
     a = onnx_encoder.encode_texts(texts)
-    assert onnx_encoder._text_onnx() is not None  # really the ONNX path
+    assert onnx_encoder._text_onnx(len(texts)) is not None and onnx_encoder._text_onnx(1) is not None  # really the ONNX path
     b = torch_encoder.encode_texts(texts)
     assert (a * b).sum(axis=1).min() > 0.9999
     np.testing.assert_allclose(onnx_encoder.encode_texts(texts[1:2]), a[1:2], atol=1e-5)
+    # a batch over FEW_TEXTS runs on the multi-threaded session: same vectors
+    np.testing.assert_allclose(onnx_encoder.encode_texts(texts * 3), np.tile(a, (3, 1)), atol=1e-5)
 
 
 def test_text_finds_matching_image(onnx_encoder, data_root):

@@ -42,6 +42,7 @@ LITE_STD = (0.5, 0.5, 0.5)
 LITE_SIZES = {"lite0": 224, "lite1": 240, "lite2": 260}
 # dihedral transforms (see `dihedral`) averaged at inference for each allowed number of views
 VIEW_SETS = {1: (0,), 2: (0, 2), 4: (0, 1, 2, 3), 8: tuple(range(8))}
+FEW_TEXTS = 8  # text calls up to this size run ONNX on one thread (see RSLiteEncoder._text_onnx)
 
 
 @dataclass(frozen=True)
@@ -323,18 +324,19 @@ class RSLiteEncoder(Encoder):
         self.preprocess = Preprocess(size=self.config.image_size, mean=LITE_MEAN, std=LITE_STD)
         self._threads = threads
         self._session = None
-        self._text_session = None  # made on the first text query (see _text_onnx)
+        self._text_sessions: dict | None = {}  # by thread count, made on first use (see _text_onnx)
         self._onnx_tag = digest
         if runtime == "onnx":
             self._session = self._onnx_session(
                 f"rs-lite-{self.config.tower}-{digest}-v{views}.onnx",
-                lambda path: export_image_onnx(self.image_model, self.config.image_size, path))
+                lambda path: export_image_onnx(self.image_model, self.config.image_size, path), threads)
         else:
             self.image_model.to(self.device)
         self.heads.text_proj.to(self.device)
 
-    def _onnx_session(self, file_name: str, export):
-        """An ONNX Runtime session over `cache_dir()/onnx/file_name`, exported by `export(path)` once."""
+    def _onnx_session(self, file_name: str, export, threads: int | None = None):
+        """An ONNX Runtime session over `cache_dir()/onnx/file_name`, exported by `export(path)` once,
+        on `threads` intra-op threads (None: ONNX Runtime's default, one per core)."""
         import onnxruntime as ort
 
         path = cache_dir() / "onnx" / file_name
@@ -342,27 +344,36 @@ class RSLiteEncoder(Encoder):
             log.info("exporting %s", path)
             export(path)
         opts = ort.SessionOptions()
-        if self._threads:
-            opts.intra_op_num_threads = self._threads
+        if threads:
+            opts.intra_op_num_threads = threads
         providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
         return ort.InferenceSession(str(path), opts, providers=providers)
 
-    def _text_onnx(self):
-        """The ONNX text path (`TextPath`), or None where PyTorch serves text (runtime "torch", a GPU,
-        or a text tower layout TextPath does not cover)."""
-        if self._text_session is None and self.runtime == "onnx" and self.device == "cpu":
+    def _text_onnx(self, n_texts: int):
+        """The ONNX text path (`TextPath`) for a call with `n_texts` texts, or None where PyTorch
+        serves text (runtime "torch", a GPU, or a text tower layout TextPath does not cover).
+
+        Up to FEW_TEXTS texts run on one intra-op thread (unless `threads` was given): a query is a
+        dozen tokens, too little to split across cores, and a server answering many queries at once
+        then runs them side by side instead of spinning threads against each other (same latency,
+        about 2/3 of the CPU). Bigger batches (ingestion) use every core."""
+        if self.runtime != "onnx" or self.device != "cpu" or self._text_sessions is None:
+            return None
+        threads = self._threads or (1 if n_texts <= FEW_TEXTS else None)
+        if threads not in self._text_sessions:
             try:
                 path_module = TextPath(self._text_tower, self.heads.text_proj)
             except ValueError as exc:
                 log.info("text tower stays in PyTorch: %s", exc)
-                self._text_session = False
+                self._text_sessions = None
                 return None
             ids = torch.ones(1, 8, dtype=torch.long)
             inputs = {"input_ids": ids, "attention_mask": ids}
             dynamic = {name: {0: "batch", 1: "tokens"} for name in inputs}
-            self._text_session = self._onnx_session(
-                f"rs-lite-text-{self._onnx_tag}.onnx", lambda path: export_onnx(path_module, inputs, path, "embedding", dynamic))
-        return self._text_session or None
+            self._text_sessions[threads] = self._onnx_session(
+                f"rs-lite-text-{self._onnx_tag}.onnx",
+                lambda path: export_onnx(path_module, inputs, path, "embedding", dynamic), threads)
+        return self._text_sessions[threads]
 
     def _encode_arrays(self, batch: np.ndarray) -> np.ndarray:
         batch = np.ascontiguousarray(batch, dtype=np.float32)
@@ -372,7 +383,7 @@ class RSLiteEncoder(Encoder):
             return self.image_model(torch.from_numpy(batch).to(self.device)).float().cpu().numpy()
 
     def _encode_text_batch(self, texts: list[str]) -> np.ndarray:
-        session = self._text_onnx()
+        session = self._text_onnx(len(texts))
         if session is None:
             with torch.inference_mode():
                 feats = self._text_tower.encode(texts, batch_size=len(texts), convert_to_tensor=True,
