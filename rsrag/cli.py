@@ -65,7 +65,7 @@ def train_captioner_cmd(
     variant: str = typer.Option("rag", help="plain, or rag (retrieval-augmented: captions of k nearest train images)"),
     name: Optional[str] = typer.Option(None, help="weights name (default captioner-VARIANT), in rsrag/weights/"),
     neighbours: int = typer.Option(5, help="k nearest training images for the rag variant"),
-    epochs: int = typer.Option(2),
+    epochs: int = typer.Option(6),
     patience: int = typer.Option(2, help="early stopping patience (epochs without val CIDEr gain)"),
     batch_size: int = typer.Option(32, help="images per step (each with all its captions)"),
     lr: float = typer.Option(1e-3),
