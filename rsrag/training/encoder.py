@@ -67,6 +67,12 @@ class EncoderTrainConfig:
 # ---------------------------------------------------------------- feature caches
 
 
+def trunk_cache_key(dataset: str, split: str, limit: int | None = None) -> str:
+    """Name of one dataset split's trunk-activation cache ("rsicd_train", "ucm_val_limit8"): every
+    model trained on these features (encoder, captioner, VQA) asks for the same key, so one cache serves all."""
+    return f"{dataset}_{split}" + (f"_limit{limit}" if limit else "")
+
+
 def _feature_dir(model: RSLiteConfig) -> Path:
     path = cache_dir() / "features" / f"{model.tower}-tail{model.tail_blocks}"
     path.mkdir(parents=True, exist_ok=True)
@@ -157,7 +163,7 @@ def prepare_split(names: tuple[str, ...], split: str, cfg: EncoderTrainConfig, i
         records = load_dataset(name, split=split)
         if cfg.limit:
             records = records[: cfg.limit]
-        key = f"{name}_{split}" + (f"_limit{cfg.limit}" if cfg.limit else "")
+        key = trunk_cache_key(name, split, cfg.limit)
         feats.append(np.asarray(cache_trunk_features(records, cfg.model, key, image_model)))
         caps = [c for r in records for c in r.captions]
         texts.append(cache_text_features(caps, key, cfg.model))

@@ -87,8 +87,3 @@ def cached_trunk(tower: ImageTower, records: list[ImageRecord], key: str) -> np.
     from rsrag.training.encoder import cache_trunk_features
 
     return np.asarray(cache_trunk_features(records, tower.config, key, tower.model))
-
-
-def data_key(name: str, split: str, limit: int | None) -> str:
-    """Feature-cache key, the same as encoder training uses."""
-    return f"{name}_{split}" + (f"_limit{limit}" if limit else "")

@@ -30,11 +30,11 @@ from rsrag.models.captioner.features import (
     ImageFeatures,
     ImageTower,
     cached_trunk,
-    data_key,
 )
 from rsrag.models.captioner.memory import CaptionMemory, top_k
 from rsrag.models.captioner.model import CaptionerConfig, CaptionModel
 from rsrag.models.captioner.vocab import Vocab
+from rsrag.training.encoder import trunk_cache_key
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ def load_split(tower: ImageTower, names: tuple[str, ...], split: str, limit: int
     ids, trunks, captions = [], [], []
     for name in names:
         records = load_dataset(name, split=split)[:limit] if limit else load_dataset(name, split=split)
-        trunks.append(cached_trunk(tower, records, data_key(name, split, limit)))
+        trunks.append(cached_trunk(tower, records, trunk_cache_key(name, split, limit)))
         ids += [r.id for r in records]
         captions += [list(r.captions) for r in records]
     return CaptionSplit(ids, np.concatenate(trunks), captions)

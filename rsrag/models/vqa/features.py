@@ -18,6 +18,7 @@ from rsrag.config import cache_dir
 from rsrag.data import ImageRecord
 from rsrag.encoders.rs_lite import dihedral
 from rsrag.models.vqa.model import image_features_from_map
+from rsrag.training.encoder import trunk_cache_key
 
 FEATURES = "emb-mean-max"  # names the feature recipe in cache file names
 
@@ -27,7 +28,7 @@ def _split_keys(records: Sequence[ImageRecord], limit: int | None) -> list[tuple
     groups: dict[str, list[ImageRecord]] = {}
     for r in records:
         dataset = r.id.split("/", 1)[0]
-        groups.setdefault(f"{dataset}_{r.split}" + (f"_limit{limit}" if limit else ""), []).append(r)
+        groups.setdefault(trunk_cache_key(dataset, r.split, limit), []).append(r)
     return list(groups.items())
 
 
