@@ -10,14 +10,16 @@ uvicorn worker, writes enabled with a throwaway token), on a free loopback port.
 
 Load: each phase runs until `--requests` requests or `--seconds` have passed, whichever is first,
 after a short warm-up. Every client is a thread with its own keep-alive HTTP connection, sending
-the next request as soon as the previous one answered (closed loop). Queries are the distinct UCM
+the next request as soon as the previous one answered (closed loop). Clients use the standard
+library's `http.client`, the cheapest Python client (about 0.25 ms of CPU per request; httpx costs
+several times that), because the load generator takes its CPU from the server's two cores. Queries are the distinct UCM
 captions (1,835), each sent once in the whole run (`Queries`), so no answer comes from the
 server's query cache. `/search` is
 hybrid (dense + BM25), k=10, at 1, 8 and 32 clients with cold queries; then at 8 clients with warm
 queries (a pool of 64 popular texts, so their embeddings come from the server's query cache) and
 in BM25 mode (no text encoding). `/qa` is the default extractive generator, k=5, cold queries.
 Reported per phase: p50/p99/mean latency as the client sees it, QPS (answered requests / wall
-time), the server process's CPU time per request, and non-200 answers. The load generator shares
+time), the server's and the load generator's CPU time per request, and non-200 answers. The load generator shares
 the machine with the server, so QPS is a lower bound.
 
 Schemathesis (`schemathesis run`, every phase, every check, `--max-examples` per operation,
@@ -31,6 +33,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import functools
+import http.client
 import json
 import os
 import platform
@@ -45,6 +48,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
+from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
@@ -56,6 +60,26 @@ from rsrag.config import cache_dir, results_dir  # noqa: E402
 CONCURRENCY = (1, 8, 32)
 TOKEN = "bench-token"
 TARGETS = {"search_8_p50_ms": 30.0, "search_8_p99_ms": 100.0, "schemathesis_5xx": 0}
+
+
+def client_cpu_seconds() -> float:
+    """User + system CPU time of this process (the load generator) so far."""
+    t = os.times()
+    return t.user + t.system
+
+
+def cpu_reference_ms() -> float:
+    """A fixed single-thread workload (sorting 2M floats 3 times, about 350 ms on a quiet core), best
+    of 3: these shared machines slow down by up to half at times, and this tells a slow run from a
+    slow server."""
+    data = np.random.default_rng(0).random(2_000_000)
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        for _ in range(3):
+            np.sort(data)
+        best = min(best, (time.perf_counter() - t0) * 1000)
+    return round(best, 1)
 
 
 def free_port() -> int:
@@ -162,8 +186,17 @@ class Phase:
     warm: bool = False
 
 
+def post(connection: http.client.HTTPConnection, path: str, body: dict) -> int:
+    """POST JSON on a keep-alive connection; the status code (the body is read and dropped)."""
+    connection.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
+    response = connection.getresponse()
+    response.read()
+    return response.status
+
+
 def run_phase(url: str, phase: Phase, texts: Queries, server: "Server") -> dict:
     """Closed-loop load from `phase.clients` threads; see the module doc for what is measured."""
+    host, port = urlsplit(url).hostname, urlsplit(url).port
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     lock = threading.Lock()
@@ -181,22 +214,26 @@ def run_phase(url: str, phase: Phase, texts: Queries, server: "Server") -> dict:
             return hot[int(rng.integers(len(hot)))] if hot else texts.next()
 
     def client(c: int) -> None:
-        with httpx.Client(base_url=url, timeout=60) as http:
+        conn = http.client.HTTPConnection(host, port, timeout=60)
+        try:
             for text in hot[c::phase.clients] or [f"warm-up query {phase.name} {c} {i}" for i in range(2)]:
-                http.post(phase.path, json=phase.body(text))  # the connection, first-call costs, the hot pool
+                post(conn, phase.path, phase.body(text))  # the connection, first-call costs, the hot pool
             barrier.wait()
             while (text := take()) is not None:
                 body = phase.body(text)
                 t0 = time.perf_counter()
-                status = http.post(phase.path, json=body).status_code
+                status = post(conn, phase.path, body)
                 dt = (time.perf_counter() - t0) * 1000
                 with lock:
                     latencies.append(dt)
                     statuses[status] = statuses.get(status, 0) + 1
+        finally:
+            conn.close()
 
     def start_clock() -> None:  # run by the barrier as the clients are released, before any timed request
         clock[:] = [time.perf_counter() + phase.max_seconds, time.perf_counter()]
         clock.append(server.cpu_seconds())
+        clock.append(client_cpu_seconds())
 
     barrier = threading.Barrier(phase.clients + 1, action=start_clock)
     threads = [threading.Thread(target=client, args=(c,)) for c in range(phase.clients)]
@@ -207,12 +244,14 @@ def run_phase(url: str, phase: Phase, texts: Queries, server: "Server") -> dict:
         t.join()
     wall = time.perf_counter() - clock[1]
     cpu = server.cpu_seconds() - clock[2]
+    client_cpu = client_cpu_seconds() - clock[3]
     lat = np.array(latencies)
     return {"phase": phase.name, "endpoint": phase.path, "clients": phase.clients, "queries": "warm" if phase.warm
             else "cold", "requests": len(lat), "seconds": round(wall, 2), "qps": round(len(lat) / wall, 1),
             "p50_ms": round(float(np.percentile(lat, 50)), 2), "p99_ms": round(float(np.percentile(lat, 99)), 2),
             "mean_ms": round(float(lat.mean()), 2), "max_ms": round(float(lat.max()), 2),
             "server_cpu_ms_per_request": round(cpu * 1000 / max(len(lat), 1), 2),
+            "client_cpu_ms_per_request": round(client_cpu * 1000 / max(len(lat), 1), 2),
             "statuses": {str(k): v for k, v in sorted(statuses.items())}}
 
 
@@ -251,7 +290,7 @@ def main() -> None:
     parser.add_argument("--no-schemathesis", action="store_true")
     args = parser.parse_args()
 
-    started, load_at_start = time.perf_counter(), os.getloadavg()[0]
+    started, load_at_start, reference_at_start = time.perf_counter(), os.getloadavg()[0], cpu_reference_ms()
     root, name = bench_index(args)
     texts = Queries()
     work = Path(tempfile.mkdtemp(prefix="rsrag-bench-api-"))
@@ -293,7 +332,8 @@ def main() -> None:
                     "repeated": max(0, texts.used - len(texts.texts))}, "phases": phases, "schemathesis": st,
         "targets": targets,
         "seconds": round(time.perf_counter() - started, 1),
-        "machine": {"cpus": os.cpu_count(), "load_1min_start": load_at_start, "load_1min_end": os.getloadavg()[0], "python": platform.python_version()},
+        "machine": {"cpus": os.cpu_count(), "load_1min_start": load_at_start, "load_1min_end": os.getloadavg()[0], "python": platform.python_version(),
+                    "cpu_reference_ms_start": reference_at_start, "cpu_reference_ms_end": cpu_reference_ms()},
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     (results_dir() / "bench_api.json").write_text(json.dumps(result, indent=2) + "\n")

@@ -5,6 +5,8 @@
 Builds (or resumes) the UCM index over all 1,800 images, then runs one natural-language query per
 class in the three modes (dense, BM25, hybrid). Dense search uses only the image vectors, so it
 measures the shared embedding space; BM25 and hybrid also read each record's captions and label.
+Queries are encoded at full precision (`modes`) and, where the encoder has one, with the int8 text
+path that `rsrag serve` uses (`modes_int8`), so the served quality is measured too.
 Prints a table and writes `results/bench_text_precision.json` with `precision_at_10` per mode,
 per-class rows and the p50 query latency per mode.
 """
@@ -18,7 +20,8 @@ import tempfile
 import time
 
 from rsrag.config import results_dir
-from rsrag.index import build_index
+from rsrag.encoders import encoder_accepts
+from rsrag.index import Library, build_index
 
 # one query per UCM class present in the data (chaparral, denseresidential, golfcourse are missing)
 QUERIES = {
@@ -53,29 +56,35 @@ def main() -> None:
 
     root = args.root or tempfile.mkdtemp(prefix="rsrag-bench-")
     lib, _ = build_index("ucm", args.name, root, encoder=args.encoder)
-    rows, summary = [], {}
-    for mode in ("dense", "bm25", "hybrid"):
-        precisions, latencies = [], []
-        for label, query in QUERIES.items():
-            t0 = time.perf_counter()
-            hits = lib.search_text(query, k=10, mode=mode)
-            latencies.append((time.perf_counter() - t0) * 1000)
-            p = sum(h.label == label for h in hits) / 10
-            precisions.append(p)
-            rows.append({"mode": mode, "label": label, "query": query, "precision_at_10": p})
-        summary[mode] = {"precision_at_10": 100 * statistics.mean(precisions),
-                         "p50_ms": statistics.median(latencies)}
+    rows, summaries = [], {}
+    precisions_to_run = ["fp32"] + (["int8"] if encoder_accepts(args.encoder, "text_precision") else [])
+    for precision in precisions_to_run:
+        searcher = lib if precision == "fp32" else Library.open(root, args.name, encoder_options={"text_precision": precision})
+        summary = summaries.setdefault(precision, {})
+        for mode in ("dense", "bm25", "hybrid"):
+            precisions, latencies = [], []
+            for label, query in QUERIES.items():
+                t0 = time.perf_counter()
+                hits = searcher.search_text(query, k=10, mode=mode)
+                latencies.append((time.perf_counter() - t0) * 1000)
+                p = sum(h.label == label for h in hits) / 10
+                precisions.append(p)
+                rows.append({"text_precision": precision, "mode": mode, "label": label, "query": query,
+                             "precision_at_10": p})
+            summary[mode] = {"precision_at_10": 100 * statistics.mean(precisions),
+                             "p50_ms": statistics.median(latencies)}
     result = {"encoder": lib.encoder.id, "n_records": lib.info()["records"],
-              "n_queries": len(QUERIES), "modes": summary, "rows": rows}
+              "n_queries": len(QUERIES), "modes": summaries["fp32"], "modes_int8": summaries.get("int8"), "rows": rows}
     out = results_dir() / "bench_text_precision.json"
     out.write_text(json.dumps(result, indent=2))
     if args.json:
         print(json.dumps(result, indent=2))
     else:
         print(f"UCM text-search precision@10 ({len(QUERIES)} class-naming queries, {lib.encoder.id})")
-        print(f"{'mode':8s} {'P@10 %':>8s} {'p50 ms':>8s}")
-        for mode, s in summary.items():
-            print(f"{mode:8s} {s['precision_at_10']:8.1f} {s['p50_ms']:8.2f}")
+        print(f"{'text':6s} {'mode':8s} {'P@10 %':>8s} {'p50 ms':>8s}")
+        for precision, summary in summaries.items():
+            for mode, s in summary.items():
+                print(f"{precision:6s} {mode:8s} {s['precision_at_10']:8.1f} {s['p50_ms']:8.2f}")
         print(f"wrote {out}")
 
 

@@ -75,6 +75,29 @@ def test_onnx_text_path_matches_torch(onnx_encoder, torch_encoder):
     np.testing.assert_allclose(onnx_encoder.encode_texts(texts * 3), np.tile(a, (3, 1)), atol=1e-5)
 
 
+def test_int8_text_path_is_close_to_fp32_and_ranks_alike(onnx_encoder, data_root):
+    """The int8 text path (served queries): near the fp32 vectors, same matches, same id."""
+    from rsrag.data import load_dataset
+    from rsrag.encoders import encoder_accepts
+
+    assert encoder_accepts("rs-lite", "text_precision") and not encoder_accepts("remoteclip-vit-b-32", "text_precision")
+    int8 = create_encoder("rs-lite", text_precision="int8")
+    assert int8.id == onnx_encoder.id  # a runtime choice: indexes built with either stay compatible
+    assert "int8" in int8._text_onnx(1)._model_path
+    texts = [c for r in load_dataset("ucm", split="test")[::20] for c in r.captions[:1]]
+    a, b = onnx_encoder.encode_texts(texts), int8.encode_texts(texts)
+    np.testing.assert_allclose(np.linalg.norm(b, axis=1), 1.0, atol=1e-5)
+    cos = (a * b).sum(axis=1)
+    assert cos.min() > 0.98 and cos.mean() > 0.99
+    assert not np.allclose(a, b, atol=1e-4)  # really another model
+    np.testing.assert_allclose(int8.encode_texts(texts[:1]), b[:1], atol=1e-5)  # one text or a batch: same vector
+    images = onnx_encoder.encode_images([r.path for r in load_dataset("ucm", split="test")[::40]])
+    top_a, top_b = (a @ images.T).argmax(axis=1), (b @ images.T).argmax(axis=1)
+    assert (top_a == top_b).mean() >= 0.9
+    with pytest.raises(ValueError, match="text_precision"):
+        create_encoder("rs-lite", text_precision="fp16")
+
+
 def test_text_finds_matching_image(onnx_encoder, data_root):
     """The trained space is meaningful: each scene's caption ranks its own image first."""
     from rsrag.data import load_dataset

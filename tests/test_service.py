@@ -394,30 +394,41 @@ def test_injected_components_contract(library):
 
 
 def test_batching_encoder_merges_concurrent_queries():
-    """Queries arriving while the encoder is busy are encoded together; answers are per query;
-    a repeated query is served from the cache; an encoder error reaches the caller."""
+    """Queries arriving while the encoder is busy are encoded together, by at most `workers` calls
+    at once; answers are per query; a repeated query is served from the cache; an encoder error
+    reaches the caller."""
 
     class SlowEncoder:
         id, dim = "slow@1", 3
 
         def __init__(self) -> None:
             self.calls: list[list[str]] = []
+            self.running, self.most_running = 0, 0
+            self.lock = threading.Lock()
 
         def encode_texts(self, texts, batch_size=256):
-            self.calls.append(list(texts))
-            if "boom" in texts:
-                raise RuntimeError("encoder failed")
-            time.sleep(0.05)
-            return np.array([[len(t), t.count("a"), 1.0] for t in texts], np.float32)
+            with self.lock:
+                self.calls.append(list(texts))
+                self.running += 1
+                self.most_running = max(self.most_running, self.running)
+            try:
+                if "boom" in texts:
+                    raise RuntimeError("encoder failed")
+                time.sleep(0.05)
+                return np.array([[len(t), t.count("a"), 1.0] for t in texts], np.float32)
+            finally:
+                with self.lock:
+                    self.running -= 1
 
     slow = SlowEncoder()
-    enc = BatchingEncoder(slow)
+    enc = BatchingEncoder(slow, workers=2)
     texts = [f"query {'a' * i}" for i in range(12)]
     with ThreadPoolExecutor(12) as pool:
         out = list(pool.map(lambda t: enc.encode_texts([t]), texts))
     for text, vec in zip(texts, out):
         assert vec.shape == (1, 3) and vec[0].tolist() == [len(text), text.count("a"), 1.0]
     assert sum(len(c) for c in slow.calls) == 12 and len(slow.calls) < 12
+    assert slow.most_running == 2  # both workers encoded, never more at once
     calls = len(slow.calls)
     assert enc.encode_texts([texts[3]]).tolist() == out[3].tolist() and len(slow.calls) == calls
     assert enc.encode_texts(texts[:2]).shape == (2, 3)  # several texts: straight to the encoder
@@ -445,3 +456,23 @@ def test_serve_command_runs_uvicorn(tmp_path, monkeypatch):
     assert {r.path for r in seen["app"].routes} >= {"/", "/health", "/search", "/qa", "/items"}
     missing = CliRunner().invoke(cli, ["serve", "--index", "nope", "--root", str(tmp_path / "indexes")])
     assert missing.exit_code == 2 and "no index named 'nope'" in missing.output
+
+
+def test_served_queries_use_int8_text_where_the_encoder_has_it(library, tmp_path):
+    from rsrag.service.server import query_encoder_options
+    from index_helpers import HashEncoder  # noqa: F401 - registers "test-hash"
+
+    root, name = library.folder.parent, library.name
+    assert query_encoder_options(root, name, "auto") == {"text_precision": "int8"}
+    assert query_encoder_options(root, name, "int8") == {"text_precision": "int8"}
+    assert query_encoder_options(root, name, "fp32") == {}
+    served = Library.open(root, name, encoder_options=query_encoder_options(root, name, "auto"))
+    assert served.encoder.text_precision == "int8" and served.encoder.id == library.encoder.id
+    assert served.search_text("many boats docked in a harbor", 5, mode="dense")[0].label == \
+        library.search_text("many boats docked in a harbor", 5, mode="dense")[0].label
+    other = Library.create(tmp_path, "hashed", encoder="test-hash")
+    assert query_encoder_options(tmp_path, other.name, "auto") == {}
+    with pytest.raises(ValueError, match="no int8 text path"):
+        query_encoder_options(tmp_path, other.name, "int8")
+    with pytest.raises(ValueError, match="text_precision"):
+        query_encoder_options(root, name, "fp16")

@@ -1,7 +1,7 @@
 """Image-text encoders: one interface (`Encoder`), many backends, chosen by name."""
 
 from rsrag.encoders.base import EncodeResult, Encoder, Preprocess, l2_normalize
-from rsrag.encoders.registry import DEFAULT_ENCODER, create_encoder, list_encoders, register_backend
+from rsrag.encoders.registry import DEFAULT_ENCODER, create_encoder, encoder_accepts, list_encoders, register_backend
 
 __all__ = [
     "Encoder",
@@ -9,6 +9,7 @@ __all__ = [
     "Preprocess",
     "l2_normalize",
     "create_encoder",
+    "encoder_accepts",
     "list_encoders",
     "register_backend",
     "DEFAULT_ENCODER",

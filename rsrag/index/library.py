@@ -45,7 +45,8 @@ from rsrag.index.ann import AnnIndex, IndexSpec
 from rsrag.index.bm25 import BM25Index
 from rsrag.index.errors import EncoderMismatchError, FilterError, IndexBusyError, IndexExistsError, IndexNotFoundError
 from rsrag.index.filters import Filters, build_where
-from rsrag.index.fsutil import atomic_write, atomic_write_json, writer_lock
+from rsrag.fileio import atomic_write, atomic_write_json
+from rsrag.index.fsutil import writer_lock
 from rsrag.index.pipeline import EmbeddedBatch, embed_records
 from rsrag.index.store import RecordStore
 
@@ -118,15 +119,18 @@ class Library:
     """
 
     def __init__(self, folder: Path, encoder: Encoder | None = None, lock_timeout: float = 10.0,
-                 auto_refresh: bool = True) -> None:
+                 auto_refresh: bool = True, encoder_options: dict | None = None) -> None:
         """`auto_refresh=False` makes a frozen view: it never reloads after other writers commit
-        (check `is_stale()` and open a new one), so many threads can share it while writes go on."""
+        (check `is_stale()` and open a new one), so many threads can share it while writes go on.
+        `encoder_options` go to `create_encoder` with the manifest's encoder name (runtime choices
+        such as rs-lite's `text_precision`), when no `encoder` is given."""
         self.folder = Path(folder)
         self.auto_refresh = auto_refresh
         self.name = self.folder.name
         self._manifest_path = str(self.folder / MANIFEST)  # a str: stat'ed before every search
         self.lock_timeout = lock_timeout
         self._encoder = encoder
+        self._encoder_options = dict(encoder_options or {})
         self._writing_depth = 0
         self._thread_lock = threading.RLock()  # threads of one process sharing this object take turns
         if encoder is not None:
@@ -137,7 +141,7 @@ class Library:
     # ---- opening -------------------------------------------------------------------------------
     @classmethod
     def open(cls, root: str | Path | None = None, name: str | None = None, *, encoder: Encoder | None = None,
-             lock_timeout: float = 10.0) -> "Library":
+             lock_timeout: float = 10.0, encoder_options: dict | None = None) -> "Library":
         """Open an existing index. `root` as in `rsrag.config.indexes_root`; the encoder is created
         from the manifest on first use unless one is given (it must match the index)."""
         if name is None:
@@ -147,7 +151,7 @@ class Library:
             known = ", ".join(i["name"] for i in cls.list(root)) or "none"
             raise IndexNotFoundError(f"no index named {name!r} under {indexes_root(root)} (indexes there: {known}); "
                                      f"build one with `rsrag index build SOURCE --name {name}`")
-        return cls(folder, encoder=encoder, lock_timeout=lock_timeout)
+        return cls(folder, encoder=encoder, lock_timeout=lock_timeout, encoder_options=encoder_options)
 
     @classmethod
     def create(cls, root: str | Path | None, name: str, *, encoder: Encoder | str | None = None,
@@ -225,7 +229,7 @@ class Library:
         if self._encoder is None:
             from rsrag.encoders import create_encoder
 
-            enc = create_encoder(self.manifest["encoder"]["name"])
+            enc = create_encoder(self.manifest["encoder"]["name"], **self._encoder_options)
             self._check_encoder(enc)
             self._encoder = enc
         return self._encoder
