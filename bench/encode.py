@@ -1,6 +1,6 @@
 """Encoding throughput of the default encoder on this machine, ONNX Runtime vs PyTorch in one run.
 
-    python bench/encode.py [--json] [--n-images 64] [--n-texts 128] [--encoder rs-lite]
+    python bench/encode.py [--json] [--n-images 256] [--n-texts 128] [--encoder rs-lite]
 
 Images are real RSICD test images (224 px JPEGs). Measures, per runtime:
   images_e2e        JPEG path -> decode -> preprocess -> model -> normalised vector (what indexing pays)
@@ -105,7 +105,7 @@ def machine_info() -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--json", action="store_true", help="print the JSON result to stdout")
-    parser.add_argument("--n-images", type=int, default=64)
+    parser.add_argument("--n-images", type=int, default=256)
     parser.add_argument("--n-texts", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--encoder", default=DEFAULT_ENCODER)
