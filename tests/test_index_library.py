@@ -63,6 +63,19 @@ def test_search_image_and_image_to_text(lib, records):
     assert all("green" in c["text"] for c in info["captions"])
 
 
+def test_image_to_text_encodes_each_caption_once(lib, records, monkeypatch):
+    encoded: list[str] = []
+    real = lib.encoder.encode_texts
+    monkeypatch.setattr(lib.encoder, "encode_texts", lambda texts, **kw: encoded.extend(texts) or real(texts, **kw))
+    first = lib.image_to_text(records[10].path, k=3)
+    assert encoded and len(encoded) == len(set(encoded))
+    seen = len(encoded)
+    assert lib.image_to_text(records[10].path, k=3) == first  # same answer, from remembered caption vectors
+    assert len(encoded) == seen
+    lib.image_to_text(records[0].path, k=3)  # other neighbours: only their captions are new
+    assert not set(encoded[seen:]) & set(encoded[:seen])
+
+
 def test_filters(lib):
     assert {h.label for h in lib.search_text("red", 30, mode="dense", filters={"label": "green"})} == {"green"}
     two = lib.search_text("red", 30, mode="dense", filters=["label=green,blue"])
