@@ -109,8 +109,10 @@ def search_threads(n_queries: int) -> Iterator[None]:
 
 
 @functools.cache
+@functools.lru_cache(maxsize=1)
 def gpu_available() -> bool:
-    """faiss-gpu installed, a GPU visible, and not switched off by RSRAG_FAISS_GPU=0 (asked once)."""
+    """faiss-gpu installed, a GPU visible, and not switched off by RSRAG_FAISS_GPU=0 (asked once per
+    process: it sits on every search's path)."""
     if os.environ.get("RSRAG_FAISS_GPU", "1") == "0" or not hasattr(faiss, "StandardGpuResources"):
         return False
     try:

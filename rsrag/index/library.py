@@ -30,6 +30,7 @@ import os
 import re
 import threading
 import time
+from bisect import bisect_left
 from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -291,7 +292,7 @@ class Library:
         lance_max = int(self._rids.max()) if len(self._rids) else -1
         reserved = int((self.folder / RIDS_FILE).read_text()) if (self.folder / RIDS_FILE).is_file() else 0
         self._next_rid = max(int(self.manifest.get("next_rid", 0)), reserved, lance_max + 1, stored_max + 1)
-        self._meta_cols: dict[str, list] | None = None
+        self._meta: tuple[list[int], list[tuple], dict[str, list]] | None = None  # see _meta_rows
         self._filter_cache: dict[str, np.ndarray] = {}
         repaired = self._repair()
         self._synced_version = self.store.version
@@ -436,7 +437,7 @@ class Library:
         self._rebuild_ann_if_needed()
         self._bm25.remove(removed)
         self._bm25.add(rids, texts)
-        self._meta_cols = None
+        self._meta = None
         self._filter_cache.clear()
 
     # ---- writing -------------------------------------------------------------------------------
@@ -573,30 +574,28 @@ class Library:
         rids = np.array([found[str(i)] for i in ids if str(i) in found], np.int64)
         return self._hydrate(rids, np.zeros(len(rids)))
 
-    def _meta_rows(self) -> np.ndarray:
-        """All columns but the vector as Python lists in memory, sorted by rid, so hydrating a hit
-        is a few list lookups (a pyarrow take per query costs more than an IVF search). Costs about
-        as much memory as the text of the records; loaded on the first search after a change."""
-        if self._meta_cols is None:
+    def _meta_rows(self) -> tuple[list[int], list[tuple], dict[str, list]]:
+        """The records without their vectors, in memory and sorted by rid, so hydrating a hit is a
+        bisect and a tuple (a pyarrow take per query costs more than an IVF search): (rids, one
+        (id, label, path, captions, split) tuple per record, the other columns as lists). Costs
+        about as much memory as the text of the records; loaded on the first search after a change."""
+        if self._meta is None:
             table = self.store.scan([c for c in self.store.columns() if c != "rid"])
-            self._meta_cols = {c: table.column(c).to_pylist() for c in table.column_names if c != "rid"}
-            self._meta_rids = table.column("rid").to_numpy().astype(np.int64)
-        return self._meta_rids
+            cols = {c: table.column(c).to_pylist() for c in table.column_names if c != "rid"}
+            rows = list(zip(*(cols.pop(c) for c in _HIT_FIELDS)))
+            self._meta = (table.column("rid").to_pylist(), rows, cols)
+        return self._meta
 
     def _hydrate(self, rids: np.ndarray, scores: np.ndarray, parts: list[dict] | None = None) -> list[Hit]:
-        meta_rids = self._meta_rows()
-        cols = self._meta_cols
-        if not len(meta_rids) or not len(rids):
-            return []
-        pos = np.minimum(np.searchsorted(meta_rids, rids), len(meta_rids) - 1)
-        found = meta_rids[pos] == rids  # a rid not in LanceDB (any more) is never returned
-        ids, labels, paths, captions, splits = (cols[c] for c in _HIT_FIELDS)
-        extra = [(c, v) for c, v in cols.items() if c not in _HIT_FIELDS]
-        hits = []
-        for i, (p, ok, score) in enumerate(zip(pos.tolist(), found.tolist(), np.asarray(scores, float).tolist())):
-            if ok:
-                hits.append(Hit(ids[p], score, len(hits) + 1, labels[p], paths[p], list(captions[p] or ()),
-                                splits[p], {c: v[p] for c, v in extra} if extra else {}, parts[i] if parts else {}))
+        meta_rids, rows, extra = self._meta_rows()
+        hits: list[Hit] = []
+        n = len(meta_rids)
+        for i, (rid, score) in enumerate(zip(np.asarray(rids).tolist(), np.asarray(scores, float).tolist())):
+            p = bisect_left(meta_rids, rid)
+            if p < n and meta_rids[p] == rid:  # a rid not in LanceDB (any more) is never returned
+                id_, label, path, captions, split = rows[p]
+                hits.append(Hit(id_, score, len(hits) + 1, label, path, list(captions or ()), split,
+                                {c: v[p] for c, v in extra.items()} if extra else {}, parts[i] if parts else {}))
         return hits
 
     def _allowed(self, filters: Filters, where: str | None, bbox: Sequence[float] | None) -> np.ndarray | None:
@@ -624,8 +623,10 @@ class Library:
         if self._ann is None or k <= 0 or (allowed is not None and not len(allowed)):
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
         scores, rids = self._ann.search(vector[None], k, allowed)
-        keep = rids[0] >= 0
-        rids, scores = rids[0][keep], scores[0][keep]
+        rids, scores = rids[0], scores[0]
+        if len(rids) and rids.min() < 0:  # FAISS fills slots it found nothing for with -1
+            keep = rids >= 0
+            rids, scores = rids[keep], scores[keep]
         if allowed is not None and len(rids) < min(k, len(allowed)):  # an ANN missed some: go exact
             cand, vecs = self.store.vectors(allowed)
             sims = vecs @ vector
