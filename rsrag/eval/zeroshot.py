@@ -30,7 +30,9 @@ TEMPLATES: tuple[str, ...] = (
 
 # Raw dataset labels that the generic rules cannot split or that read badly as prompts.
 # Keys are the label lower-cased with every non-letter removed, so "DenseResidential",
-# "dense_residential" and "denseresidential" all match.
+# "dense_residential" and "denseresidential" all match. The texts for commercial, playfields and
+# sparseresidential were chosen on RSICD *val* among a few candidates each (val 78.3 -> 80.3%);
+# the test split was scored once, afterwards (README, "rs-lite").
 LABEL_TEXT: dict[str, str] = {
     "bareland": "bare land",
     "baseballdiamond": "baseball diamond",
@@ -41,9 +43,10 @@ LABEL_TEXT: dict[str, str] = {
     "mobilehomepark": "mobile home park",
     "parking": "parking lot",  # RSICD "Parking"
     "parkinglot": "parking lot",
-    "playfields": "playing fields",  # a noisy RSICD label
+    "commercial": "commercial area",
+    "playfields": "school playground",  # a noisy RSICD label: football fields and courts among buildings
     "railwaystation": "railway station",
-    "sparseresidential": "sparse residential",
+    "sparseresidential": "sparse houses and green land",
     "storagetanks": "storage tanks",
     "tenniscourt": "tennis court",
 }
