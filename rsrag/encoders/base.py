@@ -96,8 +96,7 @@ class Encoder(ABC):
         Raises `ImageLoadError` naming the file if any image cannot be decoded; batch jobs that must
         carry on use `encode_images_lenient` instead.
         """
-        result = self._encode_images(images, batch_size, strict=True)
-        return result.vectors
+        return self._encode_images(images, batch_size, strict=True).vectors
 
     def encode_images_lenient(self, images: Sequence[ImageInput], batch_size: int = 64) -> EncodeResult:
         """Like `encode_images`, but an image that fails to load is skipped, logged and reported."""

@@ -354,15 +354,21 @@ class RSLiteEncoder(Encoder):
             self.image_model.to(self.device)
         self.heads.text_proj.to(self.device)
 
-    def _onnx_session(self, file_name: str, export, threads: int | None = None):
-        """An ONNX Runtime session over `cache_dir()/onnx/file_name`, exported by `export(path)` once,
-        on `threads` intra-op threads (None: ONNX Runtime's default, one per core)."""
-        import onnxruntime as ort
-
+    @staticmethod
+    def _onnx_file(file_name: str, export) -> Path:
+        """`cache_dir()/onnx/file_name`, made by `export(path)` the first time it is asked for."""
         path = cache_dir() / "onnx" / file_name
         if not path.exists():
             log.info("exporting %s", path)
             export(path)
+        return path
+
+    def _onnx_session(self, file_name: str, export, threads: int | None = None):
+        """An ONNX Runtime session over `_onnx_file(file_name, export)`, on `threads` intra-op
+        threads (None: ONNX Runtime's default, one per core)."""
+        import onnxruntime as ort
+
+        path = self._onnx_file(file_name, export)
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = threads
@@ -390,18 +396,11 @@ class RSLiteEncoder(Encoder):
             ids = torch.ones(1, 8, dtype=torch.long)
             inputs = {"input_ids": ids, "attention_mask": ids}
             dynamic = {name: {0: "batch", 1: "tokens"} for name in inputs}
-            fp32_name = f"rs-lite-text-{self._onnx_tag}.onnx"
-
-            def export(path: Path) -> None:
-                export_onnx(path_module, inputs, path, "embedding", dynamic)
-
-            if self.text_precision == "int8":
-                fp32_path = cache_dir() / "onnx" / fp32_name
-                if not fp32_path.exists():
-                    export(fp32_path)
-                name, export = f"rs-lite-text-{self._onnx_tag}-int8.onnx", partial(quantize_text_onnx, fp32_path)
-            else:
-                name = fp32_name
+            name = f"rs-lite-text-{self._onnx_tag}.onnx"
+            export = partial(export_onnx, path_module, inputs, output="embedding", dynamic=dynamic)
+            if self.text_precision == "int8":  # quantized from the fp32 export
+                export = partial(quantize_text_onnx, self._onnx_file(name, export))
+                name = f"rs-lite-text-{self._onnx_tag}-int8.onnx"
             self._text_sessions[threads] = self._onnx_session(name, export, threads)
         return self._text_sessions[threads]
 

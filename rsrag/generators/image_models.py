@@ -10,6 +10,8 @@ the retrieved evidence) instead of stating a guess.
 
 from __future__ import annotations
 
+from functools import cached_property
+
 from rsrag.generators.base import Generation, GenerationRequest, Generator, GeneratorError, create_generator, register_generator
 
 
@@ -25,15 +27,15 @@ class CaptionGenerator(Generator):
     name = "caption"
 
     def __init__(self, model: str | None = None, beam_size: int = 3, captioner=None) -> None:
-        self.model_name, self.beam_size, self._captioner = model, beam_size, captioner
+        self.model_name, self.beam_size = model, beam_size
+        if captioner is not None:  # given (tests, a shared model); else loaded on first use
+            self.__dict__["captioner"] = captioner
 
-    @property
+    @cached_property
     def captioner(self):
-        if self._captioner is None:
-            from rsrag.models.captioner import load_captioner
+        from rsrag.models.captioner import load_captioner
 
-            self._captioner = load_captioner(self.model_name)
-        return self._captioner
+        return load_captioner(self.model_name)
 
     def generate(self, request: GenerationRequest) -> Generation:
         _require_image(request, self.name)
@@ -49,16 +51,16 @@ class VQAGenerator(Generator):
     name = "vqa"
 
     def __init__(self, model: str | None = None, fallback: str | Generator | None = "extractive", vqa=None) -> None:
-        self.model_name, self._vqa = model, vqa
+        self.model_name = model
+        if vqa is not None:  # given (tests, a shared model); else loaded on first use
+            self.__dict__["vqa"] = vqa
         self.fallback = create_generator(fallback) if fallback is not None else None
 
-    @property
+    @cached_property
     def vqa(self):
-        if self._vqa is None:
-            from rsrag.models.vqa import load_vqa
+        from rsrag.models.vqa import load_vqa
 
-            self._vqa = load_vqa(self.model_name)
-        return self._vqa
+        return load_vqa(self.model_name)
 
     def generate(self, request: GenerationRequest) -> Generation:
         _require_image(request, self.name)

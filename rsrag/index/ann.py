@@ -109,7 +109,6 @@ def search_threads(n_queries: int) -> Iterator[None]:
 
 
 @functools.cache
-@functools.lru_cache(maxsize=1)
 def gpu_available() -> bool:
     """faiss-gpu installed, a GPU visible, and not switched off by RSRAG_FAISS_GPU=0 (asked once per
     process: it sits on every search's path)."""

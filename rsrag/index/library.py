@@ -31,7 +31,6 @@ import re
 import threading
 import time
 from bisect import bisect_left
-from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -43,6 +42,7 @@ import pyarrow as pa
 
 from rsrag.config import indexes_root
 from rsrag.encoders.base import Encoder, ImageInput, batched, l2_normalize
+from rsrag.encoders.cache import TextVectorCache
 from rsrag.index.ann import AnnIndex, IndexSpec
 from rsrag.index.bm25 import BM25Index
 from rsrag.index.errors import EncoderMismatchError, FilterError, IndexBusyError, IndexExistsError, IndexNotFoundError
@@ -134,8 +134,7 @@ class Library:
         self.lock_timeout = lock_timeout
         self._encoder = encoder
         self._encoder_options = dict(encoder_options or {})
-        self._caption_cache: OrderedDict[str, np.ndarray] = OrderedDict()  # see _caption_vectors
-        self._caption_cache_lock = threading.Lock()
+        self._caption_vectors = TextVectorCache(CAPTION_CACHE)  # see image_to_text
         self._writing_depth = 0
         self._thread_lock = threading.RLock()  # threads of one process sharing this object take turns
         if encoder is not None:
@@ -684,27 +683,6 @@ class Library:
             hit.rank = rank
         return hits
 
-    def _caption_vectors(self, texts: list[str]) -> np.ndarray:
-        """Text embeddings of captions, remembered (LRU, CAPTION_CACHE texts): `image_to_text` ranks
-        the captions of an image's neighbours, and the same captions come back query after query,
-        so only captions never seen before are encoded."""
-        found: dict[str, np.ndarray] = {}
-        with self._caption_cache_lock:
-            for text in texts:
-                vector = self._caption_cache.get(text)
-                if vector is not None:
-                    self._caption_cache.move_to_end(text)
-                    found[text] = vector
-        missing = [t for t in dict.fromkeys(texts) if t not in found]
-        if missing:
-            found.update(zip(missing, self.encoder.encode_texts(missing)))
-            with self._caption_cache_lock:
-                for text in missing:
-                    self._caption_cache[text] = found[text]
-                while len(self._caption_cache) > CAPTION_CACHE:
-                    self._caption_cache.popitem(last=False)
-        return np.stack([found[t] for t in texts])
-
     def image_to_text(self, image: ImageInput, k: int = 5, *, n_captions: int = 5, filters: Filters = None,
                       where: str | None = None, bbox: Sequence[float] | None = None) -> dict:
         """What the library knows about an image: its k nearest records, their labels voted by
@@ -724,7 +702,8 @@ class Library:
         total = sum(votes.values()) or 1.0
         labels = [{"label": lab, "score": v / total} for lab, v in sorted(votes.items(), key=lambda kv: -kv[1])]
         texts = list(best)
-        cross = self._caption_vectors(texts) @ vector if texts else np.zeros(0)
+        # caption embeddings are remembered: the same captions come back query after query
+        cross = self._caption_vectors.vectors(texts, self.encoder.encode_texts) @ vector if texts else np.zeros(0)
         captions = sorted(({"text": t, "score": float(0.5 * best[t][0] + 0.5 * c), "source": best[t][1]}
                            for t, c in zip(texts, cross)), key=lambda d: -d["score"])
         return {"labels": labels, "captions": captions[:n_captions], "hits": [h.to_dict() for h in hits]}

@@ -16,11 +16,12 @@ import asyncio
 import os
 import queue
 import threading
-from collections import OrderedDict
 from concurrent.futures import Future
 from typing import Any, Sequence
 
 import numpy as np
+
+from rsrag.encoders.cache import TextVectorCache
 
 
 class BatchingEncoder:
@@ -33,9 +34,7 @@ class BatchingEncoder:
         self.encoder = encoder
         self.max_batch = max_batch
         self.workers = workers
-        self.cache_size = cache_size
-        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
-        self._cache_lock = threading.Lock()
+        self._cache = TextVectorCache(cache_size)
         self._queue: queue.SimpleQueue[tuple[str, Future]] = queue.SimpleQueue()
         self.batches = 0  # encoder calls made, for tests and curiosity
         for i in range(workers):
@@ -48,35 +47,21 @@ class BatchingEncoder:
         if isinstance(texts, str) or len(texts) != 1:
             return self.encoder.encode_texts(texts, batch_size=batch_size)
         text = str(texts[0])
-        vector = self._cached(text)
+        vector = self._cache.get(text)
         if vector is None:
-            vector = self._remember(text, self._submit(text).result())
+            vector = self._cache.put(text, self._submit(text).result())
         return vector[None].copy()
 
     async def prepare(self, text: str) -> None:
         """Encode `text` into the cache without blocking an event loop: an async endpoint awaits
         this, then searches inline (the search's `encode_texts` finds the vector cached)."""
-        if self._cached(text) is None:
-            self._remember(text, await asyncio.wrap_future(self._submit(text)))
+        if self._cache.get(text) is None:
+            self._cache.put(text, await asyncio.wrap_future(self._submit(text)))
 
     def _submit(self, text: str) -> Future:
         future: Future = Future()
         self._queue.put((text, future))
         return future
-
-    def _cached(self, text: str) -> np.ndarray | None:
-        with self._cache_lock:
-            hit = self._cache.get(text)
-            if hit is not None:
-                self._cache.move_to_end(text)
-            return hit
-
-    def _remember(self, text: str, vector: np.ndarray) -> np.ndarray:
-        with self._cache_lock:
-            self._cache[text] = vector
-            if len(self._cache) > self.cache_size:
-                self._cache.popitem(last=False)
-        return vector
 
     def _work(self) -> None:
         while True:
