@@ -11,19 +11,17 @@ import sys
 import time
 from pathlib import Path
 
-import lancedb
 from index_helpers import HashEncoder, assert_consistent, make_records, write_captions_file
 
 from rsrag.index import Library
+from rsrag.index.store import RecordStore
 
 HELPERS = Path(__file__).with_name("index_helpers.py")
 
 
 def committed(folder: Path) -> int:
-    """Rows LanceDB has committed so far (0 before the table exists)."""
-    if not (folder / "records.lance").exists():
-        return 0
-    return lancedb.connect(str(folder)).open_table("records").count_rows()
+    """Rows LanceDB has committed so far (0 before the table's first commit)."""
+    return RecordStore(folder, dim=1).count()
 
 
 def test_kill_and_resume(tmp_path):
@@ -59,3 +57,19 @@ def test_kill_and_resume(tmp_path):
     assert sorted(lib.store.scan(["id"]).column("id").to_pylist()) == sorted(r.id for r in records)
     assert not list(folder.glob(".*.tmp-*"))
     assert lib.search_image(records[77].path, k=1)[0].id == "img77"
+
+
+def test_resume_after_kill_before_first_commit(tmp_path):
+    """A kill while LanceDB writes the very first rows leaves `records.lance/` with no version:
+    opening the index treats it as empty and the next build creates the table."""
+    records = make_records(tmp_path / "images", n_per_colour=2)
+    source = write_captions_file(tmp_path / "captions.jsonl", records)
+    root, folder = tmp_path / "indexes", tmp_path / "indexes" / "early"
+    (folder / "records.lance" / "data").mkdir(parents=True)  # what such a kill leaves behind
+    assert RecordStore(folder, dim=1).count() == 0
+    cmd = [sys.executable, str(HELPERS), "index", "build", str(source), "--name", "early", "--root", str(root),
+           "--encoder", "test-hash", "--json"]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["records"] == len(records)
+    assert_consistent(Library.open(root, "early", encoder=HashEncoder()))

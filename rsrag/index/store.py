@@ -78,7 +78,19 @@ class RecordStore:
     def __init__(self, folder: Path, dim: int) -> None:
         self.folder, self.dim = Path(folder), dim
         self.db = lancedb.connect(str(self.folder))
-        self.table = self.db.open_table(TABLE) if (self.folder / f"{TABLE}.lance").exists() else None
+        self.table = self._open_committed()
+
+    def _open_committed(self):
+        """The table, or None before its first commit: a build killed while LanceDB was writing the
+        first rows leaves `records.lance/` without a version, which the next `add` simply creates."""
+        if not (self.folder / f"{TABLE}.lance").exists():
+            return None
+        try:
+            return self.db.open_table(TABLE)
+        except ValueError as err:  # the folder holds no committed version yet
+            if "was not found" not in str(err):
+                raise
+            return None
 
     # ---- reading -------------------------------------------------------------------------------
     @property
@@ -87,8 +99,8 @@ class RecordStore:
 
     def refresh(self) -> None:
         """See commits other processes made since this store was opened."""
-        if self.table is None and (self.folder / f"{TABLE}.lance").exists():
-            self.table = self.db.open_table(TABLE)
+        if self.table is None:
+            self.table = self._open_committed()
         elif self.table is not None:
             self.table.checkout_latest()
 
