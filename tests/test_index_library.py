@@ -12,7 +12,7 @@ from index_helpers import HashEncoder, assert_consistent, consistency, make_imag
 
 from rsrag.data import ImageRecord
 from rsrag.index import EncoderMismatchError, FilterError, IndexBusyError, IndexExistsError, IndexNotFoundError, Library
-from rsrag.index.fsutil import writer_lock
+from rsrag.index.fsutil import CommitCounter, writer_lock
 
 
 @pytest.fixture(scope="module")
@@ -239,6 +239,32 @@ def test_reader_sees_other_writers_changes(lib, records, tmp_path):
     late = make_image(tmp_path / "late.png", "yellow", 3)
     lib.add([ImageRecord("late", late, label="yellow", captions=["late one"])])
     assert ids(reader.search_text("late", 3, mode="bm25")) == ["late"]
+
+
+def test_searches_check_the_commit_counter_not_the_manifest(lib, records, tmp_path, monkeypatch):
+    """Between commits a search reads the mapped counter and does not stat the manifest; a commit
+    by another object (or process: the file is shared) is seen by the very next search."""
+    reader = Library.open(tmp_path / "indexes", "test", encoder=HashEncoder())
+    stats = []
+    real_stamp = Library._stamp
+    monkeypatch.setattr(Library, "_stamp", lambda self: stats.append(1) or real_stamp(self))
+    for _ in range(5):
+        reader.search_text("red", 3, mode="bm25")
+    assert stats == []
+    other = CommitCounter(lib.folder)
+    before = other.value()
+    lib.delete(["img5"])
+    assert other.value() == before + 1
+    assert "img5" not in ids(reader.search_text("tag5", 5, mode="bm25")) and stats
+
+
+def test_commit_counter_in_a_read_only_folder_falls_back_to_the_manifest(tmp_path, records, monkeypatch):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    monkeypatch.setattr("rsrag.index.fsutil.os.open", lambda *a, **k: (_ for _ in ()).throw(PermissionError("ro")))
+    counter = CommitCounter(folder)
+    assert counter.value() is None
+    counter.bump()  # nothing to write to, and no error
 
 
 def test_repair_after_a_crash_between_lancedb_and_faiss(tmp_path, records, monkeypatch):

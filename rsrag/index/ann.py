@@ -231,14 +231,18 @@ class AnnIndex:
         list (then exact), efSearch up to 4096 - so a filtered query scans about as many allowed
         candidates as an unfiltered one, and keeps its recall.
         """
-        queries = np.ascontiguousarray(queries, np.float32).reshape(-1, self.dim)
-        k = max(1, min(k, self.index.ntotal)) if self.index.ntotal else 1
+        if not isinstance(queries, np.ndarray) or queries.dtype != np.float32 or queries.ndim != 2 \
+                or not queries.flags.c_contiguous:  # already in FAISS' layout: no conversions (hot path)
+            queries = np.ascontiguousarray(queries, np.float32).reshape(-1, self.dim)
+        ntotal = self.index.ntotal
+        k = max(1, min(k, ntotal)) if ntotal else 1
         with search_threads(len(queries)):
-            return self._search(queries, k, allowed)
+            if allowed is None and not len(self.tombstones):
+                return self._search_device().search(queries, k)
+            return self._search_selected(queries, k, allowed)
 
-    def _search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        if allowed is None and not len(self.tombstones):
-            return self._search_device().search(queries, k)
+    def _search_selected(self, queries: np.ndarray, k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """A search restricted to `allowed` rids, or past the tombstones."""
         if allowed is not None:
             sel = faiss.IDSelectorBatch(np.ascontiguousarray(allowed, np.int64))
         else:

@@ -1,8 +1,10 @@
-"""The single-writer lock of an index folder (crash-safe file writes are in `rsrag.fileio`)."""
+"""The single-writer lock and the commit counter of an index folder (crash-safe file writes are
+in `rsrag.fileio`)."""
 
 from __future__ import annotations
 
 import fcntl
+import mmap
 import os
 import time
 from contextlib import contextmanager
@@ -12,6 +14,7 @@ from typing import Iterator
 from rsrag.index.errors import IndexBusyError
 
 LOCK_FILE = ".lock"
+COMMITS_FILE = ".commits"
 
 
 @contextmanager
@@ -46,3 +49,46 @@ def writer_lock(folder: Path, timeout: float = 10.0) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+
+
+class CommitCounter:
+    """An 8-byte counter in `.commits` that writers bump after each commit and readers map into
+    memory, so asking "has anyone committed?" before every search is a memory read, not a `stat`
+    (the trick of SQLite's -shm file). A cold `stat` after a FAISS scan cost 3% of a 10k-vector
+    query. It is only a hint: a change sends the reader to the manifest, which stays the truth.
+    Where the file cannot be created or mapped (a read-only folder), `value()` is None and the
+    caller checks the manifest itself."""
+
+    def __init__(self, folder: Path) -> None:
+        self.path = Path(folder) / COMMITS_FILE
+        self._map: mmap.mmap | None = None
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError:
+            try:
+                fd = os.open(self.path, os.O_RDONLY)
+            except OSError:
+                return
+        try:
+            if os.fstat(fd).st_size < 8:
+                os.ftruncate(fd, 8)  # zeros; two processes doing this at once agree
+            self._map = mmap.mmap(fd, 8, access=mmap.ACCESS_READ)
+        except (OSError, ValueError):
+            self._map = None
+        finally:
+            os.close(fd)
+
+    def value(self) -> int | None:
+        return int.from_bytes(self._map[:8], "little") if self._map is not None else None
+
+    def bump(self) -> None:
+        """Count one commit (call under the writer lock, after the manifest is replaced)."""
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError:
+            return  # readers of a folder we cannot write to fall back to the manifest stamp
+        try:
+            current = int.from_bytes(os.pread(fd, 8, 0).ljust(8, b"\0"), "little")
+            os.pwrite(fd, ((current + 1) % (1 << 64)).to_bytes(8, "little"), 0)
+        finally:
+            os.close(fd)

@@ -17,7 +17,10 @@ rids LanceDB no longer has are removed. So a process killed at any point loses n
 committed, and never resurrects what was deleted. rids are never reused: an upsert writes a new rid,
 so a stale file can never pair an old vector with a new record.
 
-Readers notice a writer's commit by the manifest's change stamp (one `stat` per query) and reload.
+Readers notice a writer's commit by the manifest's change stamp and reload. Before every search
+they read the folder's memory-mapped commit counter (`fsutil.CommitCounter`, bumped by each writer
+after its manifest replace) and `stat` the manifest only when it moved, or when `STAMP_CHECK_S` (1 s)
+has passed (a folder deleted and built again under the same name has a new counter file).
 Search results are always hydrated from the LanceDB rows in memory, so a rid that is no longer
 there cannot be returned.
 """
@@ -30,12 +33,12 @@ import os
 import re
 import threading
 import time
-from bisect import bisect_left
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from types import MappingProxyType
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -48,7 +51,7 @@ from rsrag.index.bm25 import BM25Index
 from rsrag.index.errors import EncoderMismatchError, FilterError, IndexBusyError, IndexExistsError, IndexNotFoundError
 from rsrag.index.filters import Filters, build_where
 from rsrag.fileio import atomic_write, atomic_write_json
-from rsrag.index.fsutil import writer_lock
+from rsrag.index.fsutil import CommitCounter, writer_lock
 from rsrag.index.pipeline import EmbeddedBatch, embed_records
 from rsrag.index.store import RecordStore
 
@@ -59,6 +62,8 @@ FORMAT = 1
 MODES = ("dense", "bm25", "hybrid")
 RRF_K = 60  # reciprocal-rank fusion constant (Cormack et al. 2009)
 _HIT_FIELDS = ("id", "label", "path", "captions", "split")
+_EMPTY: Mapping[str, Any] = MappingProxyType({})  # a hit's metadata / parts when it has none (read-only, shared)
+STAMP_CHECK_S = 1.0  # see the module doc: the manifest is stat'ed at least this often while searching
 CAPTION_CACHE = 8192  # caption embeddings kept by image_to_text (16 MB at 512 dims)
 
 
@@ -82,8 +87,8 @@ class Hit:
     path: str | None = None
     captions: list[str] = field(default_factory=list)
     split: str | None = None
-    metadata: dict = field(default_factory=dict)
-    parts: dict = field(default_factory=dict)  # hybrid: the dense and bm25 scores that were fused
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    parts: Mapping[str, float] = field(default_factory=dict)  # hybrid: the dense and bm25 scores that were fused
 
     def to_dict(self) -> dict:
         out = {"rank": self.rank, "id": self.id, "score": self.score, "label": self.label, "path": self.path,
@@ -130,7 +135,8 @@ class Library:
         self.folder = Path(folder)
         self.auto_refresh = auto_refresh
         self.name = self.folder.name
-        self._manifest_path = str(self.folder / MANIFEST)  # a str: stat'ed before every search
+        self._manifest_path = str(self.folder / MANIFEST)
+        self._commits = CommitCounter(self.folder)
         self.lock_timeout = lock_timeout
         self._encoder = encoder
         self._encoder_options = dict(encoder_options or {})
@@ -263,7 +269,8 @@ class Library:
     def _load(self) -> bool:
         """Read manifest, LanceDB, FAISS and BM25 from disk and repair the derived two (module doc).
         Returns True when a repair changed them (so the files on disk are stale)."""
-        self._stamp_seen = self._stamp()
+        self._commits_seen = self._commits.value()  # before the manifest: a commit in between is seen next time
+        self._stamp_seen, self._stamp_checked = self._stamp(), time.monotonic()
         self.manifest = json.loads((self.folder / MANIFEST).read_text())
         if not hasattr(self, "store"):
             self.store = RecordStore(self.folder, self.dim)
@@ -291,7 +298,7 @@ class Library:
         lance_max = int(self._rids.max()) if len(self._rids) else -1
         reserved = int((self.folder / RIDS_FILE).read_text()) if (self.folder / RIDS_FILE).is_file() else 0
         self._next_rid = max(int(self.manifest.get("next_rid", 0)), reserved, lance_max + 1, stored_max + 1)
-        self._meta: tuple[list[int], list[tuple], dict[str, list]] | None = None  # see _meta_rows
+        self._meta: tuple[list[tuple | None], dict[str, list]] | None = None  # see _meta_rows
         self._filter_cache: dict[str, np.ndarray] = {}
         repaired = self._repair()
         self._synced_version = self.store.version
@@ -357,12 +364,18 @@ class Library:
 
     def _maybe_refresh(self) -> None:
         """Reload when another process has committed (its manifest replace changes the stamp)."""
-        if self.auto_refresh and self._writing_depth == 0 and self._stamp() != self._stamp_seen:
+        if self.auto_refresh and self._writing_depth == 0 and self.is_stale():
             self._load()
 
     def is_stale(self) -> bool:
         """True when a writer has committed since this object last loaded the index."""
-        return self._stamp() != self._stamp_seen
+        commits, now = self._commits.value(), time.monotonic()
+        if commits is not None and commits == self._commits_seen and now - self._stamp_checked < STAMP_CHECK_S:
+            return False
+        if self._stamp() != self._stamp_seen:
+            return True  # and stays so until a reload
+        self._commits_seen, self._stamp_checked = commits, now  # nothing new: remember we looked
+        return False
 
     def preload(self) -> "Library":
         """Load now what the first search would load lazily (the record rows)."""
@@ -388,6 +401,8 @@ class Library:
                                    "bm25": len(self._bm25), "tombstones": len(ann.tombstones) if ann else 0}
         self.manifest.update({"next_rid": self._next_rid, "lance_version": self.store.version, "updated": _now()})
         atomic_write_json(self.folder / MANIFEST, self.manifest)
+        self._commits.bump()
+        self._commits_seen = self._commits.value()  # we hold the writer lock: nobody else bumped
         self._stamp_seen = self._stamp()
 
     @contextmanager
@@ -573,28 +588,46 @@ class Library:
         rids = np.array([found[str(i)] for i in ids if str(i) in found], np.int64)
         return self._hydrate(rids, np.zeros(len(rids)))
 
-    def _meta_rows(self) -> tuple[list[int], list[tuple], dict[str, list]]:
-        """The records without their vectors, in memory and sorted by rid, so hydrating a hit is a
-        bisect and a tuple (a pyarrow take per query costs more than an IVF search): (rids, one
-        (id, label, path, captions, split) tuple per record, the other columns as lists). Costs
-        about as much memory as the text of the records; loaded on the first search after a change."""
+    def _meta_rows(self) -> tuple[list[tuple | None], dict[str, list]]:
+        """The records without their vectors, in memory and indexed by rid, so hydrating a hit is a
+        list lookup (a pyarrow take per query costs more than an IVF search): (one (id, label, path,
+        captions, split) tuple per rid, None where there is no record; the other columns as lists
+        indexed the same way). Costs about as much memory as the records' text plus 8 bytes per
+        rid ever given out; loaded on the first search after a change."""
         if self._meta is None:
             table = self.store.scan([c for c in self.store.columns() if c != "rid"])
-            cols = {c: table.column(c).to_pylist() for c in table.column_names if c != "rid"}
-            rows = list(zip(*(cols.pop(c) for c in _HIT_FIELDS)))
-            self._meta = (table.column("rid").to_pylist(), rows, cols)
+            rids = table.column("rid").to_pylist()
+            size = rids[-1] + 1 if rids else 0  # scan sorts by rid
+
+            def by_rid(values: list) -> list:
+                if len(values) == size:  # no holes: rids are 0..size-1
+                    return values
+                out = [None] * size
+                for rid, value in zip(rids, values):
+                    out[rid] = value
+                return out
+
+            cols = {c: by_rid(table.column(c).to_pylist()) for c in table.column_names if c != "rid"}
+            rows = by_rid(list(zip(*(table.column(c).to_pylist() for c in _HIT_FIELDS))))
+            for c in _HIT_FIELDS:
+                del cols[c]
+            self._meta = (rows, cols)
         return self._meta
 
     def _hydrate(self, rids: np.ndarray, scores: np.ndarray, parts: list[dict] | None = None) -> list[Hit]:
-        meta_rids, rows, extra = self._meta_rows()
+        """Hits for (rid, score) pairs in rank order. Rids with no record in LanceDB (any more) are
+        dropped, so a deleted record is never returned. Kept to plain list lookups: it runs right
+        after a FAISS scan has pushed everything else out of the CPU caches."""
+        rows, extra = self._meta_rows()
+        n = len(rows)
         hits: list[Hit] = []
-        n = len(meta_rids)
-        for i, (rid, score) in enumerate(zip(np.asarray(rids).tolist(), np.asarray(scores, float).tolist())):
-            p = bisect_left(meta_rids, rid)
-            if p < n and meta_rids[p] == rid:  # a rid not in LanceDB (any more) is never returned
-                id_, label, path, captions, split = rows[p]
+        for i, (rid, score) in enumerate(zip(np.asarray(rids).tolist(), np.asarray(scores).tolist())):
+            row = rows[rid] if 0 <= rid < n else None
+            if row is not None:
+                id_, label, path, captions, split = row
                 hits.append(Hit(id_, score, len(hits) + 1, label, path, list(captions or ()), split,
-                                {c: v[p] for c, v in extra.items()} if extra else {}, parts[i] if parts else {}))
+                                {c: v[rid] for c, v in extra.items()} if extra else _EMPTY,
+                                parts[i] if parts else _EMPTY))
         return hits
 
     def _allowed(self, filters: Filters, where: str | None, bbox: Sequence[float] | None) -> np.ndarray | None:
@@ -615,20 +648,20 @@ class Library:
         return self._filter_cache[sql]
 
     def _dense(self, vector: np.ndarray, k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        vector = np.asarray(vector, np.float32).reshape(-1)
-        if vector.shape[0] != self.dim:
-            raise EncoderMismatchError(f"dimension mismatch: query vector has {vector.shape[0]} dims, "
+        query = np.ascontiguousarray(vector, np.float32).reshape(1, -1)  # FAISS' own layout: no copies below
+        if query.shape[1] != self.dim:
+            raise EncoderMismatchError(f"dimension mismatch: query vector has {query.shape[1]} dims, "
                                        f"index {self.name!r} holds {self.dim}-d vectors")
         if self._ann is None or k <= 0 or (allowed is not None and not len(allowed)):
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
-        scores, rids = self._ann.search(vector[None], k, allowed)
+        scores, rids = self._ann.search(query, k, allowed)
         rids, scores = rids[0], scores[0]
-        if len(rids) and rids.min() < 0:  # FAISS fills slots it found nothing for with -1
+        if len(rids) and rids[-1] < 0:  # FAISS fills the slots it found nothing for, at the end, with -1
             keep = rids >= 0
             rids, scores = rids[keep], scores[keep]
         if allowed is not None and len(rids) < min(k, len(allowed)):  # an ANN missed some: go exact
             cand, vecs = self.store.vectors(allowed)
-            sims = vecs @ vector
+            sims = vecs @ query[0]
             top = np.argsort(-sims, kind="stable")[:k]
             rids, scores = cand[top], sims[top]
         return rids, scores
