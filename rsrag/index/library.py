@@ -85,14 +85,14 @@ class Hit:
     rank: int
     label: str | None = None
     path: str | None = None
-    captions: list[str] = field(default_factory=list)
+    captions: Sequence[str] = ()  # a tuple shared with the in-memory rows (read-only)
     split: str | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
     parts: Mapping[str, float] = field(default_factory=dict)  # hybrid: the dense and bm25 scores that were fused
 
     def to_dict(self) -> dict:
         out = {"rank": self.rank, "id": self.id, "score": self.score, "label": self.label, "path": self.path,
-               "captions": self.captions, "split": self.split}
+               "captions": list(self.captions), "split": self.split}
         for key, value in [*self.metadata.items(), *((f"{k}_score", v) for k, v in self.parts.items())]:
             out.setdefault(key, value)
         return out
@@ -608,7 +608,9 @@ class Library:
                 return out
 
             cols = {c: by_rid(table.column(c).to_pylist()) for c in table.column_names if c != "rid"}
-            rows = by_rid(list(zip(*(table.column(c).to_pylist() for c in _HIT_FIELDS))))
+            fields = [table.column(c).to_pylist() for c in _HIT_FIELDS]
+            fields[_HIT_FIELDS.index("captions")] = [tuple(c or ()) for c in fields[_HIT_FIELDS.index("captions")]]
+            rows = by_rid(list(zip(*fields)))
             for c in _HIT_FIELDS:
                 del cols[c]
             self._meta = (rows, cols)
@@ -625,7 +627,7 @@ class Library:
             row = rows[rid] if 0 <= rid < n else None
             if row is not None:
                 id_, label, path, captions, split = row
-                hits.append(Hit(id_, score, len(hits) + 1, label, path, list(captions or ()), split,
+                hits.append(Hit(id_, score, len(hits) + 1, label, path, captions, split,
                                 {c: v[rid] for c, v in extra.items()} if extra else _EMPTY,
                                 parts[i] if parts else _EMPTY))
         return hits

@@ -140,6 +140,6 @@ class LibraryRetriever:
             hits = [h for h in self.library.search_vector(vector, k + 1) if h.id != skip and h.captions][:k]
             if not hits:
                 raise ValueError(f"index {self.library.name!r} has no captioned records to retrieve from")
-            caps = [h.captions for h in hits]
+            caps = [list(h.captions) for h in hits]
             out.append(caps + [caps[-1]] * (k - len(caps)))  # a tiny index: repeat the last neighbour
         return out
