@@ -19,8 +19,8 @@ Collections of dim-512 vectors at 10k, 100k and 1M (`--quick`: 10k and 100k only
 For each collection the Library is built once (`add_embedded`: LanceDB + BM25 + FAISS, `build_s`),
 then the FAISS index is rebuilt as each type measured (`faiss_build_s`): `flat` (exact) and `ivf`
 (auto parameters for n), plus `hnsw` with `--hnsw`. Per row, at k=10, single queries in sequence:
-raw FAISS (`index.search` on the very index the Library holds, on the same number of threads,
-`RSRAG_SEARCH_THREADS`, default 1) and `Library.search_vector` (filter check, FAISS, hit
+raw FAISS (`index.search` on the very index the Library holds, with FAISS set once for the loop
+to the Library's single-query thread count, `RSRAG_SEARCH_THREADS`, default 1) and `Library.search_vector` (filter check, FAISS, hit
 hydration) are timed interleaved query by query, in random order, so machine noise hits both
 alike. `overhead_vs_faiss` = (rsrag p50 - FAISS p50) / FAISS p50; `auto_choice` marks the type
 rsrag itself picks for that n (flat below 50k, IVF above). `ann_recall_at_10` is against exact
@@ -53,7 +53,7 @@ from rsrag.config import cache_dir, results_dir  # noqa: E402
 from rsrag.data import ImageRecord  # noqa: E402
 from rsrag.encoders import Encoder, Preprocess  # noqa: E402
 from rsrag.index import IndexSpec, Library  # noqa: E402
-from rsrag.index.ann import SEARCH_THREADS, search_threads  # noqa: E402
+from rsrag.index.ann import SEARCH_THREADS, search_thread_count  # noqa: E402
 
 DIM, K = 512, 10
 FULL_SIZES, QUICK_SIZES = (10_000, 100_000, 1_000_000), (10_000, 100_000)
@@ -254,11 +254,17 @@ def bench_collection(name: str, data: dict, n: int, types: list[str], work: Path
         ann = lib._ann
         index = ann.index
 
-        def raw_faiss(q, index=index):  # on the same threads the Library uses for one query
-            with search_threads(1):
-                return index.search(q[None], K)
+        def raw_faiss(q, index=index):
+            return index.search(q[None], K)
 
-        faiss_stats, rsrag_stats = timed_loop([raw_faiss, lambda q: lib.search_vector(q, K)], queries)
+        # FAISS runs on SEARCH_THREADS threads for the whole loop, set once as a FAISS user would,
+        # so the raw baseline carries no thread switching; rsrag's own switch then finds it set
+        threads_before = faiss.omp_get_max_threads()
+        faiss.omp_set_num_threads(search_thread_count(1) or threads_before)
+        try:
+            faiss_stats, rsrag_stats = timed_loop([raw_faiss, lambda q: lib.search_vector(q, K)], queries)
+        finally:
+            faiss.omp_set_num_threads(threads_before)
         found = ann.search(queries, K)[1]
         hybrid, bm25 = timed_loop([lambda t: lib.search_text(t, K, mode="hybrid"),
                                    lambda t: lib.search_text(t, K, mode="bm25")], text_queries, budget_s=1.0)

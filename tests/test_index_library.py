@@ -148,6 +148,26 @@ def test_new_metadata_key_becomes_a_filterable_column(lib, tmp_path):
     assert ids(lib.search_text("x", 5, mode="dense", filters=["cloud>0.5"])) == ["cloudy"]
 
 
+def test_single_queries_run_faiss_on_one_thread_and_restore_its_setting(lib, monkeypatch):
+    import faiss
+
+    from rsrag.index import ann
+
+    seen = []
+    real_set = faiss.omp_set_num_threads
+    monkeypatch.setattr(faiss, "omp_set_num_threads", lambda n: seen.append(n) or real_set(n))
+    before = faiss.omp_get_max_threads()
+    real_set(2)
+    try:
+        lib.search_vector(np.ones(lib.dim, np.float32), 3)
+        assert seen == [ann.SEARCH_THREADS, 2] and faiss.omp_get_max_threads() == 2
+        seen.clear()
+        lib._ann.search(np.ones((ann.FEW_QUERIES + 1, lib.dim), np.float32), 3)  # a batch: all cores
+        assert seen == []
+    finally:
+        real_set(before)
+
+
 @pytest.mark.parametrize("index_type", ["ivf:nlist=4,nprobe=2", "hnsw:m=8"])
 def test_ann_index_types_stay_consistent(tmp_path, records, index_type):
     lib = Library.create(tmp_path / "indexes", "ann", encoder=HashEncoder(), index_type=index_type)
