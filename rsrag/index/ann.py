@@ -118,6 +118,7 @@ class AnnIndex:
         self.tombstones = np.zeros(0, np.int64)  # hnsw only: rids deleted but still in the graph
         self._gpu: faiss.Index | None = None
         self._gpu_failed = False
+        self._changed()
         self._apply_search_params()
 
     # ---- construction --------------------------------------------------------------------------
@@ -173,7 +174,7 @@ class AnnIndex:
     def add(self, rids: np.ndarray, vectors: np.ndarray) -> None:
         if len(rids):
             self.index.add_with_ids(np.ascontiguousarray(vectors, np.float32), np.ascontiguousarray(rids, np.int64))
-            self._gpu = None
+            self._changed()
 
     def remove(self, rids: np.ndarray) -> None:
         rids = np.asarray(rids, np.int64)
@@ -183,7 +184,12 @@ class AnnIndex:
             self.tombstones = np.union1d(self.tombstones, np.intersect1d(rids, self.stored_ids()))
         else:
             self.index.remove_ids(rids)
-        self._gpu = None
+        self._changed()
+
+    def _changed(self) -> None:
+        """Forget what searches cache about the index (its size, the GPU copy)."""
+        self._ntotal = int(self.index.ntotal)
+        self._gpu = self._searcher = None
 
     def stored_ids(self) -> np.ndarray:
         """Every rid with a vector in the FAISS index, tombstoned ones included, sorted."""
@@ -221,20 +227,22 @@ class AnnIndex:
         list (then exact), efSearch up to 4096 - so a filtered query scans about as many allowed
         candidates as an unfiltered one, and keeps its recall.
         """
-        if not isinstance(queries, np.ndarray) or queries.dtype != np.float32 or queries.ndim != 2 \
-                or not queries.flags.c_contiguous:  # already in FAISS' layout: no conversions (hot path)
-            queries = np.ascontiguousarray(queries, np.float32).reshape(-1, self.dim)
-        ntotal = self.index.ntotal
-        k = max(1, min(k, ntotal)) if ntotal else 1
-        # set and restored inline, not through a context manager: this runs on every query, cache-cold
-        # after the scan, and a generator-based `with` measured ~30 us there
+        return self.search_prepared(np.ascontiguousarray(queries, np.float32).reshape(-1, self.dim), k, allowed)
+
+    def search_prepared(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
+                        ) -> tuple[np.ndarray, np.ndarray]:
+        """`search` for queries that already are C-contiguous float32 (n, dim): the per-query path,
+        kept to few Python steps because it runs cache-cold after the previous scan."""
+        k = max(1, min(k, self._ntotal)) if self._ntotal else 1
+        # threads set and restored inline: a generator-based `with` measured ~30 us here
         threads = search_thread_count(len(queries))
         before = faiss.omp_get_max_threads() if threads else threads
         if before != threads:
             faiss.omp_set_num_threads(threads)
         try:
             if allowed is None and not len(self.tombstones):
-                return self._search_device().search(queries, k)
+                index = self._searcher if self._searcher is not None else self._search_device()
+                return index.search(queries, k)
             return self._search_selected(queries, k, allowed)
         finally:
             if before != threads:
@@ -246,7 +254,7 @@ class AnnIndex:
             sel = faiss.IDSelectorBatch(np.ascontiguousarray(allowed, np.int64))
         else:
             sel = faiss.IDSelectorNot(faiss.IDSelectorBatch(self.tombstones))
-        widen = self.index.ntotal / max(len(allowed), 1) if allowed is not None else 1.0
+        widen = self._ntotal / max(len(allowed), 1) if allowed is not None else 1.0
         if self.spec.kind == "ivf":
             nprobe = min(self.index.nlist, math.ceil(self.spec.params["nprobe"] * widen))
             params = faiss.SearchParametersIVF(sel=sel, nprobe=nprobe)
@@ -258,7 +266,12 @@ class AnnIndex:
         return self.index.search(queries, k, params=params)
 
     def _search_device(self) -> faiss.Index:
-        """The GPU copy when there is one (made after each change), else the CPU index."""
+        """The GPU copy when there is one (made after each change), else the CPU index; remembered
+        as `_searcher` until the next change."""
+        self._searcher = self._pick_device()
+        return self._searcher
+
+    def _pick_device(self) -> faiss.Index:
         if self.spec.kind == "hnsw" or self._gpu_failed or not gpu_available():
             return self.index
         if self._gpu is None:

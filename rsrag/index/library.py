@@ -215,7 +215,7 @@ class Library:
     # ---- state ---------------------------------------------------------------------------------
     @property
     def dim(self) -> int:
-        return int(self.manifest["encoder"]["dim"])
+        return self._dim
 
     @property
     def encoder_id(self) -> str:
@@ -272,6 +272,7 @@ class Library:
         self._commits_seen = self._commits.value()  # before the manifest: a commit in between is seen next time
         self._stamp_seen, self._stamp_checked = self._stamp(), time.monotonic()
         self.manifest = json.loads((self.folder / MANIFEST).read_text())
+        self._dim = int(self.manifest["encoder"]["dim"])
         if not hasattr(self, "store"):
             self.store = RecordStore(self.folder, self.dim)
         self.store.refresh()
@@ -651,14 +652,15 @@ class Library:
 
     def _dense(self, vector: np.ndarray, k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         query = np.ascontiguousarray(vector, np.float32).reshape(1, -1)  # FAISS' own layout: no copies below
-        if query.shape[1] != self.dim:
+        if query.shape[1] != self._dim:
             raise EncoderMismatchError(f"dimension mismatch: query vector has {query.shape[1]} dims, "
-                                       f"index {self.name!r} holds {self.dim}-d vectors")
-        if self._ann is None or k <= 0 or (allowed is not None and not len(allowed)):
+                                       f"index {self.name!r} holds {self._dim}-d vectors")
+        ann = self._ann
+        if ann is None or k <= 0 or (allowed is not None and not len(allowed)):
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
-        scores, rids = self._ann.search(query, k, allowed)
+        scores, rids = ann.search_prepared(query, k, allowed)
         rids, scores = rids[0], scores[0]
-        if len(rids) and rids[-1] < 0:  # FAISS fills the slots it found nothing for, at the end, with -1
+        if rids[-1] < 0:  # FAISS fills the slots it found nothing for, at the end, with -1
             keep = rids >= 0
             rids, scores = rids[keep], scores[keep]
         if allowed is not None and len(rids) < min(k, len(allowed)):  # an ANN missed some: go exact
