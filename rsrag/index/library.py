@@ -608,12 +608,14 @@ class Library:
                     out[rid] = value
                 return out
 
-            cols = {c: by_rid(table.column(c).to_pylist()) for c in table.column_names if c != "rid"}
-            fields = [table.column(c).to_pylist() for c in _HIT_FIELDS]
-            fields[_HIT_FIELDS.index("captions")] = [tuple(c or ()) for c in fields[_HIT_FIELDS.index("captions")]]
-            rows = by_rid(list(zip(*fields)))
-            for c in _HIT_FIELDS:
-                del cols[c]
+            cols = {c: by_rid(table.column(c).to_pylist()) for c in table.column_names
+                    if c != "rid" and c not in _HIT_FIELDS}
+            fields = {c: table.column(c).to_pylist() for c in _HIT_FIELDS}
+            fields["captions"] = [tuple(c or ()) for c in fields["captions"]]
+            for c in ("label", "split"):  # few distinct values: one shared str each, not one per record
+                shared: dict = {}
+                fields[c] = [shared.setdefault(v, v) for v in fields[c]]
+            rows = by_rid(list(zip(*fields.values())))
             self._meta = (rows, cols)
         return self._meta
 
