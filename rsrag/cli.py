@@ -60,6 +60,24 @@ def train_encoder_cmd(
     typer.echo(json.dumps(result, indent=2))
 
 
+@train_app.command("memory")
+def train_memory_cmd(
+    name: str = typer.Option("rs-lite-lite0.memory", help="written to rsrag/weights/NAME.safetensors + NAME.json"),
+    encoder: str = typer.Option("rs-lite", help="the plain encoder whose vectors the memory holds"),
+    k: int = typer.Option(10, help="memory neighbours blended into an image vector"),
+    beta: float = typer.Option(0.5, help="weight of the neighbours' caption embedding"),
+    temperature: float = typer.Option(0.05, help="softmax temperature over the neighbours' similarities"),
+    limit: Optional[int] = typer.Option(None, help="train images per dataset (quick runs)"),
+) -> None:
+    """Build rs-lite-mem's memory: RSICD + UCM train images and their captions (no labels)."""
+    from rsrag.training.memory import build_memory
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    command = "rsrag " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    result = build_memory(encoder, name=name, k=k, beta=beta, temperature=temperature, limit=limit, command=command)
+    typer.echo(json.dumps(result, indent=2))
+
+
 @train_app.command("captioner")
 def train_captioner_cmd(
     variant: str = typer.Option("rag", help="plain, or rag (retrieval-augmented: captions of k nearest train images)"),

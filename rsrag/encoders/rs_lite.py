@@ -31,7 +31,8 @@ import torch
 from torch import nn
 
 from rsrag.config import WEIGHTS_DIR, cache_dir, torch_device
-from rsrag.encoders.base import Encoder, Preprocess
+from rsrag.encoders.base import Encoder, Preprocess, l2_normalize
+from rsrag.encoders.memory import PairMemory
 from rsrag.encoders.registry import register_backend
 from rsrag.fileio import atomic_write
 
@@ -45,6 +46,7 @@ LITE_SIZES = {"lite0": 224, "lite1": 240, "lite2": 260}
 VIEW_SETS = {1: (0,), 2: (0, 2), 4: (0, 1, 2, 3), 8: tuple(range(8))}
 FEW_TEXTS = 8  # text calls up to this size run ONNX on one thread (see RSLiteEncoder._text_onnx)
 TEXT_PRECISIONS = ("fp32", "int8")
+MEMORY = "rs-lite-lite0.memory"  # the committed pair memory (`rsrag train memory`), used by `rs-lite-mem`
 
 
 @dataclass(frozen=True)
@@ -320,10 +322,15 @@ class RSLiteEncoder(Encoder):
     """The default encoder. `weights` names a file in rsrag/weights (or is a path)."""
 
     def __init__(self, weights: str = "rs-lite-lite0", runtime: str = "onnx", device: str | None = None,
-                 threads: int | None = None, views: int = 1, text_precision: str = "fp32"):
+                 threads: int | None = None, views: int = 1, text_precision: str = "fp32",
+                 memory: str | None = None):
         """`text_precision="int8"` runs the ONNX text path with int8 weights (see `quantize_text_onnx`):
         a query encodes about 2.4x faster on a CPU, at cosine 0.995 to the fp32 embedding. A runtime
-        choice like `runtime`, so the encoder id (and index compatibility) does not change."""
+        choice like `runtime`, so the encoder id (and index compatibility) does not change.
+
+        `memory` (a file in rsrag/weights without suffix, or a path) blends every image vector with
+        the captions of its nearest training images (`rsrag.encoders.memory`). Image vectors change,
+        so the id does too: the named config `rs-lite-mem` is this with the committed memory."""
         if runtime not in ("onnx", "torch"):
             raise ValueError(f"runtime must be 'onnx' or 'torch', not {runtime!r}")
         if text_precision not in TEXT_PRECISIONS:
@@ -339,6 +346,15 @@ class RSLiteEncoder(Encoder):
         self.heads = RSLiteHeads(self.image_model, self.config, self._text_tower).eval()
         digest = load_weights(self.heads, weights)
         self.id = f"rs-lite:{Path(weights).stem}@{digest}" + (f"+views{views}" if views > 1 else "")
+        self.name = "rs-lite"
+        self.memory: PairMemory | None = None
+        if memory is not None:
+            path = Path(memory) if str(memory).endswith(".safetensors") else weights_path(str(memory))
+            self.memory = PairMemory.load(path)
+            if self.memory.encoder_id != self.id:
+                raise ValueError(f"memory {path} was built with encoder {self.memory.encoder_id}, not {self.id}")
+            self.id += f"+mem:{path.stem}"
+            self.name = "rs-lite-mem" if memory == MEMORY else "rs-lite"  # what reopens an index with it
         self.dim = self.config.dim
         self.preprocess = Preprocess(size=self.config.image_size, mean=LITE_MEAN, std=LITE_STD)
         self._threads = threads
@@ -407,9 +423,11 @@ class RSLiteEncoder(Encoder):
     def _encode_arrays(self, batch: np.ndarray) -> np.ndarray:
         batch = np.ascontiguousarray(batch, dtype=np.float32)
         if self._session is not None:
-            return self._session.run(None, {"pixels": batch})[0]
-        with torch.inference_mode():
-            return self.image_model(torch.from_numpy(batch).to(self.device)).float().cpu().numpy()
+            vectors = self._session.run(None, {"pixels": batch})[0]
+        else:
+            with torch.inference_mode():
+                vectors = self.image_model(torch.from_numpy(batch).to(self.device)).float().cpu().numpy()
+        return self.memory.augment(l2_normalize(vectors)) if self.memory is not None else vectors
 
     def _encode_text_batch(self, texts: list[str]) -> np.ndarray:
         session = self._text_onnx(len(texts))
