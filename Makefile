@@ -16,13 +16,14 @@ $(BIN)/.installed: pyproject.toml
 
 setup: $(BIN)/.installed
 
-# The main job: measure the default encoder on the standard benchmarks (results/ gets the JSON),
+# The main job: measure the default encoder (and rs-lite-mem's zero-shot) on the standard benchmarks (results/ gets the JSON),
 # build a searchable UCM index under ./indexes, query it by text, caption an image, answer a
 # question about an image, and ask the library about one.
 run: setup
 	$(BIN)/rsrag eval retrieval --dataset rsicd --split test
 	$(BIN)/rsrag eval retrieval --dataset ucm --split test
 	$(BIN)/rsrag eval zeroshot --dataset rsicd --split test
+	$(BIN)/rsrag eval zeroshot --dataset rsicd --split test --encoder rs-lite-mem
 	$(BIN)/rsrag index build ucm --name ucm
 	$(BIN)/rsrag search "boats in a harbor" --index ucm --k 5
 	$(BIN)/rsrag caption $(RSRAG_DATA)/ucm/images/harbor05.jpg
