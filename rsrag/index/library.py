@@ -20,7 +20,9 @@ so a stale file can never pair an old vector with a new record.
 Readers notice a writer's commit by the manifest's change stamp and reload. Before every search
 they read the folder's memory-mapped commit counter (`fsutil.CommitCounter`, bumped by each writer
 after its manifest replace) and `stat` the manifest only when it moved, or when `STAMP_CHECK_S` (1 s)
-has passed (a folder deleted and built again under the same name has a new counter file).
+has passed: that catches a folder deleted and built again under the same name (a new counter file),
+a writer killed between its manifest replace and the bump, and writers on another machine sharing the
+folder over a network filesystem, where memory maps need not see each other's writes.
 Search results are always hydrated from the LanceDB rows in memory, so a rid that is no longer
 there cannot be returned.
 """
