@@ -7,6 +7,7 @@ Layout of `ROOT/NAME/`:
 - `bm25.npz`        BM25 state over each record's label + captions (see bm25.py)
 - `manifest.json`   encoder id and dim, index type and parameters, counts, the rid counter
 - `.lock`           writer lock (flock): one writer at a time, readers never block
+- `.commits`        commit counter (8 bytes), bumped by writers, memory-mapped by readers (below)
 
 Consistency. FAISS and BM25 are derived from LanceDB and can always be rebuilt from it. A write
 commits to LanceDB first (one atomic commit per chunk), then updates FAISS and BM25 in memory,
