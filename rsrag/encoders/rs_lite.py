@@ -207,8 +207,9 @@ def load_text_tower(device: str = "cpu"):
     return SentenceTransformer(text_tower_path(), device=device)
 
 
-def weights_path(name: str) -> Path:
-    return WEIGHTS_DIR / f"{name}.safetensors"
+def weights_path(name: str | Path) -> Path:
+    """rsrag/weights/NAME.safetensors, or NAME itself when it already is a .safetensors path."""
+    return Path(name) if str(name).endswith(".safetensors") else WEIGHTS_DIR / f"{name}.safetensors"
 
 
 def card_path(name: str) -> Path:
@@ -349,7 +350,7 @@ class RSLiteEncoder(Encoder):
         self.name = "rs-lite"
         self.memory: PairMemory | None = None
         if memory is not None:
-            path = Path(memory) if str(memory).endswith(".safetensors") else weights_path(str(memory))
+            path = weights_path(memory)
             self.memory = PairMemory.load(path)
             if self.memory.encoder_id != self.id:
                 raise ValueError(f"memory {path} was built with encoder {self.memory.encoder_id}, not {self.id}")

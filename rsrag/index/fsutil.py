@@ -81,14 +81,16 @@ class CommitCounter:
     def value(self) -> int | None:
         return int.from_bytes(self._map[:8], "little") if self._map is not None else None
 
-    def bump(self) -> None:
-        """Count one commit (call under the writer lock, after the manifest is replaced)."""
+    def bump(self) -> int | None:
+        """Count one commit (call under the writer lock, after the manifest is replaced); returns
+        the new count, or None where the file cannot be written."""
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError:
-            return  # readers of a folder we cannot write to fall back to the manifest stamp
+            return None  # readers of a folder we cannot write to fall back to the manifest stamp
         try:
-            current = int.from_bytes(os.pread(fd, 8, 0).ljust(8, b"\0"), "little")
-            os.pwrite(fd, ((current + 1) % (1 << 64)).to_bytes(8, "little"), 0)
+            count = (int.from_bytes(os.pread(fd, 8, 0).ljust(8, b"\0"), "little") + 1) % (1 << 64)
+            os.pwrite(fd, count.to_bytes(8, "little"), 0)
+            return count
         finally:
             os.close(fd)

@@ -405,8 +405,7 @@ class Library:
                                    "bm25": len(self._bm25), "tombstones": len(ann.tombstones) if ann else 0}
         self.manifest.update({"next_rid": self._next_rid, "lance_version": self.store.version, "updated": _now()})
         atomic_write_json(self.folder / MANIFEST, self.manifest)
-        self._commits.bump()
-        self._commits_seen = self._commits.value()  # we hold the writer lock: nobody else bumped
+        self._commits_seen = self._commits.bump()  # we hold the writer lock: nobody else bumped
         self._stamp_seen = self._stamp()
 
     @contextmanager

@@ -101,7 +101,7 @@ class RecordStore:
         """See commits other processes made since this store was opened."""
         if self.table is None:
             self.table = self._open_committed()
-        elif self.table is not None:
+        else:
             self.table.checkout_latest()
 
     def count(self) -> int:

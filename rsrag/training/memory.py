@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -39,6 +38,6 @@ def build_memory(encoder: str = "rs-lite", datasets: Sequence[str] = ("rsicd", "
     memory = PairMemory.from_pairs(images, texts, owners, enc.id, k=k, beta=beta, temperature=temperature)
     card = {"datasets": list(datasets), "split": "train", "images": len(records), "captions": len(captions),
             "limit": limit, "seconds": round(time.perf_counter() - started, 1), "command": command}
-    path = Path(name) if name.endswith(".safetensors") else weights_path(name)
+    path = weights_path(name)
     memory.save(path, card)
     return {"path": str(path), **card}
