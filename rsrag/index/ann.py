@@ -25,9 +25,11 @@ vectors took 24 ms with 2 threads (the second thread waits for a busy core) and 
 IVF queries and batches are unaffected. Builds and batch searches use every core.
 
 GPU: when faiss was built with GPU support and a GPU is visible (and `RSRAG_FAISS_GPU` is not
-"0"), unfiltered flat and IVF searches run on a GPU copy of the index, made lazily after each
-change. Filtered searches and HNSW stay on the CPU (FAISS GPU indexes take no ID selector). The
-CPU index stays the one that is updated and saved.
+"0"), unfiltered flat and IVF searches run on a GPU copy of the index (on every GPU, replicated),
+made lazily after each change; the GPU resources (cuBLAS handles, scratch memory) are made once per
+process. Filtered searches, HNSW and k > 2048 (FAISS' GPU limit) stay on the CPU (FAISS GPU indexes
+take no ID selector). The CPU index stays the one that is updated and saved. `bench/ann_gpu.py`
+measures GPU against CPU.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ FLAT_MAX = 50_000
 TRAIN_PER_LIST = 40
 SEARCH_THREADS = int(os.environ.get("RSRAG_SEARCH_THREADS", "1"))
 FEW_QUERIES = 8  # up to this many queries count as a latency-bound search
+GPU_MAX_K = 2048  # FAISS GPU indexes return at most this many neighbours per query
 KINDS = ("auto", "flat", "ivf", "hnsw")
 _PARAMS = {"flat": set(), "ivf": {"nlist", "nprobe"}, "hnsw": {"m", "ef_construction", "ef_search"}, "auto": set()}
 
@@ -110,6 +113,13 @@ def gpu_available() -> bool:
         return False
 
 
+@functools.cache
+def _gpu_resources() -> tuple:
+    """One StandardGpuResources per GPU for the whole process: each holds a cuBLAS handle, streams
+    and scratch memory, too costly to make again for every GPU copy."""
+    return tuple(faiss.StandardGpuResources() for _ in range(faiss.get_num_gpus()))
+
+
 class AnnIndex:
     """A FAISS index keyed by rid, with the bookkeeping to add, delete, persist and search it."""
 
@@ -118,6 +128,7 @@ class AnnIndex:
         self.tombstones = np.zeros(0, np.int64)  # hnsw only: rids deleted but still in the graph
         self._gpu: faiss.Index | None = None
         self._gpu_failed = False
+        self._use_gpu = True
         self._changed()
         self._apply_search_params()
 
@@ -191,6 +202,23 @@ class AnnIndex:
         self._ntotal = int(self.index.ntotal)
         self._gpu = self._searcher = None
 
+    @property
+    def use_gpu(self) -> bool:
+        """Whether unfiltered searches may run on a GPU (where one is available); False pins this
+        index to the CPU, e.g. to compare the two."""
+        return self._use_gpu
+
+    @use_gpu.setter
+    def use_gpu(self, value: bool) -> None:
+        self._use_gpu = bool(value)
+        self._searcher = None
+
+    @property
+    def device(self) -> str:
+        """Where an unfiltered search runs now: "gpu" or "cpu"."""
+        searcher = self._searcher if self._searcher is not None else self._search_device()
+        return "cpu" if searcher is self.index else "gpu"
+
     def stored_ids(self) -> np.ndarray:
         """Every rid with a vector in the FAISS index, tombstoned ones included, sorted."""
         if isinstance(self.index, faiss.IndexIVF):
@@ -242,7 +270,7 @@ class AnnIndex:
         try:
             if allowed is None and not len(self.tombstones):
                 index = self._searcher if self._searcher is not None else self._search_device()
-                return index.search(queries, k)
+                return (index if k <= GPU_MAX_K else self.index).search(queries, k)
             return self._search_selected(queries, k, allowed)
         finally:
             if before != threads:
@@ -272,11 +300,11 @@ class AnnIndex:
         return self._searcher
 
     def _pick_device(self) -> faiss.Index:
-        if self.spec.kind == "hnsw" or self._gpu_failed or not gpu_available():
+        if self.spec.kind == "hnsw" or self._gpu_failed or not self._use_gpu or not gpu_available():
             return self.index
         if self._gpu is None:
             try:
-                self._gpu = faiss.index_cpu_to_all_gpus(self.index)
+                self._gpu = faiss.index_cpu_to_gpu_multiple_py(list(_gpu_resources()), self.index)
                 if self.spec.kind == "ivf":
                     faiss.GpuParameterSpace().set_index_parameter(self._gpu, "nprobe", self.spec.params["nprobe"])
             except Exception as exc:  # noqa: BLE001 - fall back to CPU, but say so once
