@@ -6,6 +6,7 @@ from __future__ import annotations
 import fcntl
 import mmap
 import os
+import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -62,6 +63,7 @@ class CommitCounter:
     def __init__(self, folder: Path) -> None:
         self.path = Path(folder) / COMMITS_FILE
         self._map: mmap.mmap | None = None
+        self._word: memoryview | None = None
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError:
@@ -77,9 +79,11 @@ class CommitCounter:
             self._map = None
         finally:
             os.close(fd)
+        # the counter as one native 8-byte word: reading it allocates nothing
+        self._word = memoryview(self._map).cast("Q") if self._map is not None else None
 
     def value(self) -> int | None:
-        return int.from_bytes(self._map[:8], "little") if self._map is not None else None
+        return self._word[0] if self._word is not None else None
 
     def bump(self) -> int | None:
         """Count one commit (call under the writer lock, after the manifest is replaced); returns
@@ -89,8 +93,8 @@ class CommitCounter:
         except OSError:
             return None  # readers of a folder we cannot write to fall back to the manifest stamp
         try:
-            count = (int.from_bytes(os.pread(fd, 8, 0).ljust(8, b"\0"), "little") + 1) % (1 << 64)
-            os.pwrite(fd, count.to_bytes(8, "little"), 0)
+            count = (int.from_bytes(os.pread(fd, 8, 0).ljust(8, b"\0"), sys.byteorder) + 1) % (1 << 64)
+            os.pwrite(fd, count.to_bytes(8, sys.byteorder), 0)  # native order, as `value` reads it
             return count
         finally:
             os.close(fd)

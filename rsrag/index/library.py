@@ -628,7 +628,7 @@ class Library:
         rows, extra = self._meta_rows()
         n = len(rows)
         hits: list[Hit] = []
-        for i, (rid, score) in enumerate(zip(np.asarray(rids).tolist(), np.asarray(scores).tolist())):
+        for i, (rid, score) in enumerate(zip(rids.tolist(), scores.tolist())):
             row = rows[rid] if 0 <= rid < n else None
             if row is not None:
                 id_, label, path, captions, split = row
@@ -678,7 +678,8 @@ class Library:
                       bbox: Sequence[float] | None = None) -> list[Hit]:
         """Nearest records to an embedding (cosine)."""
         self._maybe_refresh()
-        return self._hydrate(*self._dense(vector, k, self._allowed(filters, where, bbox)))
+        allowed = None if filters is None and where is None and bbox is None else self._allowed(filters, where, bbox)
+        return self._hydrate(*self._dense(vector, k, allowed))
 
     def search_text(self, query: str, k: int = 10, *, mode: str = "hybrid", filters: Filters = None,
                     where: str | None = None, bbox: Sequence[float] | None = None,
