@@ -54,6 +54,19 @@ def test_search_modes_and_hit_fields(lib, records):
     assert {"id", "score", "rank", "dense_score", "bm25_score"} <= set(hit)
 
 
+def test_hits_from_a_search_have_every_field_of_the_dataclass(lib, records):
+    """Library._hydrate fills Hit's slots without calling __init__: a field added to Hit must be
+    filled there too, or reading it raises."""
+    from dataclasses import fields
+
+    from rsrag.index import Hit
+
+    for hit in lib.search_text("blue tag17", k=3) + lib.search_vector(lib.encoder.encode_texts(["red"])[0], k=2):
+        values = {f.name: getattr(hit, f.name) for f in fields(Hit)}
+        assert Hit(**values) == hit and isinstance(hit.captions, tuple)
+    assert [h.id for h in lib.get(["img3", "nope", "img5"])] == ["img3", "img5"]
+
+
 def test_search_image_and_image_to_text(lib, records):
     hits = lib.search_image(records[3].path, k=4)
     assert hits[0].id == "img3" and hits[0].score == pytest.approx(1.0, abs=1e-5)
