@@ -369,7 +369,12 @@ class Library:
         return True
 
     def _maybe_refresh(self) -> None:
-        """Reload when another process has committed (its manifest replace changes the stamp)."""
+        """Reload when another process has committed (its manifest replace changes the stamp).
+        The first line is `is_stale`'s common answer (no commit, stamp checked within the second)
+        without its call: this runs before every search."""
+        word = self._commits.word
+        if word is not None and word[0] == self._commits_seen and time.monotonic() - self._stamp_checked < STAMP_CHECK_S:
+            return
         if self.auto_refresh and self._writing_depth == 0 and self.is_stale():
             self._load()
 
