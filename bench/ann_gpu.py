@@ -37,7 +37,7 @@ sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # run from a ch
 
 import faiss  # noqa: E402
 import numpy as np  # noqa: E402
-from search import DIM, K, exact_top, recall, stats, synthetic, timed_loop  # noqa: E402
+from search import DIM, K, add_collection_args, exact_top, recall, synthetic, timed_loop  # noqa: E402
 
 from rsrag.config import results_dir  # noqa: E402
 from rsrag.index.ann import AnnIndex, IndexSpec, gpu_available  # noqa: E402
@@ -91,10 +91,7 @@ def bench_index(kind: str, data: dict, batch: int, truth: np.ndarray) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="100k only")
-    parser.add_argument("--json", action="store_true", help="print the JSON result")
-    parser.add_argument("--sizes", help="comma-separated collection sizes (overrides --quick)")
-    parser.add_argument("--queries", type=int, default=300)
+    add_collection_args(parser, quick_help="100k only")
     parser.add_argument("--batch", type=int, default=1024, help="queries in the batch search")
     args = parser.parse_args()
     if not gpu_available():

@@ -308,12 +308,17 @@ def summarise(rows: list[dict]) -> dict:
     return out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="10k and 100k only (< 2 minutes)")
+def add_collection_args(parser: argparse.ArgumentParser, quick_help: str) -> None:
+    """The options every search benchmark takes: which collection sizes, how many queries, JSON."""
+    parser.add_argument("--quick", action="store_true", help=quick_help)
     parser.add_argument("--json", action="store_true", help="print the JSON result")
     parser.add_argument("--sizes", help="comma-separated collection sizes (overrides --quick)")
     parser.add_argument("--queries", type=int, default=300)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_collection_args(parser, quick_help="10k and 100k only (< 2 minutes)")
     parser.add_argument("--hnsw", action="store_true", help="also measure HNSW (slow to build on few cores)")
     parser.add_argument("--no-real", action="store_true", help="skip the RSICD collections")
     parser.add_argument("--no-synthetic", action="store_true")
