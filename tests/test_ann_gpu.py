@@ -65,7 +65,9 @@ def test_gpu_copy_follows_add_upsert_and_delete(kind: str, data) -> None:
     assert index.device == "gpu"
     new = unit(rng, 5)
     new_rids = np.arange(5, dtype=np.int64) + 10**9
+    copy = index._gpu
     index.add(new_rids, new)
+    assert index._gpu is copy  # the add went to the GPU copy too: no new copy of the whole index
     assert index.search(new, 1)[1][:, 0].tolist() == new_rids.tolist()
 
     index.remove(new_rids[:2])

@@ -25,8 +25,8 @@ vectors took 24 ms with 2 threads (the second thread waits for a busy core) and 
 IVF queries and batches are unaffected. Builds and batch searches use every core.
 
 GPU: when faiss was built with GPU support and a GPU is visible (and `RSRAG_FAISS_GPU` is not
-"0"), unfiltered flat and IVF searches run on a GPU copy of the index (on every GPU, replicated),
-made lazily after each change; the GPU resources (cuBLAS handles, scratch memory) are made once per
+"0"), unfiltered flat and IVF searches run on a GPU copy of the index (on every GPU, replicated):
+adds go to both, a delete drops the copy and the next search makes it again; the GPU resources (cuBLAS handles, scratch memory) are made once per
 process. Filtered searches, HNSW and k > 2048 (FAISS' GPU limit) stay on the CPU (FAISS GPU indexes
 take no ID selector). The CPU index stays the one that is updated and saved. `bench/ann_gpu.py`
 measures GPU against CPU.
@@ -184,9 +184,19 @@ class AnnIndex:
 
     # ---- updates -------------------------------------------------------------------------------
     def add(self, rids: np.ndarray, vectors: np.ndarray) -> None:
+        """Add vectors under their rids; a GPU copy gets them too, rather than being copied again
+        at the next search (1.5 s for 1M vectors under IVF)."""
         if len(rids):
-            self.index.add_with_ids(np.ascontiguousarray(vectors, np.float32), np.ascontiguousarray(rids, np.int64))
+            vectors, rids = np.ascontiguousarray(vectors, np.float32), np.ascontiguousarray(rids, np.int64)
+            self.index.add_with_ids(vectors, rids)
+            gpu = self._gpu
             self._changed()
+            if gpu is not None:
+                try:
+                    gpu.add_with_ids(vectors, rids)
+                    self._gpu = gpu
+                except Exception as exc:  # noqa: BLE001 - the next search copies the index again
+                    log.debug("could not add to the GPU copy, it will be made again: %s", exc)
 
     def remove(self, rids: np.ndarray) -> None:
         rids = np.asarray(rids, np.int64)
