@@ -27,6 +27,11 @@ app.command("ask")(ask_command)
 app.add_typer(knowledge_app, name="knowledge")
 
 
+def _invocation() -> str:
+    """This command line as typed, recorded in the cards of the weights a training command writes."""
+    return "rsrag " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
 @train_app.command("encoder")
 def train_encoder_cmd(
     name: str = typer.Option("rs-lite-lite0", help="weights name, written to rsrag/weights/NAME.safetensors"),
@@ -53,7 +58,7 @@ def train_encoder_cmd(
         epochs=epochs, patience=patience, batch_size=batch_size, lr_tail=lr_tail, lr_heads=lr_heads, lr_text=lr_text,
         seed=seed, limit=limit,
     )
-    command = "rsrag " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    command = _invocation()
     result = train_encoder(cfg, weights_name=name, command=command)
     result.pop("heads")
     result.pop("text_model")
@@ -73,7 +78,7 @@ def train_memory_cmd(
     from rsrag.training.memory import build_memory
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    command = "rsrag " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    command = _invocation()
     result = build_memory(encoder, name=name, k=k, beta=beta, temperature=temperature, limit=limit, command=command)
     typer.echo(json.dumps(result, indent=2))
 
@@ -102,7 +107,7 @@ def train_captioner_cmd(
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     cfg = CaptionerTrainConfig(neighbours=neighbours if variant == "rag" else 0, epochs=epochs, patience=patience,
                                batch_size=batch_size, lr=lr, seed=seed, limit=limit)
-    command = "rsrag " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    command = _invocation()
     result = train_captioner(cfg, weights_name=name or f"captioner-{variant}", command=command)
     result.pop("captioner")
     typer.echo(json.dumps(result, indent=2))
@@ -162,7 +167,7 @@ def train_vqa_cmd(
     torch.set_num_threads(threads)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     cfg = VQATrainConfig(epochs=epochs, patience=patience, hidden=hidden, lr=lr, seed=seed, limit=limit)
-    command = "rsrag " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    command = _invocation()
     result = train_vqa(cfg, name=name, command=command)
     result.pop("model")
     typer.echo(json.dumps(result, indent=2))

@@ -35,8 +35,9 @@ class TextVectorCache:
 
     def vectors(self, texts: Sequence[str], encode: Callable[[list[str]], np.ndarray]) -> np.ndarray:
         """(len(texts), dim): remembered vectors, and `encode` once over the texts not remembered."""
-        found = {t: v for t in dict.fromkeys(texts) if (v := self.get(t)) is not None}
-        missing = [t for t in dict.fromkeys(texts) if t not in found]
+        unique = dict.fromkeys(texts)
+        found = {t: v for t in unique if (v := self.get(t)) is not None}
+        missing = [t for t in unique if t not in found]
         if missing:
             found.update((t, self.put(t, v)) for t, v in zip(missing, encode(missing)))
         return np.stack([found[t] for t in texts])

@@ -190,13 +190,13 @@ class AnnIndex:
             vectors, rids = np.ascontiguousarray(vectors, np.float32), np.ascontiguousarray(rids, np.int64)
             self.index.add_with_ids(vectors, rids)
             gpu = self._gpu
-            self._changed()
             if gpu is not None:
                 try:
                     gpu.add_with_ids(vectors, rids)
-                    self._gpu = gpu
                 except Exception as exc:  # noqa: BLE001 - the next search copies the index again
                     log.debug("could not add to the GPU copy, it will be made again: %s", exc)
+                    gpu = None
+            self._changed(keep_gpu=gpu)
 
     def remove(self, rids: np.ndarray) -> None:
         rids = np.asarray(rids, np.int64)
@@ -208,10 +208,11 @@ class AnnIndex:
             self.index.remove_ids(rids)
         self._changed()
 
-    def _changed(self) -> None:
-        """Forget what searches cache about the index (its size, the GPU copy)."""
+    def _changed(self, keep_gpu: faiss.Index | None = None) -> None:
+        """Forget what searches cache about the index: its size, the search device, and the GPU
+        copy unless `keep_gpu` is that copy brought up to date."""
         self._ntotal = int(self.index.ntotal)
-        self._gpu = self._searcher = None
+        self._gpu, self._searcher = keep_gpu, None
 
     @property
     def use_gpu(self) -> bool:
@@ -227,8 +228,7 @@ class AnnIndex:
     @property
     def device(self) -> str:
         """Where an unfiltered search runs now: "gpu" or "cpu"."""
-        searcher = self._searcher if self._searcher is not None else self._search_device()
-        return "cpu" if searcher is self.index else "gpu"
+        return "cpu" if self._search_device() is self.index else "gpu"
 
     def stored_ids(self) -> np.ndarray:
         """Every rid with a vector in the FAISS index, tombstoned ones included, sorted."""
@@ -275,13 +275,13 @@ class AnnIndex:
         runs cache-cold after the previous scan."""
         k = max(1, min(k, self._ntotal)) if self._ntotal else 1
         # threads set and restored inline: a generator-based `with` measured ~30 us here
-        threads = SEARCH_THREADS if 0 < SEARCH_THREADS and len(queries) <= FEW_QUERIES else 0  # search_thread_count
+        threads = search_thread_count(len(queries))
         before = faiss.omp_get_max_threads() if threads else threads
         if before != threads:
             faiss.omp_set_num_threads(threads)
         try:
             if allowed is None and not len(self.tombstones):
-                index = self._searcher if self._searcher is not None else self._search_device()
+                index = self._search_device()
                 if k > GPU_MAX_K:
                     index = self.index
                 # FAISS' C++ search itself: its Python `search` re-checks and converts what the
@@ -313,9 +313,10 @@ class AnnIndex:
         return self.index.search(queries, k, params=params)
 
     def _search_device(self) -> faiss.Index:
-        """The GPU copy when there is one (made after each change), else the CPU index; remembered
-        as `_searcher` until the next change."""
-        self._searcher = self._pick_device()
+        """The GPU copy when there is one, else the CPU index; remembered as `_searcher` until the
+        next change."""
+        if self._searcher is None:
+            self._searcher = self._pick_device()
         return self._searcher
 
     def _pick_device(self) -> faiss.Index:

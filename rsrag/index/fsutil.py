@@ -63,7 +63,7 @@ class CommitCounter:
     def __init__(self, folder: Path) -> None:
         self.path = Path(folder) / COMMITS_FILE
         self._map: mmap.mmap | None = None
-        self.word: memoryview | None = None  # the counter as one native 8-byte word (`word[0]`), or None
+        self._word: memoryview | None = None  # the counter as one native 8-byte word, or None
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError:
@@ -79,10 +79,10 @@ class CommitCounter:
             self._map = None
         finally:
             os.close(fd)
-        self.word = memoryview(self._map).cast("Q") if self._map is not None else None  # reads allocate nothing
+        self._word = memoryview(self._map).cast("Q") if self._map is not None else None  # reads allocate nothing
 
     def value(self) -> int | None:
-        return self.word[0] if self.word is not None else None
+        return self._word[0] if self._word is not None else None
 
     def bump(self) -> int | None:
         """Count one commit (call under the writer lock, after the manifest is replaced); returns

@@ -369,18 +369,13 @@ class Library:
         return True
 
     def _maybe_refresh(self) -> None:
-        """Reload when another process has committed (its manifest replace changes the stamp).
-        The first line is `is_stale`'s common answer (no commit, stamp checked within the second)
-        without its call: this runs before every search."""
-        word = self._commits.word
-        if word is not None and word[0] == self._commits_seen and time.monotonic() - self._stamp_checked < STAMP_CHECK_S:
-            return
+        """Reload when another process has committed (its manifest replace changes the stamp)."""
         if self.auto_refresh and self._writing_depth == 0 and self.is_stale():
             self._load()
 
     def is_stale(self) -> bool:
         """True when a writer has committed since this object last loaded the index."""
-        commits, now = self._commits.value(), time.monotonic()
+        commits, now = self._commits.value(), time.monotonic()  # before every search: a memory read
         if commits is not None and commits == self._commits_seen and now - self._stamp_checked < STAMP_CHECK_S:
             return False
         if self._stamp() != self._stamp_seen:
@@ -694,8 +689,7 @@ class Library:
                       bbox: Sequence[float] | None = None) -> list[Hit]:
         """Nearest records to an embedding (cosine)."""
         self._maybe_refresh()
-        allowed = None if filters is None and where is None and bbox is None else self._allowed(filters, where, bbox)
-        return self._hydrate(*self._dense(vector, k, allowed))
+        return self._hydrate(*self._dense(vector, k, self._allowed(filters, where, bbox)))
 
     def search_text(self, query: str, k: int = 10, *, mode: str = "hybrid", filters: Filters = None,
                     where: str | None = None, bbox: Sequence[float] | None = None,
