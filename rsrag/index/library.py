@@ -46,6 +46,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 import pyarrow as pa
 
+from rsrag import fusion
 from rsrag.config import indexes_root
 from rsrag.encoders.base import Encoder, ImageInput, batched, l2_normalize
 from rsrag.encoders.cache import TextVectorCache
@@ -63,7 +64,6 @@ log = logging.getLogger(__name__)
 MANIFEST, FAISS_FILE, BM25_FILE, RIDS_FILE = "manifest.json", "vectors.faiss", "bm25.npz", "next_rid"
 FORMAT = 1
 MODES = ("dense", "bm25", "hybrid")
-RRF_K = 60  # reciprocal-rank fusion constant (Cormack et al. 2009)
 _HIT_FIELDS = ("id", "label", "path", "captions", "split")
 _EMPTY: Mapping[str, Any] = MappingProxyType({})  # a hit's metadata / parts when it has none (read-only, shared)
 _FLOAT32 = np.dtype(np.float32)
@@ -587,6 +587,27 @@ class Library:
     def columns(self) -> list[str]:
         return self.store.columns()
 
+    @property
+    def version(self) -> int:
+        """The record table's version: changes with every committed write (a key for caches)."""
+        self._maybe_refresh()
+        return self.store.version
+
+    def rows(self, columns: Sequence[str] | None = None, *, filters: Filters = None, where: str | None = None,
+             bbox: Sequence[float] | None = None) -> pa.Table:
+        """Records (without their vectors unless asked for) matching the filters, as an Arrow table
+        sorted by insertion; `columns` defaults to every column but the vector."""
+        self._maybe_refresh()
+        cols = list(columns) if columns is not None else self.store.columns()
+        table = self.store.scan(cols, self._where(filters, where, bbox))
+        return table.select([c for c in cols if c in table.column_names])
+
+    def count(self, *, filters: Filters = None, where: str | None = None, bbox: Sequence[float] | None = None) -> int:
+        """How many records match the filters (all records without any)."""
+        self._maybe_refresh()
+        allowed = self._allowed(filters, where, bbox)
+        return len(self._rids) if allowed is None else len(allowed)
+
     def get(self, ids: Sequence[str]) -> list[Hit]:
         """Records by id (those that exist), as hits with score 0."""
         found = self.store.id_rids([str(i) for i in ids])
@@ -642,11 +663,15 @@ class Library:
                 hits.append(hit)
         return hits
 
-    def _allowed(self, filters: Filters, where: str | None, bbox: Sequence[float] | None) -> np.ndarray | None:
-        """Sorted rids passing the filters, or None when there are no filters."""
+    def _where(self, filters: Filters, where: str | None, bbox: Sequence[float] | None) -> str | None:
+        """The filters as one SQL predicate checked against the schema (None: no filter)."""
         if not filters and not where and bbox is None:
             return None
-        sql = build_where(self.store.schema(), filters, where, bbox)
+        return build_where(self.store.schema(), filters, where, bbox)
+
+    def _allowed(self, filters: Filters, where: str | None, bbox: Sequence[float] | None) -> np.ndarray | None:
+        """Sorted rids passing the filters, or None when there are no filters."""
+        sql = self._where(filters, where, bbox)
         if sql is None:
             return None
         if sql not in self._filter_cache:
@@ -693,8 +718,12 @@ class Library:
 
     def search_text(self, query: str, k: int = 10, *, mode: str = "hybrid", filters: Filters = None,
                     where: str | None = None, bbox: Sequence[float] | None = None,
-                    weights: tuple[float, float] = (1.0, 1.0), depth: int | None = None) -> list[Hit]:
+                    weights: tuple[float, float] = (1.0, 1.0), depth: int | None = None,
+                    vector: np.ndarray | None = None) -> list[Hit]:
         """Search by text.
+
+        `vector`: the query's text embedding when the caller has it already (a server that batches
+        query encoding across requests); otherwise the index's encoder embeds `query`.
 
         - `dense`: the query's text embedding against the image vectors (cross-modal).
         - `bm25`: keywords against each record's label + captions; only records that match.
@@ -709,19 +738,20 @@ class Library:
         if mode == "bm25":
             rids, scores = self._bm25.search(query, k, allowed)
             return self._hydrate(rids.tolist(), scores.tolist())
-        vector = self.encoder.encode_texts([query])[0]
+        if vector is None:
+            vector = self.encoder.encode_texts([query])[0]
         if mode == "dense":
             return self._hydrate(*self._dense(vector, k, allowed))
         depth = depth or max(50, 5 * k)
         bm25_rids, bm25_scores = self._bm25.search(query, depth, allowed)
-        lists = {"dense": self._dense(vector, depth, allowed), "bm25": (bm25_rids.tolist(), bm25_scores.tolist())}
-        fused: dict[int, float] = {}
+        lists = {"dense": list(zip(*self._dense(vector, depth, allowed))),
+                 "bm25": list(zip(bm25_rids.tolist(), bm25_scores.tolist()))}
+        fused = fusion.rrf(lists, weights=dict(zip(lists, weights)))
         parts: dict[int, dict] = {}
-        for (name, (rids, scores)), w in zip(lists.items(), weights):
-            for rank, (rid, s) in enumerate(zip(rids, scores), start=1):
-                fused[rid] = fused.get(rid, 0.0) + w / (RRF_K + rank)
+        for name, ranked_list in lists.items():
+            for rid, s in ranked_list:
                 parts.setdefault(rid, {})[name] = s
-        order = sorted(fused, key=lambda r: (-fused[r], r))[:k]
+        order = fusion.ranked(fused, k)
         return self._hydrate(order, [fused[r] for r in order], [parts[r] for r in order])
 
     def search_image(self, image: ImageInput, k: int = 10, *, filters: Filters = None, where: str | None = None,
