@@ -7,8 +7,10 @@ from rsrag.index.errors import (
                                 FilterError,
                                 IndexBusyError,
                                 IndexExistsError,
+                                IndexNameError,
                                 IndexNotFoundError,
                                 LibraryError,
+                                RecordError,
                                 SourceError,
 )
 from rsrag.index.library import AddReport, Hit, Library
@@ -16,5 +18,5 @@ from rsrag.index.library import AddReport, Hit, Library
 __all__ = [
     "Library", "Hit", "AddReport", "IndexSpec", "FLAT_MAX", "build_index", "resolve_source",
     "LibraryError", "IndexNotFoundError", "IndexExistsError", "IndexBusyError", "EncoderMismatchError",
-    "FilterError", "SourceError",
+    "FilterError", "SourceError", "RecordError", "IndexNameError",
 ]

@@ -29,3 +29,13 @@ class FilterError(LibraryError, ValueError):
 
 class SourceError(LibraryError, ValueError):
     """A build SOURCE is neither a folder, a captions file nor a known dataset."""
+
+
+class RecordError(LibraryError, ValueError):
+    """A record cannot be stored as given: a metadata value that does not fit its column's type
+    (a float for an int column, an integer outside int64, text for a geo coordinate). Raised
+    before anything is written."""
+
+
+class IndexNameError(LibraryError, ValueError):
+    """An index name that is not a plain folder name (path separators, '..', too long, odd characters)."""
