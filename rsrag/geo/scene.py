@@ -1,0 +1,433 @@
+"""Scenes: georeferenced rasters read window by window, never whole.
+
+A `Scene` is one GeoTIFF / Cloud-Optimized GeoTIFF / JPEG 2000 file, or a STAC Item whose band assets
+are local single- or multi-band files (possibly at different resolutions, like Sentinel-2's 10, 20 and
+60 m bands). It knows its grid (width, height, CRS, affine transform: the finest band's), its bands
+(see bands.py), its sensor and acquisition time where they can be told, and its nodata value.
+
+`SceneReader` reads RGB chips: three bands (the band rule), a window of the reference grid, decimated
+by GDAL to the chip size (`out_shape`: overviews are used when the file has them), stretched to 8 bits
+with ONE stretch per scene (see `scene_stretch`), so neighbouring chips look alike.
+
+Acquisition time, in order: the `datetime` option; the STAC item's `datetime` / `start_datetime`;
+the file's acquisition tags (`ACQUISITIONDATETIME`, `DATE_ACQUIRED`, `SENSING_TIME`, ...; never
+`TIFFTAG_DATETIME`, which is when the file was written); a date in the file name (`20200831`,
+`2020-08-31`, or a name that is just a year, `1985.tif`). Stored as ISO-8601 UTC strings, which sort
+and compare as times.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from rsrag.geo.bands import Band, BandRuleError, canonical_sensor, described_bands, resolve_rule, sensor_bands
+
+RASTER_SUFFIXES = (".tif", ".tiff", ".jp2", ".vrt", ".img")
+STRETCH_PERCENTILES = (2.0, 98.0)
+STRETCH_SAMPLE_SIDE = 1024  # the whole-scene read that the stretch is estimated on, long side in pixels
+_TIME_TAGS = ("ACQUISITIONDATETIME", "ACQUISITION_DATETIME", "DATE_ACQUIRED", "SENSING_TIME", "DATATAKE_1_DATATAKE_SENSING_START",
+              "PRODUCT_START_TIME", "DATETIME_ACQUIRED", "datetime", "acquisition_date")
+_NAME_SENSORS = (
+    (re.compile(r"^m_\d{7}_[a-z]{2}_\d{2}_\d", re.I), "naip"),
+    (re.compile(r"(^|_)S2[ABC]_|(^|_)T\d{2}[A-Z]{3}_", re.I), "sentinel-2"),
+    (re.compile(r"^L[COTE]08_", re.I), "landsat-8"),
+    (re.compile(r"^L[COTE]09_", re.I), "landsat-9"),
+)
+
+
+class SceneError(ValueError):
+    """A scene that cannot be opened or read as asked; the message names the file."""
+
+
+def parse_time(value: Any, where: str = "") -> str:
+    """A time (datetime, 'YYYY', 'YYYY-MM-DD', 'YYYYMMDD', ISO-8601 with or without zone) -> ISO UTC string."""
+    if isinstance(value, datetime):
+        moment = value
+    else:
+        text = str(value).strip()
+        try:
+            if re.fullmatch(r"\d{4}", text):
+                moment = datetime(int(text), 1, 1)
+            elif re.fullmatch(r"\d{8}", text):
+                moment = datetime.strptime(text, "%Y%m%d")
+            else:
+                moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("/", "-").replace(":", ":"))
+        except ValueError:
+            try:  # GDAL/TIFF style 'YYYY:MM:DD HH:MM:SS'
+                moment = datetime.strptime(text, "%Y:%m:%d %H:%M:%S")
+            except ValueError:
+                raise SceneError(f"{where}cannot read the time {text!r}; give it as YYYY, YYYY-MM-DD or ISO-8601") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def time_from_name(name: str) -> str | None:
+    """A date found in a file name: YYYYMMDD or YYYY-MM-DD (years 1950-2099), or a name that is a year."""
+    stem = Path(name).stem
+    if re.fullmatch(r"(19[5-9]\d|20\d\d)", stem):
+        return parse_time(stem)
+    for pattern in (r"(?<!\d)((?:19[5-9]\d|20\d\d)(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01]))(?!\d)",
+                    r"(?<!\d)((?:19[5-9]\d|20\d\d)-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01]))(?!\d)"):
+        match = re.search(pattern, stem)
+        if match:
+            return parse_time(match[1])
+    return None
+
+
+@dataclass(frozen=True)
+class BandSource:
+    """Where one scene band lives: a file and the 1-based band index inside it."""
+
+    path: str
+    index: int
+
+
+@dataclass
+class Scene:
+    """A georeferenced raster (one file or a STAC item's assets) described without reading pixels."""
+
+    id: str
+    source: Path  # the file or the STAC item JSON the user gave
+    width: int
+    height: int
+    crs: Any  # rasterio CRS, or None for a scene without one (pixel coordinates)
+    transform: Any  # affine.Affine of the reference grid
+    bands: list[Band]
+    sources: dict[int, BandSource]  # band index -> where it is stored
+    dtype: str
+    nodata: float | None = None
+    datetime: str | None = None
+    sensor: str | None = None
+    notes: list[str] = field(default_factory=list)  # e.g. "no CRS: indexed in pixel coordinates"
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        """(left, bottom, right, top) in the scene's CRS (pixels when it has none)."""
+        from rasterio.transform import array_bounds
+
+        left, bottom, right, top = array_bounds(self.height, self.width, self.transform)
+        return left, bottom, right, top
+
+    @property
+    def gsd(self) -> float | None:
+        """Ground sample distance in metres (pixel width; for a geographic CRS at the scene's centre)."""
+        if self.crs is None:
+            return None
+        size = abs(self.transform.a)
+        if self.crs.is_geographic:
+            lat = (self.bounds[1] + self.bounds[3]) / 2
+            return size * 111_320.0 * max(math.cos(math.radians(lat)), 1e-6)
+        return size * (self.crs.linear_units_factor[1] if self.crs.linear_units_factor else 1.0)
+
+    def pick(self, rule: str | Sequence[str | int] | None) -> list[Band]:
+        """The three bands a band rule takes from this scene (errors name the file)."""
+        return resolve_rule(rule, self.bands, str(self.source))
+
+
+def open_scene(path: str | Path, *, sensor: str | None = None, datetime: Any = None,
+               scene_id: str | None = None) -> Scene:
+    """Describe a scene file (GeoTIFF, COG, JP2, ...) or a STAC Item JSON (see module doc)."""
+    path = Path(path)
+    if not path.is_file():
+        raise SceneError(f"{path}: no such file")
+    if path.suffix.lower() == ".json":
+        return _open_stac_item(path, sensor=sensor, when=datetime, scene_id=scene_id)
+    return _open_raster(path, sensor=sensor, when=datetime, scene_id=scene_id)
+
+
+def _rasterio_open(path: str | Path):
+    import rasterio
+    from rasterio.errors import RasterioIOError
+
+    try:
+        return rasterio.open(str(path))
+    except RasterioIOError as exc:
+        raise SceneError(f"{path}: not a readable raster ({exc})") from None
+
+
+def _detect_sensor(name: str, tags: dict) -> str | None:
+    for key in ("SPACECRAFT_ID", "SPACECRAFT_NAME", "SATELLITE", "PLATFORM", "platform", "constellation"):
+        if key in tags:
+            try:
+                return canonical_sensor(str(tags[key]))
+            except BandRuleError:
+                pass
+    for pattern, sensor in _NAME_SENSORS:
+        if pattern.search(name):
+            return sensor
+    return None
+
+
+def _open_raster(path: Path, *, sensor: str | None, when: Any, scene_id: str | None) -> Scene:
+    with _rasterio_open(path) as ds:
+        tags = ds.tags()
+        notes = []
+        if ds.count < 1:
+            raise SceneError(f"{path}: a raster without bands")
+        chosen = canonical_sensor(sensor) if sensor else _detect_sensor(path.name, tags)
+        colours = [c.name if c.name in ("red", "green", "blue") else None for c in ds.colorinterp]
+        if any(ds.descriptions):
+            bands = described_bands(ds.descriptions, colours)
+        else:
+            bands = sensor_bands(chosen, ds.count)
+            if not any(b.name for b in bands):
+                bands = described_bands([None] * ds.count, colours)
+                if chosen and sensor:
+                    raise SceneError(f"{path}: {ds.count} bands do not match the {chosen} band layout "
+                                     f"({len(sensor_bands(chosen, 0)) or 'unknown'} expected); name the bands instead")
+        crs, transform = ds.crs, ds.transform
+        if crs is None:
+            notes.append("no CRS: indexed in pixel coordinates, without footprints")
+            if transform.is_identity or not ds.transform:
+                from rasterio.transform import Affine
+
+                transform = Affine(1.0, 0.0, 0.0, 0.0, -1.0, float(ds.height))  # y up, like a map
+        found_time = next((tags[k] for k in _TIME_TAGS if k in tags), None)
+        try:
+            stamp = parse_time(when, f"{path}: ") if when is not None else (
+                parse_time(found_time, f"{path}: ") if found_time else time_from_name(path.name))
+        except SceneError:
+            if when is not None:
+                raise
+            stamp = time_from_name(path.name)
+        return Scene(
+            id=scene_id or path.stem, source=path, width=ds.width, height=ds.height, crs=crs, transform=transform,
+            bands=bands, sources={b.index: BandSource(str(path), b.index) for b in bands}, dtype=ds.dtypes[0],
+            nodata=ds.nodata, datetime=stamp, sensor=chosen, notes=notes)
+
+
+def _open_stac_item(path: Path, *, sensor: str | None, when: Any, scene_id: str | None) -> Scene:
+    import pystac
+
+    try:
+        item = pystac.Item.from_file(str(path))
+    except Exception as exc:  # pystac raises several types for a file that is not an item
+        raise SceneError(f"{path}: not a STAC Item ({type(exc).__name__}: {exc})") from None
+    props = item.properties
+    chosen = canonical_sensor(sensor) if sensor else _detect_sensor(
+        item.id, {k: v for k, v in props.items() if k in ("platform", "constellation")})
+    bands: list[Band] = []
+    sources: dict[int, BandSource] = {}
+    grids = []
+    for key, asset in item.assets.items():
+        roles = asset.roles or []
+        media = asset.media_type or ""
+        if "thumbnail" in roles or "overview" in roles or not ("image/tiff" in media or "image/jp2" in media
+                                                                or "geotiff" in media or not media):
+            continue
+        href = asset.get_absolute_href() or asset.href
+        if re.match(r"^[a-z][a-z0-9+.-]*://", href) and not href.startswith("file://"):
+            raise SceneError(f"{path}: asset {key!r} is remote ({href}); only local assets can be read here")
+        local = Path(href.removeprefix("file://"))
+        if not local.is_file():
+            raise SceneError(f"{path}: asset {key!r} points at {local}, which does not exist")
+        if local.suffix.lower() not in RASTER_SUFFIXES:
+            continue
+        eo = asset.extra_fields.get("eo:bands") or asset.extra_fields.get("bands") or []
+        with _rasterio_open(local) as ds:
+            grids.append((abs(ds.transform.a), ds.width, ds.height, ds.crs, ds.transform, ds.dtypes[0], ds.nodata))
+            for i in range(1, ds.count + 1):
+                info = eo[i - 1] if i - 1 < len(eo) else {}
+                name = info.get("name") or (key if ds.count == 1 else f"{key}_{i}")
+                common = info.get("common_name") or (key.lower() if key.lower() in
+                                                     ("red", "green", "blue", "nir", "swir16", "swir22") else None)
+                index = len(bands) + 1
+                bands.append(Band(index, name, common))
+                sources[index] = BandSource(str(local), i)
+    if not bands:
+        raise SceneError(f"{path}: the STAC item has no local raster assets")
+    _, width, height, crs, transform, dtype, nodata = min(grids, key=lambda g: g[0])  # the finest band's grid
+    if any(g[3] != crs for g in grids):
+        raise SceneError(f"{path}: assets in different CRSs cannot be read as one scene")
+    stamp_source = when if when is not None else (item.datetime or props.get("start_datetime"))
+    stamp = parse_time(stamp_source, f"{path}: ") if stamp_source is not None else None
+    notes = [] if crs is not None else ["no CRS: indexed in pixel coordinates, without footprints"]
+    return Scene(id=scene_id or item.id, source=path, width=width, height=height, crs=crs, transform=transform,
+                 bands=bands, sources=sources, dtype=dtype, nodata=nodata, datetime=stamp, sensor=chosen, notes=notes)
+
+
+def find_scenes(source: str | Path) -> list[Path]:
+    """The scene files of a path: itself, or the rasters and STAC item JSONs under a folder (sorted)."""
+    source = Path(source)
+    if source.is_file():
+        return [source]
+    if not source.is_dir():
+        raise SceneError(f"{source}: no such file or folder")
+    found = []
+    for p in sorted(source.rglob("*")):
+        if p.suffix.lower() in RASTER_SUFFIXES and p.is_file():
+            found.append(p)
+        elif p.suffix.lower() == ".json" and p.is_file() and _looks_like_item(p):
+            found.append(p)
+    # a raster that a STAC item of the folder already references is that item's asset, not a scene
+    assets = set()
+    for p in found:
+        if p.suffix.lower() == ".json":
+            assets |= _item_assets(p)
+    return [p for p in found if p.resolve() not in assets]
+
+
+def _looks_like_item(path: Path) -> bool:
+    import json
+
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and data.get("type") == "Feature" and "assets" in data
+
+
+def _item_assets(path: Path) -> set[Path]:
+    import json
+
+    data = json.loads(path.read_text())
+    out = set()
+    for asset in (data.get("assets") or {}).values():
+        href = str(asset.get("href", ""))
+        if href and "://" not in href:
+            out.add((path.parent / href).resolve())
+    return out
+
+
+@dataclass(frozen=True)
+class Stretch:
+    """Per-band linear stretch to 8 bits: value lo -> 0, hi -> 255 (None: the data is 8-bit already)."""
+
+    lows: tuple[float, ...] | None = None
+    highs: tuple[float, ...] | None = None
+
+    def to_text(self) -> str:
+        if self.lows is None or self.highs is None:
+            return ""
+        return ";".join(f"{lo:.6g},{hi:.6g}" for lo, hi in zip(self.lows, self.highs))
+
+    @classmethod
+    def from_text(cls, text: str | None) -> "Stretch":
+        if not text:
+            return cls()
+        pairs = [tuple(float(v) for v in part.split(",")) for part in text.split(";")]
+        return cls(tuple(p[0] for p in pairs), tuple(p[1] for p in pairs))
+
+    def apply(self, stack: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        """(3, h, w) raw values -> (h, w, 3) uint8; invalid pixels are 0."""
+        if self.lows is None or self.highs is None:
+            out = np.clip(stack, 0, 255).astype(np.uint8)
+        else:
+            out = np.empty(stack.shape, np.uint8)
+            for c in range(stack.shape[0]):
+                lo, hi = self.lows[c], self.highs[c]
+                scale = 255.0 / (hi - lo) if hi > lo else 0.0
+                band = np.nan_to_num((stack[c].astype(np.float32) - lo) * scale, nan=0.0, posinf=255.0, neginf=0.0)
+                out[c] = np.clip(band, 0, 255).astype(np.uint8)
+        out[:, ~valid] = 0
+        return np.ascontiguousarray(out.transpose(1, 2, 0))
+
+
+class SceneReader:
+    """Reads RGB chips of one scene through open dataset handles (one reader per thread)."""
+
+    def __init__(self, scene: Scene, bands: Sequence[Band], stretch: Stretch | None = None) -> None:
+        self.scene = scene
+        self.bands = list(bands)
+        self._datasets: dict[str, Any] = {}
+        self.stretch = stretch if stretch is not None else scene_stretch(scene, bands, reader=self)
+
+    def __enter__(self) -> "SceneReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for ds in self._datasets.values():
+            ds.close()
+        self._datasets.clear()
+
+    def _dataset(self, path: str):
+        if path not in self._datasets:
+            self._datasets[path] = _rasterio_open(path)
+        return self._datasets[path]
+
+    def read_raw(self, window: tuple[int, int, int, int], out_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """The three bands over `window` (col_off, row_off, width, height of the reference grid), decimated
+        to `out_size` (width, height): ((3, h, w) float32 values, (h, w) bool valid mask)."""
+        from rasterio.enums import Resampling
+        from rasterio.errors import RasterioIOError
+        from rasterio.windows import Window, from_bounds
+        from rasterio.windows import transform as window_transform
+
+        col, row, width, height = window
+        out_w, out_h = out_size
+        ref = Window(col, row, width, height)
+        stack = np.empty((3, out_h, out_w), np.float32)
+        invalid = np.ones((out_h, out_w), bool)  # a pixel is nodata when every band says so
+        shrink = width > out_w or height > out_h
+        cache: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}
+        for c, band in enumerate(self.bands):
+            src = self.scene.sources[band.index]
+            key = (src.path, src.index)
+            if key not in cache:
+                ds = self._dataset(src.path)
+                if ds.transform == self.scene.transform and ds.width == self.scene.width:
+                    win = ref
+                else:  # a band on a coarser grid (e.g. Sentinel-2 20 m): the same ground window
+                    left, top = window_transform(ref, self.scene.transform) @ (0, 0)
+                    right, bottom = window_transform(ref, self.scene.transform) @ (width, height)
+                    win = from_bounds(left, bottom, right, top, transform=ds.transform)
+                try:
+                    data = ds.read(src.index, window=win, out_shape=(out_h, out_w), boundless=True,
+                                   fill_value=ds.nodata if ds.nodata is not None else 0,
+                                   resampling=Resampling.average if shrink else Resampling.bilinear,
+                                   masked=True)
+                except (RasterioIOError, ValueError) as exc:
+                    raise SceneError(f"{self.scene.source}: cannot read window {window} of band "
+                                     f"{band.name or band.index} ({exc})") from None
+                values = np.ma.getdata(data).astype(np.float32, copy=False)
+                mask = np.ma.getmaskarray(data) | ~np.isfinite(values)
+                cache[key] = values, mask
+            values, mask = cache[key]
+            stack[c] = values
+            invalid &= mask
+        return stack, ~invalid
+
+    def read(self, window: tuple[int, int, int, int], out_size: tuple[int, int]) -> tuple[np.ndarray, float]:
+        """An RGB chip: ((h, w, 3) uint8, the fraction of its pixels that hold data)."""
+        stack, valid = self.read_raw(window, out_size)
+        return self.stretch.apply(stack, valid), float(valid.mean()) if valid.size else 0.0
+
+
+def scene_stretch(scene: Scene, bands: Sequence[Band], reader: SceneReader | None = None) -> Stretch:
+    """One stretch for the whole scene: per band, the 2nd..98th percentile of its valid values over a
+    decimated read of the whole scene (at most STRETCH_SAMPLE_SIDE pixels on the long side). 8-bit
+    scenes are used as they are, like every other 8-bit image rsrag reads."""
+    if np.dtype(scene.dtype) == np.uint8:
+        return Stretch()
+    side = max(scene.width, scene.height)
+    factor = max(1.0, side / STRETCH_SAMPLE_SIDE)
+    out = (max(1, round(scene.width / factor)), max(1, round(scene.height / factor)))
+    own = reader is None
+    reader = reader or SceneReader(scene, bands, stretch=Stretch())
+    try:
+        stack, valid = reader.read_raw((0, 0, scene.width, scene.height), out)
+    finally:
+        if own:
+            reader.close()
+    lows, highs = [], []
+    for c in range(3):
+        values = stack[c][valid]
+        if not values.size:
+            lows.append(0.0), highs.append(1.0)
+            continue
+        lo, hi = np.percentile(values, STRETCH_PERCENTILES)
+        if hi <= lo:
+            lo, hi = float(values.min()), float(values.max())
+        lows.append(float(lo)), highs.append(float(hi))
+    return Stretch(tuple(lows), tuple(highs))

@@ -1,0 +1,265 @@
+"""Scenes, band rules, tiling, footprints and scene indexing, on small GeoTIFFs the tests write."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from rasterio.transform import from_origin
+from rasterio.warp import transform as warp_transform
+from shapely import wkt
+
+from index_helpers import HashEncoder
+from rsrag.geo import (
+    BandRuleError, ChipSource, SceneError, Stretch, Tiling, chip_windows, count_chips, footprint, index_scenes,
+    open_scene, parse_time,
+)
+from rsrag.geo.scene import SceneReader, find_scenes, time_from_name
+from rsrag.index import Library
+
+
+def write_tif(path: Path, data: np.ndarray, *, crs: str | None = "EPSG:32633", origin=(500_000.0, 4_600_000.0),
+              res: float = 10.0, nodata=None, descriptions=None, tags=None, tiled: bool = False) -> Path:
+    count, height, width = data.shape
+    profile = dict(driver="GTiff", width=width, height=height, count=count, dtype=data.dtype.name,
+                   transform=from_origin(origin[0], origin[1], res, res), nodata=nodata)
+    if crs:
+        profile["crs"] = crs
+    if tiled:
+        profile.update(tiled=True, blockxsize=64, blockysize=64, compress="deflate")
+    with rasterio.open(path, "w", **profile) as ds:
+        ds.write(data)
+        if descriptions:
+            ds.descriptions = tuple(descriptions)
+        if tags:
+            ds.update_tags(**tags)
+    return path
+
+
+def gradient(count: int, height: int, width: int, dtype=np.uint16, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    base = np.linspace(100, 4000, width, dtype=np.float32)[None, None, :] + rng.normal(0, 50, (count, height, width))
+    return np.clip(base * (1 + np.arange(count))[:, None, None] / count, 0, 60000).astype(dtype)
+
+
+# ---- scenes ----------------------------------------------------------------------------------------
+def test_scene_reads_grid_crs_time_and_sensor_bands(tmp_path):
+    path = write_tif(tmp_path / "m_4709963_se_14_1_20200831.tif", gradient(4, 100, 120, np.uint8))
+    scene = open_scene(path)
+    assert (scene.width, scene.height) == (120, 100)
+    assert scene.crs.to_epsg() == 32633 and scene.gsd == pytest.approx(10.0)
+    assert scene.bounds == pytest.approx((500_000.0, 4_599_000.0, 501_200.0, 4_600_000.0))
+    assert scene.sensor == "naip" and scene.datetime == "2020-08-31T00:00:00Z"
+    assert [b.common for b in scene.pick(None)] == ["red", "green", "blue"]
+    assert [b.name for b in scene.pick("false-colour")] == ["N", "R", "G"]
+
+
+def test_sentinel2_stack_band_names_and_composites(tmp_path):
+    path = write_tif(tmp_path / "stack.tif", gradient(13, 40, 40))
+    scene = open_scene(path, sensor="S2", datetime="2021-06-01T10:30:00+02:00")
+    assert scene.datetime == "2021-06-01T08:30:00Z"
+    assert [b.index for b in scene.pick(None)] == [4, 3, 2]  # B04, B03, B02
+    assert [b.index for b in scene.pick("B8,B4,B3")] == [8, 4, 3]
+    assert [b.index for b in scene.pick("swir")] == [13, 8, 4]
+    assert [b.index for b in scene.pick("5,1,2")] == [5, 1, 2]
+    with pytest.raises(BandRuleError, match="stack.tif.*B99"):
+        scene.pick("B99,B4,B3")
+
+
+def test_unknown_layout_needs_named_bands(tmp_path):
+    path = write_tif(tmp_path / "two.tif", gradient(2, 20, 20))
+    with pytest.raises(BandRuleError, match="two.tif.*2-band"):
+        open_scene(path).pick(None)
+    one = open_scene(write_tif(tmp_path / "one.tif", gradient(1, 20, 20)))
+    assert [b.index for b in one.pick(None)] == [1, 1, 1]
+    with pytest.raises(SceneError, match="do not match the sentinel-2"):
+        open_scene(write_tif(tmp_path / "five.tif", gradient(5, 20, 20)), sensor="sentinel-2")
+
+
+def test_times_from_tags_names_and_options(tmp_path):
+    tagged = write_tif(tmp_path / "a.tif", gradient(3, 8, 8), tags={"ACQUISITIONDATETIME": "2019-05-04T11:00:00Z",
+                                                                     "TIFFTAG_DATETIME": "2024:01:01 00:00:00"})
+    assert open_scene(tagged).datetime == "2019-05-04T11:00:00Z"
+    assert time_from_name("1985.tif") == "1985-01-01T00:00:00Z"
+    assert time_from_name("scene_2016-07-09_x.tif") == "2016-07-09T00:00:00Z"
+    assert time_from_name("tile_123456789.tif") is None
+    assert parse_time("20200102") == "2020-01-02T00:00:00Z"
+    with pytest.raises(SceneError, match="a.tif.*cannot read the time"):
+        open_scene(tagged, datetime="last tuesday")
+
+
+def test_scene_without_crs_is_in_pixel_coordinates(tmp_path):
+    path = write_tif(tmp_path / "nocrs.tif", gradient(3, 50, 60, np.uint8), crs=None)
+    scene = open_scene(path)
+    assert scene.crs is None and scene.gsd is None
+    assert any("pixel coordinates" in n for n in scene.notes)
+
+
+def test_missing_and_corrupt_files_name_the_file(tmp_path):
+    with pytest.raises(SceneError, match="nothere.tif"):
+        open_scene(tmp_path / "nothere.tif")
+    bad = tmp_path / "bad.tif"
+    bad.write_bytes(b"II*\x00" + b"\x00" * 100)
+    with pytest.raises(SceneError, match="bad.tif"):
+        open_scene(bad)
+
+
+# ---- reading and stretch ---------------------------------------------------------------------------
+def test_one_stretch_per_scene_makes_neighbouring_chips_agree(tmp_path):
+    data = gradient(3, 64, 256, seed=1)
+    scene = open_scene(write_tif(tmp_path / "s.tif", data))
+    with SceneReader(scene, scene.pick(None)) as reader:
+        left, _ = reader.read((0, 0, 128, 64), (128, 64))
+        right, _ = reader.read((128, 0, 128, 64), (128, 64))
+    # a per-chip stretch would make both halves span 0..255; one scene stretch keeps the gradient
+    assert left[..., 0].mean() < right[..., 0].mean() - 40
+    assert abs(int(left[:, -1, 0].mean()) - int(right[:, 0, 0].mean())) < 12  # continuous across the seam
+    stretch = reader.stretch
+    assert Stretch.from_text(stretch.to_text()).lows == pytest.approx(stretch.lows, rel=1e-5)
+
+
+def test_nodata_and_nan_are_masked(tmp_path):
+    data = gradient(3, 64, 64, np.float32)
+    data[:, :, :40] = np.nan
+    scene = open_scene(write_tif(tmp_path / "nan.tif", data))
+    with SceneReader(scene, scene.pick(None)) as reader:
+        image, valid = reader.read((0, 0, 64, 64), (64, 64))
+    assert valid == pytest.approx(24 / 64)
+    assert image[:, :40].max() == 0 and image[:, 40:].max() > 0
+    ints = gradient(3, 64, 64)
+    ints[:, :32] = 0
+    scene = open_scene(write_tif(tmp_path / "nodata.tif", ints, nodata=0))
+    with SceneReader(scene, scene.pick(None)) as reader:
+        assert reader.read((0, 0, 64, 64), (32, 32))[1] == pytest.approx(0.5)
+
+
+def test_decimated_read_matches_block_average(tmp_path):
+    data = gradient(3, 128, 128, np.uint8, seed=3)
+    scene = open_scene(write_tif(tmp_path / "d.tif", data, tiled=True))
+    with SceneReader(scene, scene.pick(None)) as reader:
+        small, _ = reader.read((0, 0, 128, 128), (32, 32))
+    expected = data.reshape(3, 32, 4, 32, 4).astype(np.float32).mean(axis=(2, 4)).transpose(1, 2, 0)
+    assert np.abs(small.astype(np.float32) - expected).max() <= 1.0
+
+
+def test_stac_item_with_assets_at_two_resolutions(tmp_path):
+    red = write_tif(tmp_path / "B04.tif", gradient(1, 80, 80, seed=1), res=10.0)
+    green = write_tif(tmp_path / "B03.tif", gradient(1, 80, 80, seed=2), res=10.0)
+    blue = write_tif(tmp_path / "B02_20m.tif", gradient(1, 40, 40, seed=3), res=20.0)
+    item = {
+        "type": "Feature", "stac_version": "1.0.0", "id": "S2B_T33TUN_20210601", "geometry": None,
+        "properties": {"datetime": "2021-06-01T10:00:00Z", "platform": "sentinel-2b"},
+        "links": [], "stac_extensions": [],
+        "assets": {
+            "B04": {"href": red.name, "type": "image/tiff; application=geotiff", "eo:bands": [{"name": "B04", "common_name": "red"}]},
+            "B03": {"href": green.name, "type": "image/tiff; application=geotiff", "eo:bands": [{"name": "B03", "common_name": "green"}]},
+            "B02": {"href": blue.name, "type": "image/tiff; application=geotiff", "eo:bands": [{"name": "B02", "common_name": "blue"}]},
+        },
+    }
+    path = tmp_path / "item.json"
+    path.write_text(json.dumps(item))
+    scene = open_scene(path)
+    assert scene.id == "S2B_T33TUN_20210601" and scene.sensor == "sentinel-2"
+    assert scene.datetime == "2021-06-01T10:00:00Z" and (scene.width, scene.height) == (80, 80)
+    with SceneReader(scene, scene.pick(None)) as reader:
+        image, valid = reader.read((0, 0, 80, 80), (80, 80))
+    assert image.shape == (80, 80, 3) and valid == 1.0
+    assert find_scenes(tmp_path) == [path]  # its assets are not scenes of their own
+
+
+def test_remote_stac_assets_are_refused(tmp_path):
+    item = {"type": "Feature", "stac_version": "1.0.0", "id": "x", "geometry": None, "links": [],
+            "properties": {"datetime": "2021-06-01T10:00:00Z"},
+            "assets": {"B04": {"href": "https://example.com/B04.tif", "type": "image/tiff"}}}
+    path = tmp_path / "remote.json"
+    path.write_text(json.dumps(item))
+    with pytest.raises(SceneError, match="remote"):
+        open_scene(path)
+
+
+# ---- tiling and footprints -------------------------------------------------------------------------
+def test_tiling_overlap_edges_and_pyramid(tmp_path):
+    scene = open_scene(write_tif(tmp_path / "t.tif", gradient(3, 500, 700, np.uint8)))
+    chips = list(chip_windows(scene, Tiling(size=224, overlap=24)))
+    cols = sorted({c.col for c in chips})
+    assert cols == [0, 200, 400, 476]  # stride 200, the last one moved back inside the scene
+    assert all(c.col + c.width <= 700 and c.row + c.height <= 500 for c in chips)
+    pyramid = list(chip_windows(scene, Tiling(size=224, scales=(1, 2))))
+    assert {c.width for c in pyramid} == {224, 448}
+    assert count_chips(scene, Tiling(size=224, overlap=240, unit="m")) == len(chips)  # 240 m = 24 px at 10 m
+    coarse = list(chip_windows(scene, Tiling(size=100, gsd=40.0)))
+    assert coarse[0].width == 400  # 100 px of 40 m = 400 scene pixels of 10 m
+
+
+def test_footprint_in_utm_is_a_lon_lat_polygon():
+    place = footprint("EPSG:32633", (500_000.0, 4_599_000.0, 501_200.0, 4_600_000.0))
+    lon, lat = warp_transform("EPSG:32633", "EPSG:4326", [500_600.0], [4_599_500.0])
+    assert place.lon == pytest.approx(lon[0]) and place.lat == pytest.approx(lat[0])
+    assert 14.9 < place.bbox[0] < place.bbox[2] < 15.1 and 41.5 < place.bbox[1] < place.bbox[3] < 41.6
+    assert place.geometry.contains(wkt.loads(f"POINT ({place.lon} {place.lat})"))
+
+
+def test_footprint_across_the_antimeridian():
+    xs, ys = warp_transform("EPSG:4326", "EPSG:3832", [179.8, -179.8], [-17.0, -17.2])
+    place = footprint("EPSG:3832", (xs[0], ys[1], xs[1], ys[0]))
+    assert place.crosses_antimeridian
+    assert place.bbox[0] == pytest.approx(179.8, abs=0.01) and place.bbox[2] == pytest.approx(-179.8, abs=0.01)
+    assert place.geometry.geom_type == "MultiPolygon"
+
+
+def test_footprint_around_the_pole():
+    place = footprint("EPSG:3413", (-100_000.0, -100_000.0, 100_000.0, 100_000.0))
+    assert place.bbox[0] == -180.0 and place.bbox[2] == 180.0 and place.bbox[3] == 90.0
+    assert place.bbox[1] > 88.0
+
+
+# ---- indexing --------------------------------------------------------------------------------------
+def test_index_scenes_streams_chips_with_footprints_and_resumes(tmp_path):
+    data = gradient(4, 300, 300, np.uint16)
+    data[:, 200:, 200:] = 0  # one corner of nodata: its chip is skipped
+    scenes = tmp_path / "scenes"
+    scenes.mkdir()
+    write_tif(scenes / "area_20200105.tif", data, nodata=0)
+    write_tif(scenes / "area_20210105.tif", data, nodata=0)
+    write_tif(scenes / "nocrs.tif", gradient(3, 100, 100, np.uint8), crs=None)
+    (scenes / "broken.tif").write_bytes(b"II*\x00garbage")
+    lib = Library.create(tmp_path / "idx", "geo", encoder=HashEncoder())
+    tiling = Tiling(size=100, scales=(1, 3))
+    seen = []
+    report = index_scenes(lib, [scenes], tiling=tiling, progress=lambda d, t: seen.append((d, t)))
+    assert report.scenes == 3 and len(report.failed) == 1 and "broken.tif" in report.failed[0][0]
+    # skipped: the nodata corner chip of each dated scene, and the no-CRS scene's 300-px chip, which is
+    # 8/9 padding around its 100-px scene
+    assert report.skipped_nodata == 3
+    assert report.added == 2 * (9 + 1 - 1) + 1  # 3x3 + one 300-px chip per dated scene, minus nodata; 1 no-CRS
+    assert any("pixel coordinates" in n for n in report.notes)
+    assert seen[-1][0] == seen[-1][1]
+    rows = lib.rows(["id", "scene", "window", "footprint", "minx", "maxx", "lon", "lat", "datetime", "crs", "gsd"]).to_pylist()
+    dated = [r for r in rows if r["scene"] == "area_20210105"]
+    assert {r["datetime"] for r in dated} == {"2021-01-05T00:00:00Z"}
+    first = next(r for r in dated if r["window"] == "0,0,100,100")
+    assert first["crs"] == "EPSG:32633" and first["gsd"] == pytest.approx(10.0)
+    assert wkt.loads(first["footprint"]).contains(wkt.loads(f"POINT ({first['lon']} {first['lat']})"))
+    coarse = next(r for r in dated if r["window"] == "0,0,300,300")
+    assert next(r for r in rows if r["id"] == coarse["id"])["gsd"] == pytest.approx(30.0)
+    plain = next(r for r in rows if r["scene"] == "nocrs")
+    assert plain["footprint"] is None and plain["crs"] is None
+    again = index_scenes(lib, [scenes], tiling=tiling)
+    assert again.added == 0 and again.skipped_existing == report.added
+
+
+def test_chip_read_back_equals_what_was_embedded(tmp_path):
+    path = write_tif(tmp_path / "x.tif", gradient(3, 200, 200))
+    lib = Library.create(tmp_path / "idx", "geo", encoder=HashEncoder())
+    index_scenes(lib, [path], tiling=Tiling(size=100))
+    row = lib.rows(["id", "path", "window", "size", "bands", "stretch"], filters={"window": "100,100,100,100"}).to_pylist()[0]
+    image = ChipSource().read(row["path"], row)
+    scene = open_scene(path)
+    with SceneReader(scene, scene.pick(None)) as reader:
+        expected, _ = reader.read((100, 100, 100, 100), (100, 100))
+    assert np.array_equal(image, expected)
+    hit = lib.search_vector(HashEncoder().encode_images([image])[0], k=1)[0]
+    assert hit.id == row["id"]
