@@ -263,3 +263,65 @@ def test_chip_read_back_equals_what_was_embedded(tmp_path):
     assert np.array_equal(image, expected)
     hit = lib.search_vector(HashEncoder().encode_images([image])[0], k=1)[0]
     assert hit.id == row["id"]
+
+
+# ---- place and time filters ------------------------------------------------------------------------
+def _rows(places: dict[str, tuple]) -> dict[str, list]:
+    """Rows for Place.keep: name -> footprint bbox (a polygon) or ('point', lon, lat)."""
+    out = {"id": [], "footprint": [], "lon": [], "lat": []}
+    for name, spec in places.items():
+        out["id"].append(name)
+        if spec[0] == "point":
+            out["footprint"].append(None), out["lon"].append(spec[1]), out["lat"].append(spec[2])
+        else:
+            from rsrag.geo.footprint import bbox_polygon
+
+            out["footprint"].append(bbox_polygon(spec).wkt), out["lon"].append(None), out["lat"].append(None)
+    return out
+
+
+def test_place_near_measures_metres_on_the_ground():
+    from rsrag.geo.filters import Place
+
+    # at 60N a degree of longitude is ~55.8 km: a box 40 km east of the point is inside 50 km, not 30 km
+    east = 10.0 + 40_000 / (111_320 * 0.5)
+    rows = _rows({"east": (east, 59.99, east + 0.01, 60.01), "pt": ("point", 10.0, 60.2), "far": (12.0, 60.0, 12.1, 60.1)})
+    keep = Place.of(near="10,60,50000").keep(rows)
+    assert [n for n, k in zip(rows["id"], keep) if k] == ["east", "pt"]  # pt is 22 km north
+    assert not Place.of(near=(10, 60, 30000)).keep(rows)[0]
+
+
+def test_place_within_polygon_and_antimeridian_bbox():
+    from rsrag.geo.filters import Place, PlaceError
+
+    tri = {"type": "Polygon", "coordinates": [[[0, 0], [10, 0], [0, 10], [0, 0]]]}
+    rows = _rows({"inside": (1, 1, 2, 2), "corner": (6, 6, 7, 7), "cross": (179.5, 0, -179.5, 1)})
+    assert list(Place.of(within=tri).keep(rows)) == [True, False, False]
+    across = Place.of(bbox="179,-1,-179,2")
+    assert list(across.keep(rows)) == [False, False, True]
+    with pytest.raises(PlaceError):
+        Place.of(bbox="1,2,3")
+    with pytest.raises(PlaceError):
+        Place.of(within={"type": "Polygon", "coordinates": [[[0, 0], [500, 0], [0, 10], [0, 0]]]})
+    with pytest.raises(PlaceError):
+        Place.of(after="2020-01-01", before="2019-01-01")
+
+
+def test_place_prefilter_sql_runs_in_lancedb(tmp_path):
+    """The SQL prefilter against a real index: bbox overlap (also for a stored footprint across 180), time."""
+    from rsrag.geo.filters import Place
+
+    path = write_tif(tmp_path / "s_20200601.tif", gradient(3, 200, 200))
+    lib = Library.create(tmp_path / "idx", "geo", encoder=HashEncoder())
+    index_scenes(lib, [path], tiling=Tiling(size=100))
+    rows = lib.rows(["id", "lon", "lat"]).to_pylist()
+    lon, lat = rows[0]["lon"], rows[0]["lat"]
+    cols = lib.columns()
+    near = Place.of(near=(lon, lat, 10.0))
+    hits = lib.rows(["id", "footprint", "lon", "lat"], where=near.sql(cols))
+    exact = near.keep({c: hits.column(c).to_pylist() for c in ("footprint", "lon", "lat")})
+    assert rows[0]["id"] in [i for i, k in zip(hits.column("id").to_pylist(), exact) if k]
+    assert len(hits) < len(rows)  # the prefilter already narrows
+    assert lib.count(where=Place.of(after="2020-06-01", before="2020-06-01").sql(cols)) == len(rows)
+    assert lib.count(where=Place.of(after="2021-01-01").sql(cols)) == 0
+    assert lib.count(where=Place.of(bbox=(lon + 1, lat - 1, lon - 1, lat + 1)).sql(cols)) == 0  # the box around the back

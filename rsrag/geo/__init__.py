@@ -2,8 +2,9 @@
 
 Owns: reading scenes (GeoTIFF / COG / JP2 files and STAC items with local assets) window by window,
 band rules per sensor, one stretch per scene, tiling with overlap and a scale pyramid, WGS84
-footprints, chip records, and streaming scenes into a `Library`. May import: config, data, imageio,
-encoders, index (it writes chips through the Library's public API), never rag, service or cli.
+footprints, place-and-time filters, chip records, and streaming scenes into a `Library` (through the
+Library's public API, handed in by the caller). May import: config, fileio, data, imageio, encoders; the
+index imports geo (for its place filters), so geo never imports index, nor rag, service or cli.
 """
 
 from rsrag.geo.bands import COMPOSITES, SENSORS, BandRuleError
