@@ -325,3 +325,29 @@ def test_place_prefilter_sql_runs_in_lancedb(tmp_path):
     assert lib.count(where=Place.of(after="2020-06-01", before="2020-06-01").sql(cols)) == len(rows)
     assert lib.count(where=Place.of(after="2021-01-01").sql(cols)) == 0
     assert lib.count(where=Place.of(bbox=(lon + 1, lat - 1, lon - 1, lat + 1)).sql(cols)) == 0  # the box around the back
+
+
+def test_results_export_as_geojson_and_geoparquet(tmp_path):
+    import pyarrow.parquet as pq
+
+    from rsrag.geo.export import to_feature_collection, write_geoparquet
+
+    path = write_tif(tmp_path / "e.tif", gradient(3, 200, 200))
+    lib = Library.create(tmp_path / "idx", "geo", encoder=HashEncoder())
+    index_scenes(lib, [path], tiling=Tiling(size=100))
+    hits = lib.search_vector(HashEncoder().encode_texts(["red"])[0], k=3)
+    fc = to_feature_collection(hits)
+    assert fc["type"] == "FeatureCollection" and len(fc["features"]) == 3
+    feature = fc["features"][0]
+    assert feature["geometry"]["type"] == "Polygon" and feature["properties"]["id"] == hits[0].id
+    assert "path" not in feature["properties"] and feature["properties"]["score"] == pytest.approx(hits[0].score)
+    json.dumps(fc)  # serialisable as is
+    out = write_geoparquet(hits, tmp_path / "hits.parquet")
+    table = pq.read_table(out)
+    meta = json.loads(table.schema.metadata[b"geo"])
+    assert meta["primary_column"] == "geometry" and meta["columns"]["geometry"]["encoding"] == "WKB"
+    import shapely
+
+    first = shapely.from_wkb(table.column("geometry")[0].as_py())
+    assert first.equals_exact(shapely.from_wkt(hits[0].metadata["footprint"]), 1e-9)
+    assert table.column("id").to_pylist() == [h.id for h in hits]
