@@ -351,3 +351,41 @@ def test_results_export_as_geojson_and_geoparquet(tmp_path):
     first = shapely.from_wkb(table.column("geometry")[0].as_py())
     assert first.equals_exact(shapely.from_wkt(hits[0].metadata["footprint"]), 1e-9)
     assert table.column("id").to_pylist() == [h.id for h in hits]
+
+
+def _colour_mosaic(tmp_path: Path, grid: list[str], cell: int = 32) -> Path:
+    """A 3-band uint8 scene of solid colour cells, one per grid letter (r, g, b, w, k)."""
+    colours = {"r": (220, 20, 20), "g": (20, 200, 20), "b": (20, 20, 220), "w": (230, 230, 230), "k": (10, 10, 10)}
+    rows = len(grid)
+    cols = len(grid[0])
+    data = np.zeros((3, rows * cell, cols * cell), np.uint8)
+    for i, line in enumerate(grid):
+        for j, ch in enumerate(line):
+            data[:, i * cell:(i + 1) * cell, j * cell:(j + 1) * cell] = np.array(colours[ch])[:, None, None]
+    return write_tif(tmp_path / "mosaic.tif", data)
+
+
+def test_search_by_example_ranks_and_merges_overlaps(tmp_path):
+    from rsrag.geo.examples import ExampleSearch
+    from rsrag.geo.filters import Place
+
+    path = _colour_mosaic(tmp_path, ["rgbw", "grkb", "wbgr", "kwrg"])
+    lib = Library.create(tmp_path / "idx", "geo", encoder=HashEncoder())
+    index_scenes(lib, [path], tiling=Tiling(size=32, overlap=16))  # overlapping chips: half-cell shifts
+    aligned = {r["window"]: r["id"] for r in lib.rows(["id", "window"]).to_pylist()}
+    red = aligned["0,0,32,32"]
+    search = ExampleSearch(lib, nms_iou=0.2)
+    regions = search.rank([red], k=3)
+    assert {r.id for r in regions} == {aligned["32,32,32,32"], aligned["96,64,32,32"], aligned["64,96,32,32"]}
+    assert all(r.merged for r in regions)  # each red cell also matched the half-overlapping chips around it
+    # a place restricts the area: only the bottom half of the scene
+    scene = open_scene(path)
+    (left, bottom, right, top) = scene.bounds
+    lon_lat = warp_transform("EPSG:32633", "EPSG:4326", [left, right], [bottom, (bottom + top) / 2])
+    bottom_half = Place.of(bbox=(lon_lat[0][0], lon_lat[1][0], lon_lat[0][1], lon_lat[1][1] - 1e-5))
+    assert {r.id for r in search.rank([red], k=2, place=bottom_half)} == {aligned["96,64,32,32"], aligned["64,96,32,32"]}
+    logistic = ExampleSearch(lib, method="logistic", nms_iou=0.2).rank([red, aligned["32,32,32,32"]],
+                                                                       [aligned["32,0,32,32"]], k=2)
+    assert {r.id for r in logistic} == {aligned["96,64,32,32"], aligned["64,96,32,32"]}
+    with pytest.raises(KeyError, match="nope"):
+        search.rank(["nope"])
