@@ -1,0 +1,219 @@
+"""Scenes: chip throughput and memory on a full Sentinel-2-sized tile, and relevance-feedback gain.
+
+    python bench/geo.py [--json] [--parts throughput,feedback] [--size 10980] [--split test]
+
+throughput  Writes a synthetic 4-band uint16 GeoTIFF the size of a Sentinel-2 tile (10,980 x 10,980 px
+            at 10 m, tiled and deflate-compressed like a COG; cached in RSRAG_CACHE), then indexes it
+            with the default encoder in a child process (224 px chips, no overlap) and reports chips/s end
+            to end against the encoder's model-alone rate on the same chips measured in the same run,
+            and the child's peak RSS. Targets: >= 85% of model-alone, peak RSS < 1.5 GB.
+feedback    A labelled area: the UCM images of one split laid out as a mosaic GeoTIFF (one 256 px cell per
+            image, 0.3 m, UTM), indexed as 256 px chips, so every chip's class is known. For each class,
+            start from one example chip; each round shows the 10 best unseen chips, the simulated user
+            marks them relevant (same class) or not, and the next round searches with all marks so far.
+            Reports the mean fraction of the class's other chips found after each round, with feedback
+            (Rocchio and the on-the-spot logistic model) and without (the next 10 of the first ranking).
+Writes `results_dir()/bench_geo.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
+
+import numpy as np  # noqa: E402
+
+from rsrag.config import cache_dir, results_dir  # noqa: E402
+
+S2_SIZE = 10_980
+
+
+def synthetic_s2(size: int) -> Path:
+    """A 4-band (B02, B03, B04, B08) uint16 tile written block by block (never whole in memory)."""
+    import rasterio
+    from rasterio.transform import from_origin
+    from rasterio.windows import Window
+
+    path = cache_dir() / f"bench_s2_synthetic_{size}.tif"
+    if path.is_file():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.tif")
+    profile = dict(driver="GTiff", width=size, height=size, count=4, dtype="uint16", crs="EPSG:32633",
+                   transform=from_origin(300_000.0, 5_000_040.0, 10.0, 10.0), tiled=True, blockxsize=512,
+                   blockysize=512, compress="deflate", nodata=0)
+    rng = np.random.default_rng(0)
+    coarse = rng.uniform(300, 3000, (4, size // 256 + 2, size // 256 + 2)).astype(np.float32)
+    with rasterio.open(tmp, "w", **profile) as ds:
+        ds.descriptions = ("B02", "B03", "B04", "B08")
+        for row in range(0, size, 512):
+            for col in range(0, size, 512):
+                h, w = min(512, size - row), min(512, size - col)
+                ys = (row + np.arange(h)) / 256.0
+                xs = (col + np.arange(w)) / 256.0
+                y0, x0 = ys.astype(int), xs.astype(int)
+                fy, fx = (ys - y0)[:, None], (xs - x0)[None, :]
+                block = np.empty((4, h, w), np.uint16)
+                for b in range(4):  # bilinear fields of land cover plus texture
+                    c = coarse[b]
+                    field = (c[y0][:, x0] * (1 - fy) * (1 - fx) + c[y0 + 1][:, x0] * fy * (1 - fx)
+                             + c[y0][:, x0 + 1] * (1 - fy) * fx + c[y0 + 1][:, x0 + 1] * fy * fx)
+                    block[b] = np.clip(field + rng.normal(0, 60, (h, w)), 1, 60000).astype(np.uint16)
+                ds.write(block, window=Window(col, row, w, h))
+    tmp.rename(path)
+    return path
+
+
+CHILD = """
+import json, resource, sys, time
+from pathlib import Path
+import numpy as np
+from rsrag.encoders import create_encoder
+from rsrag.geo import Tiling, index_scenes, open_scene, SceneReader, chip_windows
+from rsrag.index import Library
+scene_path, root = sys.argv[1], sys.argv[2]
+encoder = create_encoder()
+tiling = Tiling(size=224)
+lib = Library.create(root, "s2", encoder=encoder)
+# model alone, on real chips of this scene, preprocessed up front
+scene = open_scene(scene_path, sensor="sentinel-2")
+with SceneReader(scene, scene.pick(None)) as reader:
+    chips = [reader.read(w.window, (224, 224))[0] for w, _ in zip(chip_windows(scene, tiling), range(256))]
+from PIL import Image
+tensors = np.stack([encoder.preprocess.to_array(Image.fromarray(c)) for c in chips])
+encoder.encode_arrays(tensors[:32])
+t0 = time.perf_counter()
+for i in range(0, len(tensors), 32):
+    encoder.encode_arrays(tensors[i:i + 32])
+model_rate = len(tensors) / (time.perf_counter() - t0)
+del chips, tensors
+t0 = time.perf_counter()
+report = index_scenes(lib, [scene_path], tiling=tiling, sensor="sentinel-2")
+seconds = time.perf_counter() - t0
+print(json.dumps({"chips": report.added, "seconds": seconds, "chips_per_s": report.added / seconds,
+                  "model_alone_per_s": model_rate, "skipped_nodata": report.skipped_nodata,
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def bench_throughput(size: int) -> dict:
+    scene = synthetic_s2(size)
+    with tempfile.TemporaryDirectory() as root:
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+        out = subprocess.run([sys.executable, "-c", CHILD, str(scene), root], capture_output=True, text=True, env=env)
+    if out.returncode:
+        raise RuntimeError(out.stderr[-3000:])
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result.update(scene_px=size, scene_mb=round(scene.stat().st_size / 2**20, 1),
+                  ratio_vs_model_alone=round(result["chips_per_s"] / result["model_alone_per_s"], 3))
+    return result
+
+
+def ucm_mosaic(split: str, folder: Path) -> tuple[Path, dict[str, str]]:
+    """The UCM images of a split as one GeoTIFF mosaic; returns it and window -> class label."""
+    import rasterio
+    from PIL import Image
+    from rasterio.transform import from_origin
+    from rasterio.windows import Window
+
+    from rsrag.data import load_dataset
+
+    records = [r for r in load_dataset("ucm", split)]
+    cols = int(np.ceil(np.sqrt(len(records))))
+    rows = int(np.ceil(len(records) / cols))
+    order = np.random.default_rng(0).permutation(len(records))  # classes scattered over the area
+    path = folder / f"ucm_{split}_mosaic.tif"
+    labels = {}
+    with rasterio.open(path, "w", driver="GTiff", width=cols * 256, height=rows * 256, count=3, dtype="uint8",
+                       crs="EPSG:32611", transform=from_origin(600_000.0, 3_800_000.0, 0.3, 0.3)) as ds:
+        for cell, idx in enumerate(order):
+            r, c = divmod(cell, cols)
+            image = np.asarray(Image.open(records[idx].path).convert("RGB").resize((256, 256)))
+            ds.write(image.transpose(2, 0, 1), window=Window(c * 256, r * 256, 256, 256))
+            labels[f"{c * 256},{r * 256},256,256"] = records[idx].label
+    return path, labels
+
+
+def bench_feedback(split: str, rounds: int = 3, shown: int = 10) -> dict:
+    from rsrag.encoders import create_encoder
+    from rsrag.geo import Tiling, index_scenes
+    from rsrag.geo.examples import ExampleSearch
+    from rsrag.index import Library
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path, labels = ucm_mosaic(split, Path(tmp))
+        lib = Library.create(Path(tmp) / "idx", "area", encoder=create_encoder())
+        index_scenes(lib, [path], tiling=Tiling(size=256))
+        rows = lib.rows(["id", "window"]).to_pylist()
+        label_of = {r["id"]: labels[r["window"]] for r in rows}
+        by_class: dict[str, list[str]] = {}
+        for rid, lab in sorted(label_of.items()):
+            by_class.setdefault(lab, []).append(rid)
+        curves: dict[str, list[float]] = {}
+        for name, method in (("no feedback", None), ("rocchio", "rocchio"), ("logistic", "logistic")):
+            found_per_round = np.zeros(rounds + 1)
+            for lab, members in by_class.items():
+                seed, targets = members[0], set(members[1:])
+                pos, neg, seen = [seed], [], {seed}
+                search = ExampleSearch(lib, method=method or "rocchio", depth=len(rows), nms_iou=1.0)
+                first = [r.id for r in search.rank([seed], k=len(rows))] if method is None else None
+                for rnd in range(rounds + 1):
+                    if method is None:
+                        batch = [i for i in first if i not in seen][:shown]
+                    else:
+                        ranked = search.rank(pos, neg, k=len(seen) + shown + 1)
+                        batch = [r.id for r in ranked if r.id not in seen][:shown]
+                    seen |= set(batch)
+                    pos += [i for i in batch if label_of[i] == lab]
+                    neg += [i for i in batch if label_of[i] != lab]
+                    found_per_round[rnd] += len(seen & targets) / max(1, len(targets))
+            curves[name] = [round(float(v / len(by_class)), 4) for v in found_per_round]
+    return {"split": split, "classes": len(by_class), "chips": len(rows), "shown_per_round": shown,
+            "found_after_round": curves,
+            "gain_after_last_round": {k: round(v[-1] - curves["no feedback"][-1], 4) for k, v in curves.items()}}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--parts", default="throughput,feedback")
+    ap.add_argument("--size", type=int, default=S2_SIZE, help="side of the synthetic tile in pixels")
+    ap.add_argument("--split", default="test", help="UCM split of the feedback area (choose settings on val)")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    result: dict = {"cpus": os.cpu_count(), "load_1min": os.getloadavg()[0]}
+    parts = args.parts.split(",")
+    if "throughput" in parts:
+        result["throughput"] = bench_throughput(args.size)
+    if "feedback" in parts:
+        result["feedback"] = bench_feedback(args.split)
+    out = results_dir() / "bench_geo.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return
+    if "throughput" in result:
+        t = result["throughput"]
+        print(f"| scene | chips | chips/s end to end | model alone | ratio | peak RSS |\n| --- | --- | --- | --- | --- | --- |")
+        print(f"| {t['scene_px']}^2 px, 4 x uint16 | {t['chips']} | {t['chips_per_s']:.1f} | {t['model_alone_per_s']:.1f} "
+              f"| {t['ratio_vs_model_alone']:.2f} | {t['peak_rss_mb']:.0f} MB |")
+    if "feedback" in result:
+        f = result["feedback"]
+        print(f"\nrelevance feedback, UCM {f['split']} mosaic ({f['chips']} chips, {f['classes']} classes): "
+              f"fraction of a class found after each round of {f['shown_per_round']}")
+        for name, curve in f["found_after_round"].items():
+            print(f"| {name} | " + " | ".join(f"{v:.3f}" for v in curve) + " |")
+    print(f"\nwritten to {out}")
+
+
+if __name__ == "__main__":
+    main()
