@@ -8,6 +8,7 @@ imports succeed.
 from __future__ import annotations
 
 import importlib
+import threading
 from typing import Callable, Generic, Iterable, TypeVar
 
 T = TypeVar("T")
@@ -23,6 +24,7 @@ class Registry(Generic[T]):
         self._factories: dict[str, Callable[..., T]] = {}
         self._builtins, self._optional = tuple(builtins), tuple(optional)
         self._loaded = False
+        self._loading = threading.RLock()  # threads doing a first lookup together wait for the imports
 
     def register(self, name: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
         """Decorator: make a class or factory constructible as `create(name, **cfg)`."""
@@ -36,14 +38,17 @@ class Registry(Generic[T]):
     def _load(self) -> None:
         if self._loaded:
             return
-        self._loaded = True  # before importing: the modules register into this registry
-        for module in self._builtins:
-            importlib.import_module(module)
-        for module in self._optional:
-            try:
+        with self._loading:  # re-entrant: the imported modules call register() (and may look names up)
+            if self._loaded:
+                return
+            for module in self._builtins:
                 importlib.import_module(module)
-            except ImportError:
-                pass
+            for module in self._optional:
+                try:
+                    importlib.import_module(module)
+                except ImportError:
+                    pass
+            self._loaded = True
 
     def names(self) -> list[str]:
         self._load()
