@@ -156,22 +156,22 @@ def test_single_queries_set_faiss_threads_once_per_thread(lib, monkeypatch):
     real_set = faiss.omp_set_num_threads
     monkeypatch.setattr(faiss, "omp_set_num_threads", lambda n: seen.append(n) or real_set(n))
     before = faiss.omp_get_max_threads()
-    real_set(ann._FAISS_THREADS)
+    real_set(ann.DEFAULT_THREADS)
     try:
         for _ in range(5):
             lib.search_vector(np.ones(lib.dim, np.float32), 3)
-        expected = [ann.SEARCH_THREADS] if ann.SEARCH_THREADS not in (0, ann._FAISS_THREADS) else []
+        expected = [ann.SEARCH_THREADS] if ann.SEARCH_THREADS not in (0, ann.DEFAULT_THREADS) else []
         assert seen == expected
-        assert faiss.omp_get_max_threads() == (ann.SEARCH_THREADS or ann._FAISS_THREADS)
+        assert faiss.omp_get_max_threads() == (ann.SEARCH_THREADS or ann.DEFAULT_THREADS)
         other = []
         worker = threading.Thread(target=lambda: other.append(faiss.omp_get_max_threads()))
         worker.start()
         worker.join()
-        assert other == [ann._FAISS_THREADS]
+        assert other == [ann.DEFAULT_THREADS]
         seen.clear()
         lib._index.ann.search(np.ones((ann.FEW_QUERIES + 1, lib.dim), np.float32), 3)  # a batch: all cores
-        assert faiss.omp_get_max_threads() == ann._FAISS_THREADS
-        assert seen == ([ann._FAISS_THREADS] if expected else [])  # switched back once, for the batch
+        assert faiss.omp_get_max_threads() == ann.DEFAULT_THREADS
+        assert seen == ([ann.DEFAULT_THREADS] if expected else [])  # switched back once, for the batch
     finally:
         real_set(before)
 

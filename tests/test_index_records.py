@@ -175,3 +175,23 @@ def test_get_looks_ids_up_without_scanning_the_table(lib, records, monkeypatch, 
     assert [(h.id, h.label, h.score) for h in got] == [("img1", "blue", 0.0)]
     other = Library.open(lib.folder.parent, lib.name, encoder=HashEncoder())
     assert [h.label for h in other.get(["img1"])] == ["blue"]
+
+
+def test_the_index_commands_refuse_bad_names_without_a_traceback(tmp_path, records):
+    """`rsrag index build|info` and `rsrag search` with a name outside the root or too long: one
+    error line and exit status 2, and nothing is read or created outside the root."""
+    from index_helpers import make_cli, write_captions_file
+    from typer.testing import CliRunner
+
+    root = tmp_path / "indexes"
+    root.mkdir()
+    Library.create(tmp_path, "other", encoder=HashEncoder())  # an index just outside the root
+    source = write_captions_file(tmp_path / "captions.jsonl", records[:2])
+    runner, cli = CliRunner(), make_cli()
+    for args in (["index", "build", str(source), "--name", "x" * 300, "--encoder", "test-hash"],
+                 ["index", "build", str(source), "--name", "../escape", "--encoder", "test-hash"],
+                 ["index", "info", "--name", "../other"], ["search", "red", "--index", "../other"]):
+        result = runner.invoke(cli, [*args, "--root", str(root)])
+        assert result.exit_code == 2 and "index name" in result.output, (args, result.output)
+        assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert not any(root.iterdir()) and not (tmp_path / "escape").exists()

@@ -52,7 +52,7 @@ from rsrag.fileio import atomic_write
 
 log = logging.getLogger(__name__)
 _ptr = faiss.swig_ptr
-_FAISS_THREADS = faiss.omp_get_max_threads()  # FAISS' default, read before rsrag changes anything
+DEFAULT_THREADS = faiss.omp_get_max_threads()  # FAISS' default (all cores or OMP_NUM_THREADS), read before rsrag changes it
 _FLOAT32 = np.dtype(np.float32)
 
 FLAT_MAX = 50_000
@@ -112,7 +112,7 @@ def use_threads(n_queries: int | None) -> None:
     """Make this thread's next FAISS calls run on the threads a search of n queries should use
     (`None`: a build or an add, FAISS' default). Set only when it differs from the current setting,
     which OpenMP keeps per thread (see the module doc)."""
-    want = (search_thread_count(n_queries) if n_queries is not None else 0) or _FAISS_THREADS
+    want = (search_thread_count(n_queries) if n_queries is not None else 0) or DEFAULT_THREADS
     if faiss.omp_get_max_threads() != want:
         faiss.omp_set_num_threads(want)
 
