@@ -52,6 +52,7 @@ def test_create_encoder_records_its_spec(tmp_path):
     enc = create_encoder("openclip", model="tiny", model_config=TINY, checkpoint=str(ckpt), device="cpu")
     spec = enc.spec
     assert spec.name == "openclip" and spec.args["model"] == "tiny" and spec.args["model_config"] == TINY
+    assert "device" not in spec.args  # where it runs is chosen where the index is opened
     assert spec.files["checkpoint"] == {"path": str(ckpt.resolve()),
                                         "sha256": hashlib.sha256(ckpt.read_bytes()).hexdigest()}
     assert EncoderSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec

@@ -7,7 +7,8 @@ registered in `BACKENDS` (an `rsrag.registry.Registry`). A *named config* is a J
 override the config.
 
 Every encoder `create_encoder` returns carries its `EncoderSpec` as `encoder.spec`: the name and
-arguments it was made from, plus the resolved path and sha256 of every argument that names a file
+arguments it was made from (except `RUNTIME_ARGS` such as `device`, so an index built on one
+machine opens on another), plus the resolved path and sha256 of every argument that names a file
 (an OpenCLIP `checkpoint`). An index keeps the spec in its manifest, and `create_encoder_from_spec`
 makes the same encoder again later, refusing (`EncoderSpecError`) when such a file is gone or
 its contents changed, since the index's vectors would no longer be comparable.
@@ -28,6 +29,7 @@ from rsrag.registry import Registry
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 DEFAULT_ENCODER = "rs-lite"
+RUNTIME_ARGS = ("device", "threads")  # where and how fast an encoder runs, not what it computes: not in its spec
 # importing the backend modules registers them; done lazily so `import rsrag` stays light
 BACKENDS: Registry[Encoder] = Registry("encoder backend", builtins=(
     "rsrag.encoders.rs_lite", "rsrag.encoders.openclip", "rsrag.encoders.hf_clip"))
@@ -100,7 +102,8 @@ def create_encoder(name: str | None = None, **overrides) -> Encoder:
     name, backend, cfg = _resolve(name, overrides)
     files = {key: _file_stamp(path) for key, path in _file_arguments(cfg).items()}
     encoder = BACKENDS.create(backend, **cfg)
-    args = {key: files[key]["path"] if key in files else value for key, value in overrides.items()}
+    args = {key: files[key]["path"] if key in files else value for key, value in overrides.items()
+            if key not in RUNTIME_ARGS}
     encoder.spec = EncoderSpec(name, args, files)
     return encoder
 
