@@ -251,14 +251,14 @@ def bench_collection(name: str, data: dict, n: int, types: list[str], work: Path
         t0 = time.perf_counter()
         lib.rebuild(kind, bm25=False)
         faiss_build_s = time.perf_counter() - t0
-        ann = lib._ann
+        ann = lib._index.ann  # the very FAISS index the Library searches
         index = ann.index
 
         def raw_faiss(q, index=index):
             return index.search(q[None], K)
 
         # FAISS runs on SEARCH_THREADS threads for the whole loop, set once as a FAISS user would,
-        # so the raw baseline carries no thread switching; rsrag's own switch then finds it set
+        # so the raw baseline carries no thread switching; rsrag (per-thread setting) finds it set
         threads_before = faiss.omp_get_max_threads()
         faiss.omp_set_num_threads(search_thread_count(1) or threads_before)
         try:

@@ -112,8 +112,8 @@ def consistency(lib) -> dict:
     ids = table.column("id").to_pylist()
     return {
         "lance": lance.tolist(),
-        "faiss": lib._ann.live_ids().tolist() if lib._ann is not None else [],
-        "bm25": sorted(lib._bm25.doc_rids.tolist()),
+        "faiss": lib._index.ann.live_ids().tolist() if lib._index.ann is not None else [],
+        "bm25": sorted(lib._index.bm25.doc_rids.tolist()),
         "ids": ids,
         "unique_ids": len(set(ids)) == len(ids),
     }

@@ -12,6 +12,7 @@ from index_helpers import HashEncoder, assert_consistent, consistency, make_imag
 
 from rsrag.data import ImageRecord
 from rsrag.index import EncoderMismatchError, FilterError, IndexBusyError, IndexExistsError, IndexNotFoundError, Library
+from rsrag.index.folder import IndexFolder
 from rsrag.index.fsutil import CommitCounter, writer_lock
 
 
@@ -55,8 +56,7 @@ def test_search_modes_and_hit_fields(lib, records):
 
 
 def test_hits_from_a_search_have_every_field_of_the_dataclass(lib, records):
-    """Library._hydrate fills Hit's slots without calling __init__: a field added to Hit must be
-    filled there too, or reading it raises."""
+    """Hits are plain dataclass instances: every field set, equal to one built from its fields."""
     from dataclasses import fields
 
     from rsrag.index import Hit
@@ -67,26 +67,10 @@ def test_hits_from_a_search_have_every_field_of_the_dataclass(lib, records):
     assert [h.id for h in lib.get(["img3", "nope", "img5"])] == ["img3", "img5"]
 
 
-def test_search_image_and_image_to_text(lib, records):
+def test_search_image(lib, records):
     hits = lib.search_image(records[3].path, k=4)
     assert hits[0].id == "img3" and hits[0].score == pytest.approx(1.0, abs=1e-5)
     assert "img3" not in ids(lib.search_image(records[3].path, k=4, exclude_ids=["img3"]))
-    info = lib.image_to_text(records[9].path, k=3)
-    assert info["labels"][0]["label"] == "green" and info["hits"][0]["id"] == "img9"
-    assert all("green" in c["text"] for c in info["captions"])
-
-
-def test_image_to_text_encodes_each_caption_once(lib, records, monkeypatch):
-    encoded: list[str] = []
-    real = lib.encoder.encode_texts
-    monkeypatch.setattr(lib.encoder, "encode_texts", lambda texts, **kw: encoded.extend(texts) or real(texts, **kw))
-    first = lib.image_to_text(records[10].path, k=3)
-    assert encoded and len(encoded) == len(set(encoded))
-    seen = len(encoded)
-    assert lib.image_to_text(records[10].path, k=3) == first  # same answer, from remembered caption vectors
-    assert len(encoded) == seen
-    lib.image_to_text(records[0].path, k=3)  # other neighbours: only their captions are new
-    assert not set(encoded[seen:]) & set(encoded[:seen])
 
 
 def test_filters(lib):
@@ -161,7 +145,9 @@ def test_new_metadata_key_becomes_a_filterable_column(lib, tmp_path):
     assert ids(lib.search_text("x", 5, mode="dense", filters=["cloud>0.5"])) == ["cloudy"]
 
 
-def test_single_queries_run_faiss_on_one_thread_and_restore_its_setting(lib, monkeypatch):
+def test_single_queries_set_faiss_threads_once_per_thread(lib, monkeypatch):
+    """A run of single queries sets FAISS' OpenMP thread count once, not around every call; a batch
+    search and a build run on FAISS' default; another thread keeps its own setting."""
     import faiss
 
     from rsrag.index import ann
@@ -170,15 +156,37 @@ def test_single_queries_run_faiss_on_one_thread_and_restore_its_setting(lib, mon
     real_set = faiss.omp_set_num_threads
     monkeypatch.setattr(faiss, "omp_set_num_threads", lambda n: seen.append(n) or real_set(n))
     before = faiss.omp_get_max_threads()
-    real_set(2)
+    real_set(ann.DEFAULT_THREADS)
     try:
-        lib.search_vector(np.ones(lib.dim, np.float32), 3)
-        assert seen == [ann.SEARCH_THREADS, 2] and faiss.omp_get_max_threads() == 2
+        for _ in range(5):
+            lib.search_vector(np.ones(lib.dim, np.float32), 3)
+        expected = [ann.SEARCH_THREADS] if ann.SEARCH_THREADS not in (0, ann.DEFAULT_THREADS) else []
+        assert seen == expected
+        assert faiss.omp_get_max_threads() == (ann.SEARCH_THREADS or ann.DEFAULT_THREADS)
+        other = []
+        worker = threading.Thread(target=lambda: other.append(faiss.omp_get_max_threads()))
+        worker.start()
+        worker.join()
+        assert other == [ann.DEFAULT_THREADS]
         seen.clear()
-        lib._ann.search(np.ones((ann.FEW_QUERIES + 1, lib.dim), np.float32), 3)  # a batch: all cores
-        assert seen == []
+        lib._index.ann.search(np.ones((ann.FEW_QUERIES + 1, lib.dim), np.float32), 3)  # a batch: all cores
+        assert faiss.omp_get_max_threads() == ann.DEFAULT_THREADS
+        assert seen == ([ann.DEFAULT_THREADS] if expected else [])  # switched back once, for the batch
     finally:
         real_set(before)
+
+
+def test_ann_search_refuses_wrongly_shaped_or_typed_queries(lib):
+    index = lib._index.ann
+    good = np.ones((2, lib.dim), np.float32)
+    assert index.search(good, 3)[1].shape == (2, 3)
+    assert index.search(good[0], 3)[1].shape == (1, 3)
+    assert (index.search(good.astype(np.float64), 3)[1] == index.search(good, 3)[1]).all()
+    assert (index.search(np.asfortranarray(good), 3)[1] == index.search(good, 3)[1]).all()
+    for bad in (np.ones((2, lib.dim // 2), np.float32), np.ones(lib.dim * 2, np.float32),
+                np.ones((1, 2, lib.dim), np.float32), np.ones((2, lib.dim), np.int64), np.array(["x"] * lib.dim)):
+        with pytest.raises(ValueError, match="queries must"):
+            index.search(bad, 3)
 
 
 @pytest.mark.parametrize("index_type", ["ivf:nlist=4,nprobe=2", "hnsw:m=8"])
@@ -279,8 +287,8 @@ def test_searches_check_the_commit_counter_not_the_manifest(lib, records, tmp_pa
     by another object (or process: the file is shared) is seen by the very next search."""
     reader = Library.open(tmp_path / "indexes", "test", encoder=HashEncoder())
     stats = []
-    real_stamp = Library._stamp
-    monkeypatch.setattr(Library, "_stamp", lambda self: stats.append(1) or real_stamp(self))
+    real_stamp = IndexFolder._stamp
+    monkeypatch.setattr(IndexFolder, "_stamp", lambda self: stats.append(1) or real_stamp(self))
     for _ in range(5):
         reader.search_text("red", 3, mode="bm25")
     assert stats == []
@@ -309,7 +317,7 @@ def test_repair_after_a_crash_between_lancedb_and_faiss(tmp_path, records, monke
     def die(*args, **kwargs):
         raise KeyboardInterrupt("killed")
 
-    monkeypatch.setattr(Library, "_apply", die)
+    monkeypatch.setattr(IndexFolder, "apply", die)
     with pytest.raises(KeyboardInterrupt):
         lib.add(records[10:])
     with pytest.raises(KeyboardInterrupt):

@@ -1,33 +1,73 @@
 """Encoder registry and factory, in the open_clip style.
 
-A *backend* is a class that knows how to build an encoder (`rs-lite`, `openclip`, `hf-clip`).
-A *named config* is a JSON file in `encoders/configs/` that fixes a backend plus its arguments, so
-`create_encoder("rs-lite")` and `create_encoder("openclip", model="ViT-B-32", checkpoint="x.pt")`
-both work. Keyword arguments override the config.
+A *backend* is a class that knows how to build an encoder (`rs-lite`, `openclip`, `hf-clip`),
+registered in `BACKENDS` (an `rsrag.registry.Registry`). A *named config* is a JSON file in
+`encoders/configs/` that fixes a backend plus its arguments, so `create_encoder("rs-lite")` and
+`create_encoder("openclip", model="ViT-B-32", checkpoint="x.pt")` both work. Keyword arguments
+override the config.
+
+Every encoder `create_encoder` returns carries its `EncoderSpec` as `encoder.spec`: the name and
+arguments it was made from (except `RUNTIME_ARGS` such as `device`, so an index built on one
+machine opens on another), plus the resolved path and sha256 of every argument that names a file
+(an OpenCLIP `checkpoint`). An index keeps the spec in its manifest, and `create_encoder_from_spec`
+makes the same encoder again later, refusing (`EncoderSpecError`) when such a file is gone or
+its contents changed, since the index's vectors would no longer be comparable.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from rsrag.encoders.base import Encoder
+from rsrag.registry import Registry
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 DEFAULT_ENCODER = "rs-lite"
+RUNTIME_ARGS = ("device", "threads")  # where and how fast an encoder runs, not what it computes: not in its spec
+# importing the backend modules registers them; done lazily so `import rsrag` stays light
+BACKENDS: Registry[Encoder] = Registry("encoder backend", builtins=(
+    "rsrag.encoders.rs_lite", "rsrag.encoders.openclip", "rsrag.encoders.hf_clip"))
 
-_BACKENDS: dict[str, Callable[..., Encoder]] = {}
+
+class EncoderSpecError(ValueError):
+    """An encoder spec cannot be made again as recorded: a weights file is gone or has changed."""
 
 
-def register_backend(name: str):
+def register_backend(name: str) -> Callable:
     """Class decorator: make a backend constructible by name."""
+    return BACKENDS.register(name)
 
-    def wrap(factory):
-        _BACKENDS[name] = factory
-        return factory
 
-    return wrap
+@dataclass(frozen=True)
+class EncoderSpec:
+    """How an encoder was made: `create_encoder(name, **args)`, with the files it read.
+
+    `files` maps each argument that named an existing file to {"path": resolved absolute path,
+    "sha256": hex digest}; `args` holds such arguments as that absolute path too, so the spec does
+    not depend on the working directory."""
+
+    name: str
+    args: dict[str, Any] = field(default_factory=dict)
+    files: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        """A JSON-ready dict; ValueError when an argument is not JSON data (then it cannot be kept)."""
+        out = {"name": self.name, "args": dict(self.args), "files": {k: dict(v) for k, v in self.files.items()}}
+        try:
+            json.dumps(out)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"encoder {self.name!r} was made with an argument JSON cannot hold: {exc}") from None
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "EncoderSpec":
+        return cls(str(data["name"]), dict(data.get("args") or {}), {k: dict(v) for k, v in (data.get("files") or {}).items()})
 
 
 def _named_configs() -> dict[str, dict]:
@@ -36,39 +76,92 @@ def _named_configs() -> dict[str, dict]:
 
 def list_encoders() -> list[str]:
     """Every name `create_encoder` accepts: named configs and bare backends."""
-    _import_backends()
-    return sorted(set(_named_configs()) | set(_BACKENDS))
+    return sorted(set(_named_configs()) | set(BACKENDS.names()))
 
 
-def create_encoder(name: str | None = None, **overrides) -> Encoder:
-    """Build an encoder by config name or backend name; `overrides` replace config arguments."""
-    _import_backends()
+def _resolve(name: str | None, overrides: dict) -> tuple[str, str, dict]:
+    """(name, backend, arguments) for `create_encoder(name, **overrides)`."""
     name = name or DEFAULT_ENCODER
     configs = _named_configs()
     if name in configs:
         cfg = dict(configs[name])
         backend = cfg.pop("backend")
         cfg.update(overrides)
-    elif name in _BACKENDS:
+    elif name in BACKENDS:
         backend, cfg = name, dict(overrides)
     else:
         raise ValueError(f"unknown encoder {name!r}; known: {', '.join(list_encoders())}")
-    if backend not in _BACKENDS:
+    if backend not in BACKENDS:
         raise ValueError(f"encoder config {name!r} names unknown backend {backend!r}")
-    return _BACKENDS[backend](**cfg)
+    return name, backend, cfg
+
+
+def create_encoder(name: str | None = None, **overrides) -> Encoder:
+    """Build an encoder by config name or backend name; `overrides` replace config arguments.
+    The encoder's `spec` records how (module doc)."""
+    name, backend, cfg = _resolve(name, overrides)
+    files = {key: _file_stamp(path) for key, path in _file_arguments(cfg).items()}
+    encoder = BACKENDS.create(backend, **cfg)
+    args = {key: files[key]["path"] if key in files else value for key, value in overrides.items()
+            if key not in RUNTIME_ARGS}
+    encoder.spec = EncoderSpec(name, args, files)
+    return encoder
+
+
+def create_encoder_from_spec(spec: EncoderSpec, **runtime) -> Encoder:
+    """The encoder `spec` describes, after checking that every file it read is still there with
+    the same contents (`EncoderSpecError` otherwise). `runtime` options (a device, rs-lite's
+    `text_precision`) are added to or replace the recorded arguments."""
+    args = {**spec.args, **runtime}
+    _, _, cfg = _resolve(spec.name, args)
+    now = _file_arguments(cfg)
+    for key, recorded in spec.files.items():
+        path = now.get(key) or Path(recorded["path"])
+        if not path.is_file():
+            raise EncoderSpecError(f"encoder {spec.name!r}: its {key} {recorded['path']} is gone; "
+                                   f"put that file back or rebuild the index with the weights you have")
+        digest = _file_stamp(path)["sha256"]
+        if digest != recorded["sha256"]:
+            raise EncoderSpecError(f"encoder {spec.name!r}: its {key} {path} has changed since the index was "
+                                   f"built (sha256 {digest[:12]}..., recorded {recorded['sha256'][:12]}...); "
+                                   f"restore that file or rebuild the index")
+    return create_encoder(spec.name, **args)
+
+
+def _file_arguments(cfg: dict) -> dict[str, Path]:
+    """The arguments that name an existing file (env vars and `~` expanded), resolved."""
+    from rsrag.encoders.openclip import expand_env
+
+    out = {}
+    for key, value in cfg.items():
+        if isinstance(value, (str, os.PathLike)) and str(value):
+            path = Path(expand_env(str(value))[0])
+            if path.is_file():
+                out[key] = path.resolve()
+    return out
+
+
+def _file_stamp(path: Path) -> dict[str, str]:
+    st = path.stat()
+    return {"path": str(path), "sha256": _sha256(str(path), st.st_size, st.st_mtime_ns, st.st_ino)}
+
+
+@functools.lru_cache(maxsize=64)
+def _sha256(path: str, size: int, mtime_ns: int, inode: int) -> str:
+    """A file's sha256, remembered per (path, size, mtime, inode): a checkpoint of hundreds of MB is
+    read once per process, not at every open."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def encoder_accepts(name: str, option: str) -> bool:
     """Whether `create_encoder(name, option=...)` is understood: the backend takes that argument."""
     import inspect
 
-    _import_backends()
     backend = _named_configs().get(name, {}).get("backend", name)
-    if backend not in _BACKENDS:
+    if backend not in BACKENDS:
         raise ValueError(f"unknown encoder {name!r}; known: {', '.join(list_encoders())}")
-    return option in inspect.signature(_BACKENDS[backend]).parameters
-
-
-def _import_backends() -> None:
-    """Importing the backend modules registers them; done lazily so `import rsrag` stays light."""
-    from rsrag.encoders import hf_clip, openclip, rs_lite  # noqa: F401
+    return option in inspect.signature(BACKENDS.get(backend)).parameters

@@ -22,7 +22,11 @@ that grows 4x past the size it was trained at, is rebuilt from the stored vector
 Threads: a search of a few queries runs FAISS on `RSRAG_SEARCH_THREADS` OpenMP threads (default
 1; 0 keeps FAISS' default of all cores). On a shared 2-core machine a single flat query over 10k
 vectors took 24 ms with 2 threads (the second thread waits for a busy core) and 0.7 ms with one;
-IVF queries and batches are unaffected. Builds and batch searches use every core.
+IVF queries and batches are unaffected. Builds, adds and batch searches use FAISS' default (every
+core, or `OMP_NUM_THREADS`). OpenMP keeps the thread count per calling thread, so `use_threads`
+changes it only when the kind of work changes: a run of single queries sets it once, not around
+every call, and other threads (a server's other workers, the caller's own FAISS work elsewhere)
+keep theirs. A thread that searched is left at the search setting afterwards.
 
 GPU: when faiss was built with GPU support and a GPU is visible (and `RSRAG_FAISS_GPU` is not
 "0"), unfiltered flat and IVF searches run on a GPU copy of the index (on every GPU, replicated):
@@ -48,6 +52,8 @@ from rsrag.fileio import atomic_write
 
 log = logging.getLogger(__name__)
 _ptr = faiss.swig_ptr
+DEFAULT_THREADS = faiss.omp_get_max_threads()  # FAISS' default (all cores or OMP_NUM_THREADS), read before rsrag changes it
+_FLOAT32 = np.dtype(np.float32)
 
 FLAT_MAX = 50_000
 TRAIN_PER_LIST = 40
@@ -102,6 +108,15 @@ def search_thread_count(n_queries: int) -> int:
     return SEARCH_THREADS if 0 < SEARCH_THREADS and n_queries <= FEW_QUERIES else 0
 
 
+def use_threads(n_queries: int | None) -> None:
+    """Make this thread's next FAISS calls run on the threads a search of n queries should use
+    (`None`: a build or an add, FAISS' default). Set only when it differs from the current setting,
+    which OpenMP keeps per thread (see the module doc)."""
+    want = (search_thread_count(n_queries) if n_queries is not None else 0) or DEFAULT_THREADS
+    if faiss.omp_get_max_threads() != want:
+        faiss.omp_set_num_threads(want)
+
+
 @functools.cache
 def gpu_available() -> bool:
     """faiss-gpu installed, a GPU visible, and not switched off by RSRAG_FAISS_GPU=0 (asked once per
@@ -137,6 +152,7 @@ class AnnIndex:
     @classmethod
     def build(cls, spec: IndexSpec, dim: int, rids: np.ndarray, vectors: np.ndarray) -> "AnnIndex":
         """A new index of a resolved spec over (rids, vectors); IVF is trained on a sample of them."""
+        use_threads(None)
         if spec.kind == "flat":
             index = faiss.IndexIDMap(faiss.IndexFlatIP(dim))
         elif spec.kind == "hnsw":
@@ -188,6 +204,7 @@ class AnnIndex:
         at the next search (1.5 s for 1M vectors under IVF)."""
         if len(rids):
             vectors, rids = np.ascontiguousarray(vectors, np.float32), np.ascontiguousarray(rids, np.int64)
+            use_threads(None)
             self.index.add_with_ids(vectors, rids)
             gpu = self._gpu
             if gpu is not None:
@@ -261,39 +278,44 @@ class AnnIndex:
     def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(scores, rids), each (nq, k); missing slots have rid -1.
 
+        `queries`: a floating-point array of shape (nq, dim), or (dim,) for one query; anything else
+        raises ValueError (FAISS itself would read whatever memory the pointer leads to).
         `allowed` (sorted rids) restricts the search through a FAISS ID selector. Flat stays exact.
         IVF and HNSW widen their search by 1 / (fraction of vectors allowed) - nprobe up to every
         list (then exact), efSearch up to 4096 - so a filtered query scans about as many allowed
         candidates as an unfiltered one, and keeps its recall.
         """
-        return self.search_prepared(np.ascontiguousarray(queries, np.float32).reshape(-1, self.dim), k, allowed)
+        return self._search(self._query_array(queries), k, allowed)
 
-    def search_prepared(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
-                        ) -> tuple[np.ndarray, np.ndarray]:
-        """`search` for queries that already are C-contiguous float32 (n, dim) - unchecked: FAISS
-        reads them through a raw pointer. The per-query path, kept to few Python steps because it
-        runs cache-cold after the previous scan."""
+    def _query_array(self, queries: np.ndarray) -> np.ndarray:
+        """`queries` as FAISS reads them, C-contiguous float32 (n, dim): a view when they already
+        are, a converted copy for other float arrays, ValueError for anything else."""
+        if type(queries) is not np.ndarray:
+            queries = np.asarray(queries)
+        if queries.dtype.kind != "f":
+            raise ValueError(f"queries must be a floating-point array, not {queries.dtype}")
+        if queries.ndim == 1:
+            queries = queries[None]
+        if queries.ndim != 2 or queries.shape[1] != self.dim:
+            raise ValueError(f"queries must have shape (n, {self.dim}) or ({self.dim},), not {queries.shape}")
+        if queries.dtype is not _FLOAT32 or not queries.flags.c_contiguous:
+            queries = np.ascontiguousarray(queries, np.float32)
+        return queries
+
+    def _search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """`search` for queries `_query_array` has checked. The per-query path, kept to few Python
+        steps because it runs cache-cold after the previous scan."""
         k = max(1, min(k, self._ntotal)) if self._ntotal else 1
-        # threads set and restored inline: a generator-based `with` measured ~30 us here
-        threads = search_thread_count(len(queries))
-        before = faiss.omp_get_max_threads() if threads else threads
-        if before != threads:
-            faiss.omp_set_num_threads(threads)
-        try:
-            if allowed is None and not len(self.tombstones):
-                index = self._search_device()
-                if k > GPU_MAX_K:
-                    index = self.index
-                # FAISS' C++ search itself: its Python `search` re-checks and converts what the
-                # callers of this method already guarantee (measured 3 us a call warm, more cold)
-                n = len(queries)
-                scores, rids = np.empty((n, k), np.float32), np.empty((n, k), np.int64)
-                index.search_c(n, _ptr(queries), k, _ptr(scores), _ptr(rids))
-                return scores, rids
+        n = len(queries)
+        use_threads(n)
+        if allowed is not None or len(self.tombstones):
             return self._search_selected(queries, k, allowed)
-        finally:
-            if before != threads:
-                faiss.omp_set_num_threads(before)
+        index = self._search_device() if k <= GPU_MAX_K else self.index
+        # FAISS' C++ search itself: its Python `search` checks and converts again what
+        # `_query_array` guarantees (measured 3 us a call warm, more cold)
+        scores, rids = np.empty((n, k), np.float32), np.empty((n, k), np.int64)
+        index.search_c(n, _ptr(queries), k, _ptr(scores), _ptr(rids))
+        return scores, rids
 
     def _search_selected(self, queries: np.ndarray, k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """A search restricted to `allowed` rids, or past the tombstones."""

@@ -9,7 +9,8 @@ from rsrag.config import indexes_root
 from rsrag.encoders.base import Encoder
 from rsrag.index.ann import IndexSpec
 from rsrag.index.errors import SourceError
-from rsrag.index.library import MANIFEST, AddReport, Library
+from rsrag.index.folder import MANIFEST, validate_index_name
+from rsrag.index.library import AddReport, Library
 
 DATASETS = ("rsicd", "ucm")
 CAPTION_SUFFIXES = (".jsonl", ".json", ".csv")
@@ -69,6 +70,7 @@ def build_index(source: str | Path | Sequence, name: str, root: str | Path | Non
     Running it again after an interruption adds only what is missing. With `create=False` the
     index must exist (`rsrag index add`). The encoder defaults to the index's own, else rs-lite.
     """
+    validate_index_name(name)  # before reading a possibly large source
     records = list(source) if isinstance(source, (list, tuple)) else resolve_source(source, split, limit)
     if create and not (indexes_root(root) / name / MANIFEST).is_file():
         lib = Library.create(root, name, encoder=encoder, index_type=index_type)

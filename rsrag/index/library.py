@@ -1,47 +1,25 @@
 """`Library`: one searchable index of images with their captions, labels and metadata.
 
-Layout of `ROOT/NAME/`:
+The facade over an index folder (`folder.IndexFolder`: manifest, writer lock, crash repair, the
+commit counter; its module doc gives the layout and the consistency rules): open or create an
+index, read its records (`rows`, `count`, `get`, `columns`, `info`, `version`), search it
+(`search_text`, `search_vector`, `search_image`) and write to it (`add`, `upsert`, `delete`,
+`add_embedded`, `rebuild`).
 
-- `records.lance/`  LanceDB table, the source of truth (rows, vectors, metadata; see store.py)
-- `vectors.faiss`   FAISS index over the vectors, keyed by rid (see ann.py)
-- `bm25.npz`        BM25 state over each record's label + captions (see bm25.py)
-- `manifest.json`   encoder id and dim, index type and parameters, counts, the rid counter
-- `.lock`           writer lock (flock): one writer at a time, readers never block
-- `.commits`        commit counter (8 bytes), bumped by writers, memory-mapped by readers (below)
-
-Consistency. FAISS and BM25 are derived from LanceDB and can always be rebuilt from it. A write
-commits to LanceDB first (one atomic commit per chunk), then updates FAISS and BM25 in memory,
-then replaces their files and finally the manifest (each atomically, temp file + rename). Whenever
-an index is opened, and whenever a writer takes the lock, FAISS and BM25 are compared with the rids
-in LanceDB and repaired: vectors missing from FAISS are read back from LanceDB (never re-embedded),
-rids LanceDB no longer has are removed. So a process killed at any point loses nothing that was
-committed, and never resurrects what was deleted. rids are never reused: an upsert writes a new rid,
-so a stale file can never pair an old vector with a new record.
-
-Readers notice a writer's commit by the manifest's change stamp and reload. Before every search
-they read the folder's memory-mapped commit counter (`fsutil.CommitCounter`, bumped by each writer
-after its manifest replace) and `stat` the manifest only when it moved, or when `STAMP_CHECK_S` (1 s)
-has passed: that catches a folder deleted and built again under the same name (a new counter file),
-a writer killed between its manifest replace and the bump, and writers on another machine sharing the
-folder over a network filesystem, where memory maps need not see each other's writes.
-Search results are always hydrated from the LanceDB rows in memory, so a rid that is no longer
-there cannot be returned.
+Searches check the folder's commit counter first (a memory read) and reload when another writer
+has committed. Results are always hydrated from the LanceDB rows in memory (`rows.RecordRows`), so
+a rid that is no longer there cannot be returned.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import re
-import threading
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
-from types import MappingProxyType
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -49,58 +27,23 @@ import pyarrow as pa
 from rsrag import fusion
 from rsrag.config import indexes_root
 from rsrag.encoders.base import Encoder, ImageInput, batched, l2_normalize
-from rsrag.encoders.cache import TextVectorCache
-from rsrag.index.ann import AnnIndex, IndexSpec
-from rsrag.index.bm25 import BM25Index
-from rsrag.index.errors import EncoderMismatchError, FilterError, IndexBusyError, IndexExistsError, IndexNotFoundError
+from rsrag.index.ann import IndexSpec
+from rsrag.index.errors import EncoderMismatchError, FilterError, IndexExistsError, IndexNotFoundError
 from rsrag.index.filters import Filters, build_where
-from rsrag.fileio import atomic_write, atomic_write_json
-from rsrag.index.fsutil import CommitCounter, writer_lock
+from rsrag.fileio import atomic_write_json
+from rsrag.index.folder import MANIFEST, IndexFolder, new_manifest, now, record_text, validate_index_name
+from rsrag.index.fsutil import writer_lock
 from rsrag.index.pipeline import EmbeddedBatch, embed_records
+from rsrag.index.rows import Hit, RecordRows
 from rsrag.index.store import RecordStore
 
 log = logging.getLogger(__name__)
 
-MANIFEST, FAISS_FILE, BM25_FILE, RIDS_FILE = "manifest.json", "vectors.faiss", "bm25.npz", "next_rid"
-FORMAT = 1
+__all__ = ["Library", "Hit", "AddReport", "MANIFEST", "record_text"]
+
 MODES = ("dense", "bm25", "hybrid")
-_HIT_FIELDS = ("id", "label", "path", "captions", "split")
-_EMPTY: Mapping[str, Any] = MappingProxyType({})  # a hit's metadata / parts when it has none (read-only, shared)
+FILTER_CACHE = 64  # filter results (sorted rids) remembered per SQL predicate until the next change
 _FLOAT32 = np.dtype(np.float32)
-_new_hit = object.__new__  # Library._hydrate fills a Hit's slots itself
-STAMP_CHECK_S = 1.0  # see the module doc: the manifest is stat'ed at least this often while searching
-CAPTION_CACHE = 8192  # caption embeddings kept by image_to_text (16 MB at 512 dims)
-
-
-def record_text(label: str | None, captions: Sequence[str] | None) -> str:
-    """What BM25 indexes for a record: its label (underscores as spaces) and all its captions."""
-    return " ".join([str(label or "").replace("_", " "), *(captions or [])])
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-@dataclass(slots=True)
-class Hit:
-    """One search result. `score` is cosine similarity (dense), BM25 score, or fused RRF score."""
-
-    id: str
-    score: float
-    rank: int
-    label: str | None = None
-    path: str | None = None
-    captions: Sequence[str] = ()  # a tuple shared with the in-memory rows (read-only)
-    split: str | None = None
-    metadata: Mapping[str, Any] = field(default_factory=dict)
-    parts: Mapping[str, float] = field(default_factory=dict)  # hybrid: the dense and bm25 scores that were fused
-
-    def to_dict(self) -> dict:
-        out = {"rank": self.rank, "id": self.id, "score": self.score, "label": self.label, "path": self.path,
-               "captions": list(self.captions), "split": self.split}
-        for key, value in [*self.metadata.items(), *((f"{k}_score", v) for k, v in self.parts.items())]:
-            out.setdefault(key, value)
-        return out
 
 
 @dataclass
@@ -135,33 +78,29 @@ class Library:
                  auto_refresh: bool = True, encoder_options: dict | None = None) -> None:
         """`auto_refresh=False` makes a frozen view: it never reloads after other writers commit
         (check `is_stale()` and open a new one), so many threads can share it while writes go on.
-        `encoder_options` go to `create_encoder` with the manifest's encoder name (runtime choices
-        such as rs-lite's `text_precision`), when no `encoder` is given."""
+        `encoder_options` go to the encoder rebuilt from the manifest's spec (runtime choices such
+        as rs-lite's `text_precision`), when no `encoder` is given."""
         self.folder = Path(folder)
-        self.auto_refresh = auto_refresh
         self.name = self.folder.name
-        self._manifest_path = str(self.folder / MANIFEST)
-        self._commits = CommitCounter(self.folder)
-        self.lock_timeout = lock_timeout
+        self.auto_refresh = auto_refresh
         self._encoder = encoder
         self._encoder_options = dict(encoder_options or {})
-        self._caption_vectors = TextVectorCache(CAPTION_CACHE)  # see image_to_text
-        self._writing_depth = 0
-        self._thread_lock = threading.RLock()  # threads of one process sharing this object take turns
+        self._rows: RecordRows | None = None  # loaded on the first search after a change (_record_rows)
+        self._filter_cache: dict[str, np.ndarray] = {}  # SQL predicate -> sorted rids passing it
+        self._index = IndexFolder(self.folder, lock_timeout, on_change=self._forget_records)
         if encoder is not None:
-            self._check_encoder_against(json.loads((self.folder / MANIFEST).read_text()), encoder)
-        if self._load():
-            self._persist_if_free()
+            self._check_encoder(encoder)
+        self._index.open()
 
     # ---- opening -------------------------------------------------------------------------------
     @classmethod
     def open(cls, root: str | Path | None = None, name: str | None = None, *, encoder: Encoder | None = None,
              lock_timeout: float = 10.0, encoder_options: dict | None = None) -> "Library":
-        """Open an existing index. `root` as in `rsrag.config.indexes_root`; the encoder is created
-        from the manifest on first use unless one is given (it must match the index)."""
+        """Open an existing index. `root` as in `rsrag.config.indexes_root`; the encoder is rebuilt
+        from the manifest's spec on first use unless one is given (it must match the index)."""
         if name is None:
             raise ValueError("Library.open needs an index name")
-        folder = indexes_root(root) / name
+        folder = indexes_root(root) / validate_index_name(name)
         if not (folder / MANIFEST).is_file():
             known = ", ".join(i["name"] for i in cls.list(root)) or "none"
             raise IndexNotFoundError(f"no index named {name!r} under {indexes_root(root)} (indexes there: {known}); "
@@ -174,20 +113,19 @@ class Library:
                lock_timeout: float = 10.0) -> "Library":
         """Create an empty index for an encoder (instance or registry name; default rs-lite).
 
-        The manifest keeps the registry name to re-create the encoder at search time: the string
-        given, else `encoder_name`, else `encoder.name`, else the start of `encoder.id` ("rs-lite:..@..").
+        The manifest keeps the encoder's spec (`encoder.spec`, set by `create_encoder`: registry
+        name, arguments, checksums of its weight files) to rebuild the same encoder at search time.
+        An encoder made otherwise has no spec; then only its registry name is kept: `encoder_name`,
+        else `encoder.name`, else the start of `encoder.id` ("rs-lite:..@..").
 
         With `exist_ok`, an existing index is opened instead (after checking it uses the same
         encoder), which is how an interrupted build resumes.
         """
-        folder = indexes_root(root) / name
-        if not name or "/" in name or name.startswith("."):
-            raise ValueError(f"bad index name {name!r}")
+        folder = indexes_root(root) / validate_index_name(name)
         if isinstance(encoder, str) or encoder is None:
             from rsrag.encoders import create_encoder
 
-            encoder_name, encoder = encoder or encoder_name, create_encoder(encoder or encoder_name)
-        encoder_name = encoder_name or getattr(encoder, "name", None) or re.split(r"[@:]", encoder.id)[0]
+            encoder = create_encoder(encoder or encoder_name)
         if (folder / MANIFEST).is_file():
             if not exist_ok:
                 raise IndexExistsError(f"index {name!r} already exists under {folder.parent}")
@@ -196,13 +134,7 @@ class Library:
         folder.mkdir(parents=True, exist_ok=True)
         with writer_lock(folder, lock_timeout):
             if not (folder / MANIFEST).is_file():
-                atomic_write_json(folder / MANIFEST, {
-                    "format": FORMAT, "name": name, "created": _now(), "updated": _now(),
-                    "encoder": {"name": encoder_name, "id": encoder.id, "dim": int(encoder.dim)},
-                    "index": {"requested": str(spec), "type": None, "params": {}, "trained_n": 0},
-                    "counts": {"records": 0, "faiss": 0, "bm25": 0, "tombstones": 0},
-                    "next_rid": 0, "lance_version": 0,
-                })
+                atomic_write_json(folder / MANIFEST, new_manifest(name, _encoder_entry(encoder, encoder_name), spec))
         return cls(folder, encoder=encoder, lock_timeout=lock_timeout)
 
     @staticmethod
@@ -219,8 +151,26 @@ class Library:
 
     # ---- state ---------------------------------------------------------------------------------
     @property
+    def manifest(self) -> dict:
+        """The folder's manifest as last loaded (encoder, index type, counts, last build)."""
+        return self._index.manifest
+
+    @property
+    def store(self) -> RecordStore:
+        """The LanceDB record store; for rsrag.index itself (others read through `rows`/`count`)."""
+        return self._index.store
+
+    @property
+    def lock_timeout(self) -> float:
+        return self._index.lock_timeout
+
+    @lock_timeout.setter
+    def lock_timeout(self, seconds: float) -> None:
+        self._index.lock_timeout = seconds
+
+    @property
     def dim(self) -> int:
-        return self._dim
+        return self._index.dim
 
     @property
     def encoder_id(self) -> str:
@@ -229,32 +179,36 @@ class Library:
     @property
     def spec(self) -> IndexSpec:
         """The requested index type (`auto` unless overridden at create)."""
-        return IndexSpec.parse(self.manifest["index"]["requested"])
+        return self._index.requested
 
     def __len__(self) -> int:
         self._maybe_refresh()
-        return len(self._rids)
+        return len(self._index.rids)
 
     def __repr__(self) -> str:
-        return f"Library({self.name!r}, records={len(self._rids)}, index={self.manifest['index'].get('type')})"
+        return f"Library({self.name!r}, records={len(self._index.rids)}, index={self.manifest['index'].get('type')})"
 
     @property
     def encoder(self) -> Encoder:
-        """The index's encoder, created from the manifest on first use."""
+        """The index's encoder, rebuilt from the manifest on first use: from its spec (the same
+        weights, checked by checksum), or by registry name for indexes made before specs were kept."""
         if self._encoder is None:
-            from rsrag.encoders import create_encoder
+            from rsrag.encoders.registry import EncoderSpec, EncoderSpecError, create_encoder, create_encoder_from_spec
 
-            enc = create_encoder(self.manifest["encoder"]["name"], **self._encoder_options)
+            want = self.manifest["encoder"]
+            try:
+                if want.get("spec"):
+                    enc = create_encoder_from_spec(EncoderSpec.from_dict(want["spec"]), **self._encoder_options)
+                else:
+                    enc = create_encoder(want["name"], **self._encoder_options)
+            except EncoderSpecError as exc:
+                raise EncoderMismatchError(f"cannot rebuild the encoder of index {self.name!r}: {exc}") from None
             self._check_encoder(enc)
             self._encoder = enc
         return self._encoder
 
     def _check_encoder(self, enc: Encoder) -> None:
-        self._check_encoder_against(self.manifest, enc)
-
-    @staticmethod
-    def _check_encoder_against(manifest: dict, enc: Encoder) -> None:
-        want, name = manifest["encoder"], manifest.get("name")
+        want, name = self.manifest["encoder"], self.manifest.get("name")
         if int(enc.dim) != int(want["dim"]):
             raise EncoderMismatchError(
                 f"dimension mismatch: encoder {enc.id} makes {enc.dim}-d vectors but index {name!r} holds "
@@ -264,199 +218,27 @@ class Library:
                 f"index {name!r} was built with encoder {want['id']}, not {enc.id}: its vectors are not "
                 f"comparable; use the same encoder or rebuild the index")
 
-    def _stamp(self) -> tuple:
-        try:
-            st = os.stat(self._manifest_path)
-            return st.st_mtime_ns, st.st_size, st.st_ino
-        except FileNotFoundError:
-            return ()
-
-    def _load(self) -> bool:
-        """Read manifest, LanceDB, FAISS and BM25 from disk and repair the derived two (module doc).
-        Returns True when a repair changed them (so the files on disk are stale)."""
-        self._commits_seen = self._commits.value()  # before the manifest: a commit in between is seen next time
-        self._stamp_seen, self._stamp_checked = self._stamp(), time.monotonic()
-        self.manifest = json.loads((self.folder / MANIFEST).read_text())
-        self._dim = int(self.manifest["encoder"]["dim"])
-        if not hasattr(self, "store"):
-            self.store = RecordStore(self.folder, self.dim)
-        self.store.refresh()
-        ann = None
-        kind = self.manifest["index"].get("type")
-        if kind and (self.folder / FAISS_FILE).is_file():
-            try:
-                spec = IndexSpec(kind, self.manifest["index"]["params"])
-                ann = AnnIndex.load(self.folder / FAISS_FILE, spec, self.manifest["index"].get("trained_n", 0))
-                if AnnIndex.file_kind(ann.index) != kind or ann.dim != self.dim:
-                    ann = None  # a crash between the FAISS file and the manifest: rebuild below
-            except RuntimeError as exc:
-                log.warning("cannot read %s, rebuilding it from LanceDB: %s", FAISS_FILE, exc)
-                ann = None
-        bm25 = None
-        if (self.folder / BM25_FILE).is_file():
-            try:
-                bm25 = BM25Index.load(self.folder / BM25_FILE)
-            except (OSError, ValueError, KeyError) as exc:
-                log.warning("cannot read %s, rebuilding it from LanceDB: %s", BM25_FILE, exc)
-        self._ann, self._bm25 = ann, bm25 or BM25Index()
-        self._rids = self.store.rids()
-        stored_max = int(ann.stored_ids().max()) if ann is not None and ann.index.ntotal else -1
-        lance_max = int(self._rids.max()) if len(self._rids) else -1
-        reserved = int((self.folder / RIDS_FILE).read_text()) if (self.folder / RIDS_FILE).is_file() else 0
-        self._next_rid = max(int(self.manifest.get("next_rid", 0)), reserved, lance_max + 1, stored_max + 1)
-        self._meta: tuple[list[tuple | None], dict[str, list]] | None = None  # see _meta_rows
-        self._filter_cache: dict[str, np.ndarray] = {}
-        repaired = self._repair()
-        self._synced_version = self.store.version
-        return repaired
-
-    def _persist_if_free(self) -> None:
-        """Save a repair made at open when no writer is busy (else the next writer saves it)."""
-        try:
-            with writer_lock(self.folder, timeout=0):
-                if self._stamp() == self._stamp_seen:
-                    self._persist()
-        except IndexBusyError:
-            pass
-
-    def _repair(self) -> bool:
-        """Bring FAISS and BM25 in line with the rids in LanceDB; True if anything changed."""
-        changed = False
-        rids = self._rids
-        if self._ann is not None:
-            stored = self._ann.stored_ids()
-            stale = np.setdiff1d(stored, rids, assume_unique=True)
-            missing = np.setdiff1d(rids, stored, assume_unique=True)
-            if len(stale):
-                self._ann.remove(stale)
-                changed |= self._ann.spec.kind != "hnsw"  # hnsw only tombstones them: its file is unchanged
-            if len(missing):
-                self._ann.add(*self.store.vectors(missing))
-                changed = True
-        changed |= self._rebuild_ann_if_needed()
-        stale = np.setdiff1d(self._bm25.doc_rids, rids)
-        missing = np.setdiff1d(rids, self._bm25.doc_rids)
-        if len(stale):
-            self._bm25.remove(stale)
-            changed = True
-        if len(missing):
-            where = f"rid >= {int(missing.min())} AND rid <= {int(missing.max())}"
-            table = self.store.scan(["label", "captions"], where)
-            keep = np.isin(table.column("rid").to_numpy(), missing)
-            table = table.filter(pa.array(keep))
-            labels, captions = table.column("label").to_pylist(), table.column("captions").to_pylist()
-            texts = [record_text(label, caps) for label, caps in zip(labels, captions)]
-            self._bm25.add(table.column("rid").to_numpy().astype(np.int64), texts)
-            changed = True
-        if changed:
-            log.info("index %s: repaired FAISS/BM25 from LanceDB", self.name)
-        return changed
-
-    def _rebuild_ann_if_needed(self) -> bool:
-        n = len(self._rids)
-        auto = self.spec.kind == "auto"
-        if n == 0:
-            rebuilt = self._ann is not None and self._ann.index.ntotal > 0
-            self._ann = None
-            return rebuilt
-        if self._ann is not None and not self._ann.needs_rebuild(auto, n):
-            return False
-        spec = self.spec.resolve(n)
-        rids, vectors = self.store.vectors()
-        t0 = time.perf_counter()
-        self._ann = AnnIndex.build(spec, self.dim, rids, vectors)
-        log.info("index %s: built FAISS %s over %d vectors in %.1fs", self.name, spec, n, time.perf_counter() - t0)
-        return True
-
     def _maybe_refresh(self) -> None:
-        """Reload when another process has committed (its manifest replace changes the stamp)."""
-        if self.auto_refresh and self._writing_depth == 0 and self.is_stale():
-            self._load()
+        """Reload when another process has committed (see `folder.IndexFolder.is_stale`)."""
+        if self.auto_refresh and not self._index.is_writing and self._index.is_stale():
+            self._index.load()
 
     def is_stale(self) -> bool:
         """True when a writer has committed since this object last loaded the index."""
-        commits, now = self._commits.value(), time.monotonic()  # before every search: a memory read
-        if commits is not None and commits == self._commits_seen and now - self._stamp_checked < STAMP_CHECK_S:
-            return False
-        if self._stamp() != self._stamp_seen:
-            return True  # and stays so until a reload
-        self._commits_seen, self._stamp_checked = commits, now  # nothing new: remember we looked
-        return False
-
-    def preload(self) -> "Library":
-        """Load now what the first search would load lazily (the record rows)."""
-        self._meta_rows()
-        return self
+        return self._index.is_stale()
 
     def refresh(self) -> None:
         """Reload from disk now."""
-        self._load()
+        self._index.load()
 
-    def _persist(self) -> None:
-        """Replace the FAISS and BM25 files, then the manifest (the commit point for readers)."""
-        if self._ann is not None:
-            self._ann.save(self.folder / FAISS_FILE)
-        elif (self.folder / FAISS_FILE).exists():
-            (self.folder / FAISS_FILE).unlink()
-        self._bm25.save(self.folder / BM25_FILE)
-        ann = self._ann
-        self.manifest["index"].update({
-            "type": ann.spec.kind if ann else None, "params": ann.spec.params if ann else {},
-            "trained_n": ann.trained_n if ann else 0})
-        self.manifest["counts"] = {"records": len(self._rids), "faiss": len(ann) if ann else 0,
-                                   "bm25": len(self._bm25), "tombstones": len(ann.tombstones) if ann else 0}
-        self.manifest.update({"next_rid": self._next_rid, "lance_version": self.store.version, "updated": _now()})
-        atomic_write_json(self.folder / MANIFEST, self.manifest)
-        self._commits_seen = self._commits.bump()  # we hold the writer lock: nobody else bumped
-        self._stamp_seen = self._stamp()
+    def preload(self) -> "Library":
+        """Load now what the first search would load lazily (the record rows)."""
+        self._record_rows()
+        return self
 
-    @contextmanager
-    def _writing(self) -> Iterator[None]:
-        """Hold the writer lock; start from what is on disk; persist on success.
-
-        On an exception nothing derived is written: whatever reached LanceDB is picked up by the
-        repair on the next open.
-        """
-        with self._thread_lock:
-            if self._writing_depth:  # nested (e.g. rebuild inside a write): already locked
-                yield
-                return
-            with writer_lock(self.folder, self.lock_timeout):
-                for tmp in self.folder.glob(".*.tmp-*"):  # left by a writer killed mid-write
-                    tmp.unlink(missing_ok=True)
-                if self._stamp() != self._stamp_seen:
-                    self._load()
-                self.store.refresh()
-                if self.store.version != self._synced_version:  # a writer died after a LanceDB commit
-                    self._rids = self.store.rids()
-                    self._repair()
-                self._writing_depth += 1
-                try:
-                    yield
-                finally:
-                    self._writing_depth -= 1
-                self._synced_version = self.store.version
-                self._persist()
-
-    def _reserve_rids(self, n: int) -> np.ndarray:
-        """Fresh rids, recorded on disk before use so no crash can make one be reused (in their own
-        small file: rewriting the manifest per chunk would make every reader reload)."""
-        start = self._next_rid
-        self._next_rid += n
-        atomic_write(self.folder / RIDS_FILE, lambda tmp: tmp.write_text(f"{self._next_rid}\n"))
-        return np.arange(start, start + n, dtype=np.int64)
-
-    def _apply(self, removed: np.ndarray, rids: np.ndarray, vectors: np.ndarray, texts: list[str]) -> None:
-        """Mirror a committed LanceDB change into FAISS, BM25 and the in-memory rid list."""
-        removed = np.asarray(removed, np.int64)
-        self._rids = np.union1d(np.setdiff1d(self._rids, removed), rids)
-        if self._ann is not None:
-            self._ann.remove(removed)
-            self._ann.add(rids, vectors)
-        self._rebuild_ann_if_needed()
-        self._bm25.remove(removed)
-        self._bm25.add(rids, texts)
-        self._meta = None
+    def _forget_records(self) -> None:
+        """The folder's state changed: what is cached about the records is out of date."""
+        self._rows = None
         self._filter_cache.clear()
 
     # ---- writing -------------------------------------------------------------------------------
@@ -503,9 +285,11 @@ class Library:
                 report.duplicates += 1
             else:
                 unique[str(rec.id)] = rec
-        with self._writing():
-            existing = self.store.id_rids()
+        with self._index.writing():
+            store = self._index.store
+            existing = store.id_rids()
             todo = [r for i, r in unique.items() if upsert or i not in existing]
+            types = store.metadata_types(todo)  # every value checked before anything is written
             report.skipped = len(unique) - len(todo)
             removed, new_rids, new_vecs, new_texts = [], [], [], []
             pending: list[tuple[Any, np.ndarray]] = []
@@ -514,10 +298,10 @@ class Library:
             def commit() -> None:
                 recs = [r for r, _ in pending]
                 vecs = np.stack([v for _, v in pending])
-                rids = self._reserve_rids(len(recs))
-                rows = self.store.rows(recs, rids, vecs)
+                rids = self._index.reserve_rids(len(recs))
+                rows = store.rows(recs, rids, vecs, types)
                 old = [existing[str(r.id)] for r in recs if str(r.id) in existing]
-                (self.store.upsert if old else self.store.add)(rows)
+                (store.upsert if old else store.add)(rows)
                 removed.extend(old)
                 new_rids.append(rids)
                 new_vecs.append(vecs)
@@ -537,10 +321,10 @@ class Library:
             if pending:
                 commit()
             if new_rids:
-                self._apply(np.asarray(removed, np.int64), np.concatenate(new_rids),
-                            np.concatenate(new_vecs), new_texts)
+                self._index.apply(np.asarray(removed, np.int64), np.concatenate(new_rids),
+                                  np.concatenate(new_vecs), new_texts)
                 if len(new_rids) > 8:
-                    self.store.compact()
+                    store.compact()
         report.seconds = time.perf_counter() - t0
         return report
 
@@ -551,29 +335,24 @@ class Library:
     def delete(self, ids: Iterable[str]) -> list[str]:
         """Delete records by id from LanceDB, FAISS and BM25; returns the ids that were found."""
         ids = [str(i) for i in ids]
-        with self._writing():
-            found = self.store.id_rids(ids)
+        with self._index.writing():
+            found = self._index.store.id_rids(ids)
             if found:
                 rids = np.array(sorted(found.values()), np.int64)
-                self.store.delete(rids)
-                self._apply(rids, np.zeros(0, np.int64), np.zeros((0, self.dim), np.float32), [])
+                self._index.store.delete(rids)
+                self._index.apply(rids, np.zeros(0, np.int64), np.zeros((0, self.dim), np.float32), [])
         return [i for i in ids if i in found]
 
     def rebuild(self, index_type: str | None = None, *, bm25: bool = True) -> None:
         """Rebuild FAISS (optionally switching its type, e.g. "hnsw" or "auto") and BM25 from LanceDB."""
-        with self._writing():
-            if index_type is not None:
-                self.manifest["index"]["requested"] = str(IndexSpec.parse(index_type))
-            self._ann = None
-            if bm25:
-                self._bm25 = BM25Index()
-            self._repair()
+        with self._index.writing():
+            self._index.rebuild(index_type, bm25=bm25)
 
     def note_build(self, source: str, report: AddReport) -> None:
         """Record the last build's source and outcome (with up to 100 failures) in the manifest."""
-        with self._writing():
+        with self._index.writing():
             self.manifest["last_build"] = {
-                "source": source, "finished": _now(), **report.to_dict(),
+                "source": source, "finished": now(), **report.to_dict(),
                 "failures": [{"id": i, "path": p, "error": e} for i, p, e in report.failed[:100]]}
 
     # ---- reading -------------------------------------------------------------------------------
@@ -582,7 +361,7 @@ class Library:
         self._maybe_refresh()
         size = sum(f.stat().st_size for f in self.folder.rglob("*") if f.is_file())
         return {**self.manifest, "folder": str(self.folder), "columns": self.store.columns(),
-                "records": len(self._rids), "bytes": size}
+                "records": len(self._index.rids), "bytes": size}
 
     def columns(self) -> list[str]:
         return self.store.columns()
@@ -606,62 +385,25 @@ class Library:
         """How many records match the filters (all records without any)."""
         self._maybe_refresh()
         allowed = self._allowed(filters, where, bbox)
-        return len(self._rids) if allowed is None else len(allowed)
+        return len(self._index.rids) if allowed is None else len(allowed)
 
     def get(self, ids: Sequence[str]) -> list[Hit]:
-        """Records by id (those that exist), as hits with score 0."""
-        found = self.store.id_rids([str(i) for i in ids])
-        rids = [found[str(i)] for i in ids if str(i) in found]
-        return self._hydrate(rids, [0.0] * len(rids))
+        """Records by id (those that exist, in the order asked), as hits with score 0. Looked up in
+        the in-memory id -> rid map, so the cost does not grow with the index."""
+        self._maybe_refresh()
+        rows = self._record_rows()
+        rids = rows.rids_of(ids)
+        return rows.hits(rids, [0.0] * len(rids))
 
-    def _meta_rows(self) -> tuple[list[tuple | None], dict[str, list]]:
-        """The records without their vectors, in memory and indexed by rid, so hydrating a hit is a
-        list lookup (a pyarrow take per query costs more than an IVF search): (one (id, label, path,
-        captions, split) tuple per rid, None where there is no record; the other columns as lists
-        indexed the same way). Costs about as much memory as the records' text plus 8 bytes per
-        rid ever given out; loaded on the first search after a change."""
-        if self._meta is None:
-            table = self.store.scan([c for c in self.store.columns() if c != "rid"])
-            rids = table.column("rid").to_pylist()
-            size = rids[-1] + 1 if rids else 0  # scan sorts by rid
-
-            def by_rid(values: list) -> list:
-                if len(values) == size:  # no holes: rids are 0..size-1
-                    return values
-                out = [None] * size
-                for rid, value in zip(rids, values):
-                    out[rid] = value
-                return out
-
-            cols = {c: by_rid(table.column(c).to_pylist()) for c in table.column_names
-                    if c != "rid" and c not in _HIT_FIELDS}
-            fields = {c: table.column(c).to_pylist() for c in _HIT_FIELDS}
-            fields["captions"] = [tuple(c or ()) for c in fields["captions"]]
-            for c in ("label", "split"):  # few distinct values: one shared str each, not one per record
-                shared: dict = {}
-                fields[c] = [shared.setdefault(v, v) for v in fields[c]]
-            rows = by_rid(list(zip(*fields.values())))
-            self._meta = (rows, cols)
-        return self._meta
+    def _record_rows(self) -> RecordRows:
+        """The records in memory, indexed by rid (see rows.py); loaded on the first use after a change."""
+        if self._rows is None:
+            store = self.store
+            self._rows = RecordRows(store.scan([c for c in store.columns() if c != "rid"]))
+        return self._rows
 
     def _hydrate(self, rids: Sequence[int], scores: Sequence[float], parts: list[dict] | None = None) -> list[Hit]:
-        """Hits for (rid, score) pairs in rank order. Rids with no record in LanceDB (any more) are
-        dropped, so a deleted record is never returned. Kept to plain list lookups and slot stores:
-        it runs right after a FAISS scan has pushed everything else out of the CPU caches, where
-        calling the dataclass' `__init__` for each hit measured 7-16 us more per query."""
-        rows, extra = self._meta_rows()
-        n = len(rows)
-        hits: list[Hit] = []
-        for i, (rid, score) in enumerate(zip(rids, scores)):
-            row = rows[rid] if 0 <= rid < n else None
-            if row is not None:
-                hit = _new_hit(Hit)  # every field is set below (tests/test_index_library.py checks)
-                hit.id, hit.label, hit.path, hit.captions, hit.split = row
-                hit.score, hit.rank = score, len(hits) + 1
-                hit.metadata = {c: v[rid] for c, v in extra.items()} if extra else _EMPTY
-                hit.parts = parts[i] if parts else _EMPTY
-                hits.append(hit)
-        return hits
+        return self._record_rows().hits(rids, scores, parts)
 
     def _where(self, filters: Filters, where: str | None, bbox: Sequence[float] | None) -> str | None:
         """The filters as one SQL predicate checked against the schema (None: no filter)."""
@@ -680,25 +422,24 @@ class Library:
             except (ValueError, RuntimeError, OSError) as exc:
                 known = ", ".join(self.store.columns())
                 raise FilterError(f"bad filter {sql!r}: {exc} (columns: {known})") from None
-            if len(self._filter_cache) > 64:
+            if len(self._filter_cache) > FILTER_CACHE:
                 self._filter_cache.pop(next(iter(self._filter_cache)))
         return self._filter_cache[sql]
 
     def _dense(self, vector: np.ndarray, k: int, allowed: np.ndarray | None) -> tuple[list[int], list[float]]:
         """(rids, cosine scores) of the k nearest records, best first, as lists (what the callers
-        iterate). Array work is kept to what FAISS needs: this runs once per query, half of it
-        cache-cold after the scan."""
+        iterate)."""
         if type(vector) is np.ndarray and vector.dtype is _FLOAT32 and vector.ndim == 1 and vector.flags.c_contiguous:
             query = vector[None]  # already FAISS' own layout: a view, no copy
         else:
             query = np.ascontiguousarray(vector, np.float32).reshape(1, -1)
-        if query.shape[1] != self._dim:
+        if query.shape[1] != self.dim:
             raise EncoderMismatchError(f"dimension mismatch: query vector has {query.shape[1]} dims, "
-                                       f"index {self.name!r} holds {self._dim}-d vectors")
-        ann = self._ann
+                                       f"index {self.name!r} holds {self.dim}-d vectors")
+        ann = self._index.ann
         if ann is None or k <= 0 or (allowed is not None and not len(allowed)):
             return [], []
-        scores, rids = ann.search_prepared(query, k, allowed)
+        scores, rids = ann.search(query, k, allowed)
         rids, scores = rids[0].tolist(), scores[0].tolist()
         if rids and rids[-1] < 0:  # FAISS fills the slots it found nothing for, at the end, with -1
             keep = [i for i, rid in enumerate(rids) if rid >= 0]
@@ -736,14 +477,14 @@ class Library:
         self._maybe_refresh()
         allowed = self._allowed(filters, where, bbox)
         if mode == "bm25":
-            rids, scores = self._bm25.search(query, k, allowed)
+            rids, scores = self._index.bm25.search(query, k, allowed)
             return self._hydrate(rids.tolist(), scores.tolist())
         if vector is None:
             vector = self.encoder.encode_texts([query])[0]
         if mode == "dense":
             return self._hydrate(*self._dense(vector, k, allowed))
         depth = depth or max(50, 5 * k)
-        bm25_rids, bm25_scores = self._bm25.search(query, depth, allowed)
+        bm25_rids, bm25_scores = self._index.bm25.search(query, depth, allowed)
         lists = {"dense": list(zip(*self._dense(vector, depth, allowed))),
                  "bm25": list(zip(bm25_rids.tolist(), bm25_scores.tolist()))}
         fused = fusion.rrf(lists, weights=dict(zip(lists, weights)))
@@ -767,27 +508,19 @@ class Library:
             hit.rank = rank
         return hits
 
-    def image_to_text(self, image: ImageInput, k: int = 5, *, n_captions: int = 5, filters: Filters = None,
-                      where: str | None = None, bbox: Sequence[float] | None = None) -> dict:
-        """What the library knows about an image: its k nearest records, their labels voted by
-        similarity, and their captions ranked by 0.5 * (similarity of the source image) +
-        0.5 * (cosine between the caption's text embedding and the query image)."""
-        self._maybe_refresh()
-        vector = self.encoder.encode_images([image])[0]
-        hits = self._hydrate(*self._dense(vector, k, self._allowed(filters, where, bbox)))
-        votes: dict[str, float] = {}
-        best: dict[str, tuple[float, str]] = {}
-        for hit in hits:
-            if hit.label is not None:
-                votes[hit.label] = votes.get(hit.label, 0.0) + max(hit.score, 0.0)
-            for cap in hit.captions:
-                if cap not in best or best[cap][0] < hit.score:
-                    best[cap] = (hit.score, hit.id)
-        total = sum(votes.values()) or 1.0
-        labels = [{"label": lab, "score": v / total} for lab, v in sorted(votes.items(), key=lambda kv: -kv[1])]
-        texts = list(best)
-        # caption embeddings are remembered: the same captions come back query after query
-        cross = self._caption_vectors.vectors(texts, self.encoder.encode_texts) @ vector if texts else np.zeros(0)
-        captions = sorted(({"text": t, "score": float(0.5 * best[t][0] + 0.5 * c), "source": best[t][1]}
-                           for t, c in zip(texts, cross)), key=lambda d: -d["score"])
-        return {"labels": labels, "captions": captions[:n_captions], "hits": [h.to_dict() for h in hits]}
+
+def _encoder_entry(encoder: Encoder, encoder_name: str | None) -> dict:
+    """The manifest's `encoder` entry: registry name, spec (when the encoder has a portable one),
+    id and dimension."""
+    from rsrag.encoders.registry import EncoderSpec
+
+    spec = getattr(encoder, "spec", None)
+    entry: dict[str, Any] = {"name": None, "id": encoder.id, "dim": int(encoder.dim)}
+    if isinstance(spec, EncoderSpec):
+        entry["name"] = spec.name
+        try:
+            entry["spec"] = spec.to_dict()
+        except ValueError as exc:  # an argument JSON cannot hold: only the name is kept
+            log.warning("encoder %s: keeping only its name in the manifest: %s", encoder.id, exc)
+    entry["name"] = entry["name"] or encoder_name or getattr(encoder, "name", None) or re.split(r"[@:]", encoder.id)[0]
+    return entry

@@ -5,12 +5,35 @@ an upsert gets a fresh one), `id` (the user's record id, unique), `path`, `split
 `captions` (list of strings), `vector` (float32, L2-normalised), then one column per metadata key
 seen in the records (`lon`, `lat`, ...; added to the schema when a new key first appears).
 Every write is one LanceDB commit, so a crash leaves the table at the previous or the next version.
+
+Metadata types. A column's type is fixed when it is added and every later value must fit it
+(`metadata_types` checks a whole batch before anything is written, raising `RecordError` that
+names the key and the type):
+
+- `KNOWN_COLUMNS` give the geographic and time keys one type from the start, whatever the first
+  value is, so a stray first value cannot turn `lon` into text and break every bbox search:
+
+  | column                           | type    | values                                      |
+  |----------------------------------|---------|---------------------------------------------|
+  | `lon`, `lat`                     | float64 | degrees (WGS84)                             |
+  | `minx`, `miny`, `maxx`, `maxy`   | float64 | footprint bounds, in the record's `crs`     |
+  | `gsd`                            | float64 | ground sample distance, metres per pixel    |
+  | `crs`                            | string  | e.g. "EPSG:4326"                            |
+  | `footprint`                      | string  | WKT polygon                                 |
+  | `datetime`, `date`               | string  | ISO-8601 ("2021-06-01", "2021-06-01T10:30:00Z") |
+
+- other keys take the type of the first batch that brings them: all bool -> bool, all int ->
+  int64, ints and floats -> float64, anything else -> string (values stored as text).
+- an int64 column takes integers within int64 (and floats with no fractional part); a float64
+  column takes ints and floats; a bool column takes bools; a string column takes anything, as text.
+  A float with a fraction is never truncated into an int column, text never goes into a number.
 """
 
 from __future__ import annotations
 
 import os
 import re
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -21,7 +44,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from rsrag.index.errors import LibraryError
+from rsrag.index.errors import RecordError
 
 TABLE = "records"
 CORE = ("rid", "id", "path", "split", "label", "captions", "vector")
@@ -35,9 +58,19 @@ def metadata_column(key: str) -> str:
     return f"meta_{name}" if name in RESERVED or name[0].isdigit() or name.startswith("_") else name
 
 
+_INT64 = (-(1 << 63), (1 << 63) - 1)
+KNOWN_COLUMNS: dict[str, pa.DataType] = {  # see the module doc
+    **dict.fromkeys(("lon", "lat", "minx", "miny", "maxx", "maxy", "gsd"), pa.float64()),
+    **dict.fromkeys(("crs", "footprint", "datetime", "date"), pa.string()),
+}
+ISO_8601_COLUMNS = ("datetime", "date")
+_NUMBERS = (int, float, np.integer, np.floating)
+
+
 def _infer_type(values: list) -> pa.DataType:
-    """Arrow type for a metadata column from the values one batch brings (None ignored)."""
-    seen = {type(v) for v in values if v is not None}
+    """Arrow type for a new metadata column from the values one batch brings (None ignored)."""
+    seen = {bool if isinstance(v, (bool, np.bool_)) else int if isinstance(v, (int, np.integer))
+            else float if isinstance(v, (float, np.floating)) else str for v in values if v is not None}
     if seen and seen <= {bool}:
         return pa.bool_()
     if seen and seen <= {int}:
@@ -47,13 +80,55 @@ def _infer_type(values: list) -> pa.DataType:
     return pa.string()
 
 
-def _as_column(values: list, typ: pa.DataType, name: str) -> pa.Array:
+def _fit(value: Any, typ: pa.DataType, column: str) -> Any:
+    """`value` as column `column` of type `typ` stores it, or ValueError saying why it does not fit."""
+    if value is None:
+        return None
+    is_bool = isinstance(value, (bool, np.bool_))
     if typ == pa.string():
-        values = [None if v is None else v if isinstance(v, str) else str(v) for v in values]
-    try:
-        return pa.array(values, type=typ)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError) as exc:
-        raise LibraryError(f"metadata column {name!r} holds {typ}, a record brings {values[:3]!r}...: {exc}") from exc
+        if column in ISO_8601_COLUMNS:
+            return _iso_8601(value)
+        return value if isinstance(value, str) else str(value)
+    if typ == pa.bool_():
+        if is_bool:
+            return bool(value)
+        raise ValueError("not a boolean")
+    if (typ == pa.int64() or typ == pa.float64()) and (is_bool or not isinstance(value, _NUMBERS)):
+        raise ValueError("not a number")
+    if typ == pa.int64():
+        if isinstance(value, (float, np.floating)) and not float(value).is_integer():
+            raise ValueError("has a fractional part")
+        value = int(value)
+        if not _INT64[0] <= value <= _INT64[1]:
+            raise ValueError("outside the 64-bit integer range")
+        return value
+    if typ == pa.float64():
+        try:
+            return float(value)
+        except OverflowError:
+            raise ValueError("too large for a 64-bit float") from None
+    try:  # a column type rsrag does not make itself: as pyarrow converts it
+        pa.array([value], type=typ)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError) as exc:
+        raise ValueError(str(exc)) from None
+    return value
+
+
+def _iso_8601(value: Any) -> str:
+    """A date or time as ISO-8601 text (datetime/date objects, or text that parses as such)."""
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    if isinstance(value, str):
+        try:
+            datetime.fromisoformat(value[:-1] + "+00:00" if value.endswith("Z") else value)
+            return value
+        except ValueError:
+            pass
+    raise ValueError("not an ISO-8601 date or time (e.g. 2021-06-01 or 2021-06-01T10:30:00Z)")
+
+
+def _type_name(typ: pa.DataType) -> str:
+    return {"double": "float64", "int64": "int64", "bool": "bool", "string": "string"}.get(str(typ), str(typ))
 
 
 def sql_literal(value: Any) -> str:
@@ -160,18 +235,41 @@ class RecordStore:
         return table.column("rid").to_numpy().astype(np.int64), _vectors_of(table, self.dim)
 
     # ---- writing -------------------------------------------------------------------------------
-    def rows(self, records: Sequence, rids: np.ndarray, vectors: np.ndarray) -> pa.Table:
+    def metadata_types(self, records: Sequence) -> dict[str, pa.DataType]:
+        """The column type of every metadata key the records bring, after checking that each value
+        fits it (module doc): the existing column's type, a `KNOWN_COLUMNS` type, or one inferred
+        from the whole batch. Raises `RecordError` naming the record, key and type otherwise; call
+        it on the whole batch before writing any of it."""
+        values: dict[str, list[tuple[Any, Any, str]]] = {}  # column -> (record id, value, key)
+        for rec in records:
+            for key, value in (getattr(rec, "metadata", None) or {}).items():
+                values.setdefault(metadata_column(key), []).append((rec.id, value, key))
+        existing = {f.name: f.type for f in self.schema()}
+        types = {}
+        for column, seen in values.items():
+            typ = existing.get(column) or KNOWN_COLUMNS.get(column) or _infer_type([v for _, v, _ in seen])
+            for rec_id, value, key in seen:
+                try:
+                    _fit(value, typ, column)
+                except ValueError as exc:
+                    shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:40] + "..."
+                    raise RecordError(f"record {str(rec_id)!r}: metadata {key!r} = {shown} does not fit column "
+                                      f"{column!r} of type {_type_name(typ)}: {exc}") from None
+            types[column] = typ
+        return types
+
+    def rows(self, records: Sequence, rids: np.ndarray, vectors: np.ndarray,
+             types: dict[str, pa.DataType] | None = None) -> pa.Table:
         """Records (ImageRecord-like: id, path, split, label, captions, metadata) -> an arrow batch,
-        growing the table schema first when the batch brings a new metadata key."""
+        growing the table schema first when the batch brings a new metadata key. `types`: what
+        `metadata_types` gave for the whole batch these records are part of (checked here if None)."""
+        types = self.metadata_types(records) if types is None else types
         meta: dict[str, list] = {}
         for pos, rec in enumerate(records):
             for key, value in (getattr(rec, "metadata", None) or {}).items():
                 meta.setdefault(metadata_column(key), [None] * len(records))[pos] = value
-        existing = {f.name: f.type for f in self.schema()}
-        new_cols = {}
-        for name, values in meta.items():
-            if name not in existing:
-                new_cols[name] = _infer_type(values)
+        existing = {f.name for f in self.schema()}
+        new_cols = {name: types[name] for name in meta if name not in existing}
         if new_cols and self.table is not None:
             self.table.add_columns({n: f"CAST(NULL AS {_SQL_TYPES[t]})" for n, t in new_cols.items()})
         columns = {
@@ -184,7 +282,7 @@ class RecordStore:
             "vector": pa.FixedSizeListArray.from_arrays(pa.array(np.asarray(vectors, np.float32).ravel()), self.dim),
         }
         for name, values in meta.items():
-            columns[name] = _as_column(values, existing.get(name) or new_cols[name], name)
+            columns[name] = pa.array([_fit(v, types[name], name) for v in values], type=types[name])
         return pa.table(columns)
 
     def add(self, rows: pa.Table) -> None:

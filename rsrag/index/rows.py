@@ -1,0 +1,88 @@
+"""Search hits and the in-memory record rows they are made from.
+
+A search finds rids (FAISS, BM25); `RecordRows` turns them into `Hit`s with a list lookup per hit:
+it holds every record without its vector, indexed by rid (a pyarrow `take` per query costs more
+than an IVF search), and an id -> rid map for lookups by id (`Library.get`), so neither scans the
+LanceDB table per call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Mapping, Sequence
+
+import pyarrow as pa
+
+HIT_FIELDS = ("id", "label", "path", "captions", "split")  # the row tuple's fields, in order
+_EMPTY: Mapping[str, Any] = MappingProxyType({})  # a hit's metadata / parts when it has none (read-only, shared)
+
+
+@dataclass(slots=True)
+class Hit:
+    """One search result. `score` is cosine similarity (dense), BM25 score, or fused RRF score."""
+
+    id: str
+    score: float
+    rank: int
+    label: str | None = None
+    path: str | None = None
+    captions: Sequence[str] = ()  # a tuple shared with the in-memory rows (read-only)
+    split: str | None = None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    parts: Mapping[str, float] = field(default_factory=dict)  # hybrid: the dense and bm25 scores that were fused
+
+    def to_dict(self) -> dict:
+        out = {"rank": self.rank, "id": self.id, "score": self.score, "label": self.label, "path": self.path,
+               "captions": list(self.captions), "split": self.split}
+        for key, value in [*self.metadata.items(), *((f"{k}_score", v) for k, v in self.parts.items())]:
+            out.setdefault(key, value)
+        return out
+
+
+class RecordRows:
+    """Every record of one table version without its vector, indexed by rid: one (id, label, path,
+    captions, split) tuple per rid (None where there is no record), the metadata columns as lists
+    indexed the same way, and an id -> rid map. Costs about as much memory as the records' text
+    plus 8 bytes per rid ever given out."""
+
+    def __init__(self, table: pa.Table) -> None:
+        """`table`: a scan sorted by rid with `rid`, the `HIT_FIELDS` and any metadata columns."""
+        rids = table.column("rid").to_pylist()
+        size = rids[-1] + 1 if rids else 0
+
+        def by_rid(values: list) -> list:
+            if len(values) == size:  # no holes: rids are 0..size-1
+                return values
+            out = [None] * size
+            for rid, value in zip(rids, values):
+                out[rid] = value
+            return out
+
+        fields = {c: table.column(c).to_pylist() for c in HIT_FIELDS}
+        fields["captions"] = [tuple(c or ()) for c in fields["captions"]]
+        for c in ("label", "split"):  # few distinct values: one shared str each, not one per record
+            shared: dict = {}
+            fields[c] = [shared.setdefault(v, v) for v in fields[c]]
+        self.rows: list[tuple | None] = by_rid(list(zip(*fields.values())))
+        self.metadata: dict[str, list] = {c: by_rid(table.column(c).to_pylist()) for c in table.column_names
+                                          if c != "rid" and c not in HIT_FIELDS}
+        self.rid_of: dict[str, int] = dict(zip(fields["id"], rids))
+
+    def hits(self, rids: Sequence[int], scores: Sequence[float], parts: Sequence[Mapping] | None = None) -> list[Hit]:
+        """Hits for (rid, score) pairs in rank order. Rids with no record (any more) are dropped, so
+        a deleted record is never returned."""
+        rows, extra, n = self.rows, self.metadata, len(self.rows)
+        hits: list[Hit] = []
+        for i, (rid, score) in enumerate(zip(rids, scores)):
+            row = rows[rid] if 0 <= rid < n else None
+            if row is not None:
+                hits.append(Hit(row[0], score, len(hits) + 1, row[1], row[2], row[3], row[4],
+                                {c: v[rid] for c, v in extra.items()} if extra else _EMPTY,
+                                parts[i] if parts else _EMPTY))
+        return hits
+
+    def rids_of(self, ids: Sequence[str]) -> list[int]:
+        """The rids of those ids that are records, in the order given."""
+        rid_of = self.rid_of
+        return [rid_of[i] for i in map(str, ids) if i in rid_of]
