@@ -6,7 +6,15 @@ from dataclasses import dataclass
 
 import pytest
 
-from rsrag.generators import Generation, GenerationRequest, Generator, GeneratorError, create_generator, list_generators
+from rsrag.generators import (
+    Evidence,
+    Generation,
+    GenerationRequest,
+    Generator,
+    GeneratorError,
+    create_generator,
+    list_generators,
+)
 
 
 @dataclass
@@ -39,7 +47,7 @@ class EchoFallback(Generator):
     name = "echo"
 
     def generate(self, request: GenerationRequest) -> Generation:
-        return Generation(f"from evidence: {request.evidence[0]['text']}", [request.evidence[0]["id"]])
+        return Generation(f"from evidence: {request.evidence[0].text}", [request.evidence[0].id])
 
 
 def test_registered():
@@ -56,7 +64,7 @@ def test_vqa_answers_inside_its_answer_space():
 
 def test_vqa_unknown_falls_back_to_the_evidence():
     gen = create_generator("vqa", vqa=FakeVQA(FakeVQAAnswer("unknown", 0.0, True)), fallback=EchoFallback())
-    request = GenerationRequest("Who built this bridge?", evidence=[{"id": "k1#history", "text": "Built in 1890."}],
+    request = GenerationRequest("Who built this bridge?", evidence=[Evidence("k1#history", "Built in 1890.")],
                                 image="img.jpg")
     out = gen.generate(request)
     assert out.text == "from evidence: Built in 1890." and out.cited == ["k1#history"]

@@ -10,7 +10,8 @@ from index_helpers import HashEncoder, make_image, make_records  # noqa: F401  (
 from rsrag.generators import Generation, Generator
 from rsrag.index import IndexNotFoundError, Library
 from rsrag.knowledge import KnowledgeBase, KnowledgeRecord
-from rsrag.rag import Answer, PromptBuilder, QAInputError, RetrievalConfig, ask, fuse_rrf, fuse_weighted
+from rsrag import fusion
+from rsrag.rag import Answer, PromptBuilder, QAInputError, RetrievalConfig, ask
 from rsrag.rag.prompt import estimate_tokens
 
 FACTS = [
@@ -46,22 +47,22 @@ def kb_library(tmp_path_factory) -> Library:
 
 def test_rrf_fusion_orders_by_summed_reciprocal_ranks():
     lists = {"text": [("a", 0.9), ("b", 0.8), ("c", 0.1)], "bm25": [("b", 10.0), ("c", 5.0)]}
-    fused = fuse_rrf(lists, k=60)
+    fused = fusion.rrf(lists, k=60)
     assert fused["b"] == pytest.approx(1 / 62 + 1 / 61) and fused["a"] == pytest.approx(1 / 61)
     assert sorted(fused, key=lambda c: -fused[c]) == ["b", "c", "a"]
-    assert max(fuse_rrf(lists, weights={"text": 1.0, "bm25": 0.0}).items(), key=lambda kv: kv[1])[0] == "a"
+    assert max(fusion.rrf(lists, weights={"text": 1.0, "bm25": 0.0}).items(), key=lambda kv: kv[1])[0] == "a"
 
 
 def test_weighted_fusion_follows_alpha():
     lists = {"text": [("a", 0.9), ("b", 0.5)], "image": [("c", 0.9), ("a", 0.1)]}
-    top = lambda alpha: max(fuse_weighted(lists, alpha).items(), key=lambda kv: kv[1])[0]  # noqa: E731
+    top = lambda alpha: max(fusion.weighted(lists, alpha=alpha).items(), key=lambda kv: kv[1])[0]  # noqa: E731
     assert top(0.0) == "a" and top(1.0) == "c"
-    fused = fuse_weighted(lists, 0.5)
+    fused = fusion.weighted(lists, alpha=0.5)
     assert fused["a"] == pytest.approx(0.5 * 0.1 + 0.5 * 0.9)
     assert fused["c"] == pytest.approx(0.5 * 0.9 + 0.5 * 0.5)  # absent from text: that list's floor
-    with_bm25 = fuse_weighted({"text": [("a", 0.5), ("b", 0.5)], "bm25": [("b", 8.0), ("a", 2.0)]}, bm25_weight=0.5)
+    with_bm25 = fusion.weighted({"text": [("a", 0.5), ("b", 0.5)], "bm25": [("b", 8.0), ("a", 2.0)]}, bm25_weight=0.5)
     assert with_bm25["b"] == pytest.approx(0.75) and with_bm25["a"] == pytest.approx(0.375)
-    assert fuse_weighted({"text": [("a", 0.2)]}, alpha=0.9) == {"a": pytest.approx(0.2)}  # no image: text only
+    assert fusion.weighted({"text": [("a", 0.2)]}, alpha=0.9) == {"a": pytest.approx(0.2)}  # no image: text only
     with pytest.raises(ValueError, match="fusion"):
         RetrievalConfig(fusion="max")
 
