@@ -11,7 +11,19 @@ from rsrag.generators import Generation, Generator
 from rsrag.index import IndexNotFoundError, Library
 from rsrag.knowledge import KnowledgeBase, KnowledgeRecord
 from rsrag import fusion
-from rsrag.rag import Answer, PromptBuilder, QAInputError, RetrievalConfig, ask
+from rsrag.rag import (
+    Answer,
+    Answerer,
+    AskOptions,
+    Evidence,
+    KnowledgeRetriever,
+    PromptBuilder,
+    QAInputError,
+    RetrievalConfig,
+    answerer_for,
+    ask,
+    image_to_text,
+)
 from rsrag.rag.prompt import estimate_tokens
 
 FACTS = [
@@ -43,6 +55,18 @@ def kb_library(tmp_path_factory) -> Library:
     lib = Library.create(root, "lib", encoder="test-hash")
     KnowledgeBase.attach(lib).add([KnowledgeRecord.from_dict(f) for f in FACTS])
     return Library.open(root, "lib", encoder=HashEncoder())
+
+
+@pytest.fixture(scope="module")
+def image_records(tmp_path_factory):
+    return make_records(tmp_path_factory.mktemp("images"), n_per_colour=8)  # img0-7 red, 8-15 green, 16-23 blue
+
+
+@pytest.fixture(scope="module")
+def image_library(tmp_path_factory, image_records) -> Library:
+    lib = Library.create(tmp_path_factory.mktemp("imglib"), "imgs", encoder=HashEncoder())
+    lib.add(image_records, workers=1)
+    return lib
 
 
 def test_rrf_fusion_orders_by_summed_reciprocal_ranks():
@@ -235,3 +259,108 @@ def test_cli_ask_and_knowledge_add(tmp_path: Path):
         ],
     )
     assert result.exit_code == 2 and "cannot reach generator endpoint" in result.output
+
+
+def test_image_to_text(image_library, image_records):
+    info = image_to_text(image_library, image_records[9].path, k=3)
+    assert info["labels"][0]["label"] == "green" and info["hits"][0]["id"] == "img9"
+    assert all("green" in c["text"] for c in info["captions"])
+    assert sum(lab["score"] for lab in info["labels"]) == pytest.approx(1.0)
+    boxed = image_to_text(image_library, image_records[9].path, k=3, filters={"label": "blue"})
+    assert {h["label"] for h in boxed["hits"]} == {"blue"}
+
+
+def test_image_to_text_encodes_each_caption_once(tmp_path, image_records, monkeypatch):
+    lib = Library.create(tmp_path, "fresh", encoder=HashEncoder())  # its own caption cache starts empty
+    lib.add(image_records, workers=1)
+    encoded: list[str] = []
+    real = lib.encoder.encode_texts
+    monkeypatch.setattr(lib.encoder, "encode_texts", lambda texts, **kw: encoded.extend(texts) or real(texts, **kw))
+    first = image_to_text(lib, image_records[10].path, k=3)
+    assert encoded and len(encoded) == len(set(encoded))
+    seen = len(encoded)
+    assert image_to_text(lib, image_records[10].path, k=3) == first  # same answer, from remembered caption vectors
+    assert len(encoded) == seen
+    image_to_text(lib, image_records[0].path, k=3)  # other neighbours: only their captions are new
+    assert not set(encoded[seen:]) & set(encoded[:seen])
+
+
+def test_ask_options_and_evidence_types(kb_library):
+    opts = AskOptions.from_kwargs(k=2, fusion="rrf", rerank=False, task=None, generator_config=None)
+    assert opts.k == 2 and opts.config == RetrievalConfig(fusion="rrf", rerank=False) and opts.generator_config == {}
+    with pytest.raises(TypeError, match="config= and RetrievalConfig fields"):
+        ask(kb_library, "Where?", config=RetrievalConfig(), fusion="rrf")
+    with pytest.raises(TypeError, match="options= and keyword options"):
+        ask(kb_library, "Where?", options=opts, k=3)
+    answer = ask(kb_library, "Where is Green Park?", options=opts)
+    assert len(answer.evidence) == 2 and answer.citations[0]["record_id"] == "green-park"
+    assert list(answer.evidence[0]) == ["id", "record_id", "name", "chunk_type", "text", "score", "category"]
+    # one answerer per library object; retrieve() hands back everything it found
+    answerer = answerer_for(kb_library)
+    assert answerer is answerer_for(kb_library) and isinstance(answerer, Answerer)
+    found = answerer.retrieve("Where is Green Park?", None, opts)
+    assert all(isinstance(e, Evidence) for e in found.evidence) and found.evidence[0].record_id == "green-park"
+    assert found.fused and found.candidates and set(found.timings) == {"retrieve", "rerank"}
+    _, retriever = answerer.knowledge()
+    assert isinstance(retriever, KnowledgeRetriever) and not hasattr(retriever, "last_fused")
+
+
+def test_answerer_does_not_keep_its_library_alive(tmp_path):
+    import gc
+    import weakref
+
+    Library.create(tmp_path, "gone", encoder="test-hash")
+    lib = Library.open(tmp_path, "gone", encoder=HashEncoder())
+    answerer_for(lib)
+    ref = weakref.ref(lib)
+    del lib
+    gc.collect()
+    assert ref() is None
+
+
+class SlowOverlap:
+    """A re-ranker (word overlap) that sleeps, so that concurrent questions interleave."""
+
+    name = "slow-overlap"
+
+    def score(self, query, passages):
+        import time
+
+        import numpy as np
+
+        time.sleep(0.003)
+        words = set(query.lower().split())
+        return np.array([len(words & set(p.lower().split())) for p in passages], np.float32)
+
+
+def test_concurrent_questions_keep_their_own_evidence(kb_library, image_library, image_records):
+    """Many threads share one library (and so one answerer, retriever and reranker): each answer's
+    citations, evidence and fused records are those of its own question or image."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from rsrag.rerankers import Reranker
+
+    slow = type("Slow", (SlowOverlap, Reranker), {})()
+    questions = {
+        "When was the Red Tower built?": "red-tower",
+        "Who visited the Blue Bridge?": "blue-bridge",
+        "Where is Green Park?": "green-park",
+    }
+    images = {"red": image_records[2].path, "green": image_records[12].path, "blue": image_records[20].path}
+    jobs = [("q", q) for q in questions] * 12 + [("img", c) for c in images] * 8
+
+    def run(job):
+        kind, what = job
+        if kind == "q":
+            return job, ask(kb_library, what, reranker=slow, rerank=what != "Where is Green Park?")
+        return job, ask(image_library, None, images[what], k=3)
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(run, jobs[::2] + jobs[1::2]))
+    for (kind, what), answer in results:
+        if kind == "q":
+            want = questions[what]
+            assert answer.citations[0]["record_id"] == want, what
+            assert answer.evidence[0]["record_id"] == want and answer.extra["fused_record_ids"][0] == want, what
+        else:
+            assert what in answer.text and all(e["category"] == what for e in answer.evidence[:3]), what
