@@ -232,6 +232,14 @@ def test_cli_ask_and_knowledge_add(tmp_path: Path):
     result = runner.invoke(app, ["knowledge", "add", str(bad), "--index", "lib", "--root", str(tmp_path)])
     assert result.exit_code == 2 and "bad.jsonl:2: lon/lat out of range" in result.output
     assert len(KnowledgeBase.open(Library.open(tmp_path, "lib"))) == 3  # the valid first line was not stored either
+    typed = tmp_path / "typed.jsonl"  # a wrong type is refused whole too, and types no column
+    typed.write_text(json.dumps({**FACTS[1], "source": 5, "images": [str(make_image(tmp_path / "i.png", "red", 1))]}))
+    result = runner.invoke(app, ["knowledge", "add", str(typed), "--index", "lib", "--root", str(tmp_path)])
+    assert result.exit_code == 2 and "'source' must be a string or null" in result.output
+    assert len(KnowledgeBase.open(Library.open(tmp_path, "lib"))) == 3
+    typed.write_text(json.dumps({**FACTS[1], "source": "atlas"}))
+    result = runner.invoke(app, ["knowledge", "add", str(typed), "--index", "lib", "--root", str(tmp_path)])
+    assert result.exit_code == 0 and json.loads(result.output)["chunks"] == 3
 
     result = runner.invoke(
         app, ["ask", "When was the Red Tower built?", "--index", "lib", "--root", str(tmp_path), "--json"]
