@@ -19,17 +19,19 @@ import threading
 import time
 import weakref
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rsrag.encoders.base import ImageInput
 from rsrag.generators import Evidence, GenerationRequest, Generator, create_generator
-from rsrag.index import Library
 from rsrag.knowledge import KnowledgeBase
 from rsrag.rag.answer import Answer, QAInputError
 from rsrag.rag.describe import image_to_text
 from rsrag.rag.prompt import TASKS, PromptBuilder, estimate_tokens
 from rsrag.rag.retrieval import KnowledgeRetriever, Retrieval, RetrievalConfig
 from rsrag.rerankers import Reranker, create_reranker
+
+if TYPE_CHECKING:  # importing rsrag.rag stays light: the index is imported by whoever opens a library
+    from rsrag.encoders.base import ImageInput
+    from rsrag.index import Library
 
 _CONFIG_KEYS = frozenset(f.name for f in fields(RetrievalConfig))
 

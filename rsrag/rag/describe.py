@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import threading
 import weakref
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from rsrag.encoders.base import ImageInput
 from rsrag.encoders.cache import TextVectorCache
-from rsrag.index import Library
-from rsrag.index.filters import Filters
+
+if TYPE_CHECKING:  # importing rsrag.rag stays light: the index is imported by whoever opens a library
+    from rsrag.encoders.base import ImageInput
+    from rsrag.index import Library
+    from rsrag.index.filters import Filters
 
 CAPTION_CACHE = 8192  # caption embeddings kept per library (16 MB at 512 dims)
 
