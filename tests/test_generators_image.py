@@ -54,6 +54,18 @@ def test_registered():
     assert {"caption", "vqa", "extractive"} <= set(list_generators())
 
 
+def test_image_generators_are_optional():
+    """Without rsrag.models the registry still works and simply has no caption/vqa (they were listed
+    as built-in as well as optional, so the optional path never ran)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['rsrag.models'] = None\n"
+            "from rsrag.generators import list_generators; print(','.join(list_generators()))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "extractive,hf,openai"
+
+
 def test_vqa_answers_inside_its_answer_space():
     vqa = FakeVQA(FakeVQAAnswer("airport", 0.97, False))
     gen = create_generator("vqa", vqa=vqa, fallback=EchoFallback())
