@@ -13,6 +13,7 @@ import pytest
 
 from index_helpers import HashEncoder  # noqa: F401  (registers test-hash)
 from rsrag.generators import (
+    Evidence,
     Generation,
     GenerationRequest,
     Generator,
@@ -26,8 +27,8 @@ from rsrag.knowledge import KnowledgeBase, KnowledgeRecord
 from rsrag.rag import PromptBuilder, ask
 
 EVIDENCE = [
-    {"id": "a#location", "record_id": "a", "text": "Rome, Italy", "chunk_type": "location", "score": 1.0},
-    {"id": "b#location", "record_id": "b", "text": "Paris, France", "chunk_type": "location", "score": 0.5},
+    Evidence("a#location", "Rome, Italy", "a", chunk_type="location", score=1.0),
+    Evidence("b#location", "Paris, France", "b", chunk_type="location", score=0.5),
 ]
 
 

@@ -6,7 +6,15 @@ from dataclasses import dataclass
 
 import pytest
 
-from rsrag.generators import Generation, GenerationRequest, Generator, GeneratorError, create_generator, list_generators
+from rsrag.generators import (
+    Evidence,
+    Generation,
+    GenerationRequest,
+    Generator,
+    GeneratorError,
+    create_generator,
+    list_generators,
+)
 
 
 @dataclass
@@ -39,11 +47,23 @@ class EchoFallback(Generator):
     name = "echo"
 
     def generate(self, request: GenerationRequest) -> Generation:
-        return Generation(f"from evidence: {request.evidence[0]['text']}", [request.evidence[0]["id"]])
+        return Generation(f"from evidence: {request.evidence[0].text}", [request.evidence[0].id])
 
 
 def test_registered():
     assert {"caption", "vqa", "extractive"} <= set(list_generators())
+
+
+def test_image_generators_are_optional():
+    """Without rsrag.models the registry still works and simply has no caption/vqa (they were listed
+    as built-in as well as optional, so the optional path never ran)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['rsrag.models'] = None\n"
+            "from rsrag.generators import list_generators; print(','.join(list_generators()))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "extractive,hf,openai"
 
 
 def test_vqa_answers_inside_its_answer_space():
@@ -56,7 +76,7 @@ def test_vqa_answers_inside_its_answer_space():
 
 def test_vqa_unknown_falls_back_to_the_evidence():
     gen = create_generator("vqa", vqa=FakeVQA(FakeVQAAnswer("unknown", 0.0, True)), fallback=EchoFallback())
-    request = GenerationRequest("Who built this bridge?", evidence=[{"id": "k1#history", "text": "Built in 1890."}],
+    request = GenerationRequest("Who built this bridge?", evidence=[Evidence("k1#history", "Built in 1890.")],
                                 image="img.jpg")
     out = gen.generate(request)
     assert out.text == "from evidence: Built in 1890." and out.cited == ["k1#history"]

@@ -11,6 +11,7 @@ import pytest
 from index_helpers import HashEncoder, make_records  # noqa: F401  (registers the test-hash encoder)
 from rsrag.index import Library
 from rsrag.knowledge import (
+    Chunk,
     KnowledgeBase,
     KnowledgeFormatError,
     KnowledgeRecord,
@@ -136,14 +137,81 @@ def test_knowledge_table_ingest_replace_and_malformed_file(tmp_path: Path):
     assert hit.metadata["record_id"] == "red-tower" and hit.label == "Tower"
     assert kb.search_bm25("Redtown", 3)[0].id == "red-tower#location"
 
-    before = sorted(kb.index.store.scan(["id"]).column("id").to_pylist())
+    before = sorted(kb.index.rows(["id"]).column("id").to_pylist())
     with pytest.raises(KnowledgeFormatError, match=":2:"):
         kb.add_jsonl(_jsonl(tmp_path / "broken.jsonl", [{"name": "Green Park", "chunks": {"history": "x"}}, "{broken"]))
-    assert sorted(kb.index.store.scan(["id"]).column("id").to_pylist()) == before  # nothing lost, nothing half-added
+    assert sorted(kb.index.rows(["id"]).column("id").to_pylist()) == before  # nothing lost, nothing half-added
 
     kb.add([KnowledgeRecord.from_dict({"name": "Red Tower", "chunks": {"location": "Newtown"}})])
-    ids = sorted(kb.index.store.scan(["id"]).column("id").to_pylist())
+    ids = sorted(kb.index.rows(["id"]).column("id").to_pylist())
     assert ids == ["blue-bridge#construction_period", "red-tower#location"]  # stale history chunks removed
     reopened = KnowledgeBase.open(Library.open(tmp_path / "idx", "lib"))
     assert reopened is not None and len(reopened) == 2
     assert Library.list(tmp_path / "idx")[0]["name"] == "lib"  # the sub-index is not listed as an index
+
+
+def _table_state(kb: KnowledgeBase) -> tuple:
+    """Everything a refused ingestion must leave as it was: rows, schema and table version."""
+    table = kb.index.rows()
+    rows = sorted(zip(*(table.column(c).to_pylist() for c in ("id", "text", "source"))))
+    return rows, table.schema, kb.index.version
+
+
+def test_ingest_with_a_wrong_type_writes_nothing(tmp_path: Path):
+    """A record with `"source": 5` and an image is refused before any write (it used to store its
+    chunks and create an int `source` column that then refused every string source)."""
+    image = make_records(tmp_path / "img", n_per_colour=1)[0].path
+    lib = Library.create(tmp_path / "idx", "lib", encoder="test-hash")
+    kb = KnowledgeBase.attach(lib)
+    bad = {"name": "Old Mill", "source": 5, "images": [str(image)], "chunks": {"location": "Leeds"}}
+    with pytest.raises(KnowledgeFormatError, match=r"bad\.jsonl:1: 'source' must be a string or null, got int 5"):
+        kb.add_jsonl(_jsonl(tmp_path / "bad.jsonl", [bad]))
+    assert len(kb) == 0 and "source" not in kb.index.columns()  # no column typed by the refused value
+    with pytest.raises(KnowledgeFormatError, match="'source' must be a string"):  # built in code, same check
+        kb.add([KnowledgeRecord("old-mill", "Old Mill", chunks=[Chunk("location", "Leeds")], images=[str(image)],
+                                source=5)])
+    assert len(kb) == 0
+
+    good = {"name": "Old Mill", "source": "survey 1990", "images": [str(image)], "chunks": {"location": "Leeds"}}
+    assert kb.add_jsonl(_jsonl(tmp_path / "good.jsonl", [good])).to_dict()["images"] == 1
+    hit = kb.index.get(["old-mill#location"])[0]
+    assert hit.metadata["source"] == "survey 1990"
+
+    before = _table_state(kb)
+    refused = [
+        {**good, "name": "New Mill", "chunks": [{"type": "history", "text": "Built.", "source": 7}]},  # chunk source
+        {**good, "name": "Lost Mill", "images": [str(tmp_path / "missing.png")]},  # no such image file
+        {**good, "name": "Odd Mill", "category": None, "images": 5},
+    ]
+    for i, row in enumerate(refused):
+        with pytest.raises(KnowledgeFormatError):
+            kb.add_jsonl(_jsonl(tmp_path / f"refused{i}.jsonl", [good, row]))
+    assert _table_state(kb) == before  # same rows, same schema, same version
+
+
+def test_ingest_undoes_the_upsert_when_the_stale_deletion_fails(tmp_path: Path, monkeypatch):
+    from rsrag.index import IndexBusyError
+
+    lib = Library.create(tmp_path / "idx", "lib", encoder="test-hash")
+    kb = KnowledgeBase.attach(lib)
+    kb.add([KnowledgeRecord.from_dict({"name": "Red Tower", "chunks": {"location": "Redtown", "history": "Old."}})])
+    before = _table_state(kb)[0]
+    real_delete, calls = kb.index.delete, []
+
+    def busy_once(ids):
+        calls.append(list(ids))
+        if len(calls) == 1:
+            raise IndexBusyError("index busy")
+        return real_delete(ids)
+
+    monkeypatch.setattr(kb.index, "delete", busy_once)
+    # replaces the location, adds an address and drops the history chunk (the deletion that fails)
+    update = {"name": "Red Tower", "chunks": {"location": "Newtown", "address": "1 Main Street"}}
+    with pytest.raises(IndexBusyError):
+        kb.add([KnowledgeRecord.from_dict(update)])
+    assert calls[0] == ["red-tower#history"] and calls[1] == ["red-tower#address"]  # the undo deleted the new row
+    assert _table_state(kb)[0] == before  # the replaced row is back, the new one gone
+    assert [h.id for h in kb.search_bm25("Redtown", 3)] == ["red-tower#location"]
+    monkeypatch.undo()
+    kb.add([KnowledgeRecord.from_dict(update)])
+    assert sorted(r[0] for r in _table_state(kb)[0]) == ["red-tower#address", "red-tower#location"]

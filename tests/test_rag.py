@@ -10,7 +10,20 @@ from index_helpers import HashEncoder, make_image, make_records  # noqa: F401  (
 from rsrag.generators import Generation, Generator
 from rsrag.index import IndexNotFoundError, Library
 from rsrag.knowledge import KnowledgeBase, KnowledgeRecord
-from rsrag.rag import Answer, PromptBuilder, QAInputError, RetrievalConfig, ask, fuse_rrf, fuse_weighted
+from rsrag import fusion
+from rsrag.rag import (
+    Answer,
+    Answerer,
+    AskOptions,
+    Evidence,
+    KnowledgeRetriever,
+    PromptBuilder,
+    QAInputError,
+    RetrievalConfig,
+    answerer_for,
+    ask,
+    image_to_text,
+)
 from rsrag.rag.prompt import estimate_tokens
 
 FACTS = [
@@ -44,24 +57,36 @@ def kb_library(tmp_path_factory) -> Library:
     return Library.open(root, "lib", encoder=HashEncoder())
 
 
+@pytest.fixture(scope="module")
+def image_records(tmp_path_factory):
+    return make_records(tmp_path_factory.mktemp("images"), n_per_colour=8)  # img0-7 red, 8-15 green, 16-23 blue
+
+
+@pytest.fixture(scope="module")
+def image_library(tmp_path_factory, image_records) -> Library:
+    lib = Library.create(tmp_path_factory.mktemp("imglib"), "imgs", encoder=HashEncoder())
+    lib.add(image_records, workers=1)
+    return lib
+
+
 def test_rrf_fusion_orders_by_summed_reciprocal_ranks():
     lists = {"text": [("a", 0.9), ("b", 0.8), ("c", 0.1)], "bm25": [("b", 10.0), ("c", 5.0)]}
-    fused = fuse_rrf(lists, k=60)
+    fused = fusion.rrf(lists, k=60)
     assert fused["b"] == pytest.approx(1 / 62 + 1 / 61) and fused["a"] == pytest.approx(1 / 61)
     assert sorted(fused, key=lambda c: -fused[c]) == ["b", "c", "a"]
-    assert max(fuse_rrf(lists, weights={"text": 1.0, "bm25": 0.0}).items(), key=lambda kv: kv[1])[0] == "a"
+    assert max(fusion.rrf(lists, weights={"text": 1.0, "bm25": 0.0}).items(), key=lambda kv: kv[1])[0] == "a"
 
 
 def test_weighted_fusion_follows_alpha():
     lists = {"text": [("a", 0.9), ("b", 0.5)], "image": [("c", 0.9), ("a", 0.1)]}
-    top = lambda alpha: max(fuse_weighted(lists, alpha).items(), key=lambda kv: kv[1])[0]  # noqa: E731
+    top = lambda alpha: max(fusion.weighted(lists, alpha=alpha).items(), key=lambda kv: kv[1])[0]  # noqa: E731
     assert top(0.0) == "a" and top(1.0) == "c"
-    fused = fuse_weighted(lists, 0.5)
+    fused = fusion.weighted(lists, alpha=0.5)
     assert fused["a"] == pytest.approx(0.5 * 0.1 + 0.5 * 0.9)
     assert fused["c"] == pytest.approx(0.5 * 0.9 + 0.5 * 0.5)  # absent from text: that list's floor
-    with_bm25 = fuse_weighted({"text": [("a", 0.5), ("b", 0.5)], "bm25": [("b", 8.0), ("a", 2.0)]}, bm25_weight=0.5)
+    with_bm25 = fusion.weighted({"text": [("a", 0.5), ("b", 0.5)], "bm25": [("b", 8.0), ("a", 2.0)]}, bm25_weight=0.5)
     assert with_bm25["b"] == pytest.approx(0.75) and with_bm25["a"] == pytest.approx(0.375)
-    assert fuse_weighted({"text": [("a", 0.2)]}, alpha=0.9) == {"a": pytest.approx(0.2)}  # no image: text only
+    assert fusion.weighted({"text": [("a", 0.2)]}, alpha=0.9) == {"a": pytest.approx(0.2)}  # no image: text only
     with pytest.raises(ValueError, match="fusion"):
         RetrievalConfig(fusion="max")
 
@@ -207,6 +232,14 @@ def test_cli_ask_and_knowledge_add(tmp_path: Path):
     result = runner.invoke(app, ["knowledge", "add", str(bad), "--index", "lib", "--root", str(tmp_path)])
     assert result.exit_code == 2 and "bad.jsonl:2: lon/lat out of range" in result.output
     assert len(KnowledgeBase.open(Library.open(tmp_path, "lib"))) == 3  # the valid first line was not stored either
+    typed = tmp_path / "typed.jsonl"  # a wrong type is refused whole too, and types no column
+    typed.write_text(json.dumps({**FACTS[1], "source": 5, "images": [str(make_image(tmp_path / "i.png", "red", 1))]}))
+    result = runner.invoke(app, ["knowledge", "add", str(typed), "--index", "lib", "--root", str(tmp_path)])
+    assert result.exit_code == 2 and "'source' must be a string or null" in result.output
+    assert len(KnowledgeBase.open(Library.open(tmp_path, "lib"))) == 3
+    typed.write_text(json.dumps({**FACTS[1], "source": "atlas"}))
+    result = runner.invoke(app, ["knowledge", "add", str(typed), "--index", "lib", "--root", str(tmp_path)])
+    assert result.exit_code == 0 and json.loads(result.output)["chunks"] == 3
 
     result = runner.invoke(
         app, ["ask", "When was the Red Tower built?", "--index", "lib", "--root", str(tmp_path), "--json"]
@@ -234,3 +267,108 @@ def test_cli_ask_and_knowledge_add(tmp_path: Path):
         ],
     )
     assert result.exit_code == 2 and "cannot reach generator endpoint" in result.output
+
+
+def test_image_to_text(image_library, image_records):
+    info = image_to_text(image_library, image_records[9].path, k=3)
+    assert info["labels"][0]["label"] == "green" and info["hits"][0]["id"] == "img9"
+    assert all("green" in c["text"] for c in info["captions"])
+    assert sum(lab["score"] for lab in info["labels"]) == pytest.approx(1.0)
+    boxed = image_to_text(image_library, image_records[9].path, k=3, filters={"label": "blue"})
+    assert {h["label"] for h in boxed["hits"]} == {"blue"}
+
+
+def test_image_to_text_encodes_each_caption_once(tmp_path, image_records, monkeypatch):
+    lib = Library.create(tmp_path, "fresh", encoder=HashEncoder())  # its own caption cache starts empty
+    lib.add(image_records, workers=1)
+    encoded: list[str] = []
+    real = lib.encoder.encode_texts
+    monkeypatch.setattr(lib.encoder, "encode_texts", lambda texts, **kw: encoded.extend(texts) or real(texts, **kw))
+    first = image_to_text(lib, image_records[10].path, k=3)
+    assert encoded and len(encoded) == len(set(encoded))
+    seen = len(encoded)
+    assert image_to_text(lib, image_records[10].path, k=3) == first  # same answer, from remembered caption vectors
+    assert len(encoded) == seen
+    image_to_text(lib, image_records[0].path, k=3)  # other neighbours: only their captions are new
+    assert not set(encoded[seen:]) & set(encoded[:seen])
+
+
+def test_ask_options_and_evidence_types(kb_library):
+    opts = AskOptions.from_kwargs(k=2, fusion="rrf", rerank=False, task=None, generator_config=None)
+    assert opts.k == 2 and opts.config == RetrievalConfig(fusion="rrf", rerank=False) and opts.generator_config == {}
+    with pytest.raises(TypeError, match="config= and RetrievalConfig fields"):
+        ask(kb_library, "Where?", config=RetrievalConfig(), fusion="rrf")
+    with pytest.raises(TypeError, match="options= and keyword options"):
+        ask(kb_library, "Where?", options=opts, k=3)
+    answer = ask(kb_library, "Where is Green Park?", options=opts)
+    assert len(answer.evidence) == 2 and answer.citations[0]["record_id"] == "green-park"
+    assert list(answer.evidence[0]) == ["id", "record_id", "name", "chunk_type", "text", "score", "category"]
+    # one answerer per library object; retrieve() hands back everything it found
+    answerer = answerer_for(kb_library)
+    assert answerer is answerer_for(kb_library) and isinstance(answerer, Answerer)
+    found = answerer.retrieve("Where is Green Park?", None, opts)
+    assert all(isinstance(e, Evidence) for e in found.evidence) and found.evidence[0].record_id == "green-park"
+    assert found.fused and found.candidates and set(found.timings) == {"retrieve", "rerank"}
+    _, retriever = answerer.knowledge()
+    assert isinstance(retriever, KnowledgeRetriever) and not hasattr(retriever, "last_fused")
+
+
+def test_answerer_does_not_keep_its_library_alive(tmp_path):
+    import gc
+    import weakref
+
+    Library.create(tmp_path, "gone", encoder="test-hash")
+    lib = Library.open(tmp_path, "gone", encoder=HashEncoder())
+    answerer_for(lib)
+    ref = weakref.ref(lib)
+    del lib
+    gc.collect()
+    assert ref() is None
+
+
+class SlowOverlap:
+    """A re-ranker (word overlap) that sleeps, so that concurrent questions interleave."""
+
+    name = "slow-overlap"
+
+    def score(self, query, passages):
+        import time
+
+        import numpy as np
+
+        time.sleep(0.003)
+        words = set(query.lower().split())
+        return np.array([len(words & set(p.lower().split())) for p in passages], np.float32)
+
+
+def test_concurrent_questions_keep_their_own_evidence(kb_library, image_library, image_records):
+    """Many threads share one library (and so one answerer, retriever and reranker): each answer's
+    citations, evidence and fused records are those of its own question or image."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from rsrag.rerankers import Reranker
+
+    slow = type("Slow", (SlowOverlap, Reranker), {})()
+    questions = {
+        "When was the Red Tower built?": "red-tower",
+        "Who visited the Blue Bridge?": "blue-bridge",
+        "Where is Green Park?": "green-park",
+    }
+    images = {"red": image_records[2].path, "green": image_records[12].path, "blue": image_records[20].path}
+    jobs = [("q", q) for q in questions] * 12 + [("img", c) for c in images] * 8
+
+    def run(job):
+        kind, what = job
+        if kind == "q":
+            return job, ask(kb_library, what, reranker=slow, rerank=what != "Where is Green Park?")
+        return job, ask(image_library, None, images[what], k=3)
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(run, jobs[::2] + jobs[1::2]))
+    for (kind, what), answer in results:
+        if kind == "q":
+            want = questions[what]
+            assert answer.citations[0]["record_id"] == want, what
+            assert answer.evidence[0]["record_id"] == want and answer.extra["fused_record_ids"][0] == want, what
+        else:
+            assert what in answer.text and all(e["category"] == what for e in answer.evidence[:3]), what

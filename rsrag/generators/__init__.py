@@ -1,11 +1,21 @@
 """Answer generators (a registry): `extractive` (default, offline, deterministic), `hf` (a transformers
-causal LM), `openai` (an OpenAI-compatible chat endpoint: vLLM, llama.cpp server, Ollama)."""
+causal LM), `openai` (an OpenAI-compatible chat endpoint: vLLM, llama.cpp server, Ollama), and the
+optional `caption` / `vqa` that look at the query image with the models trained in rsrag.
+
+Owns: the `Generator` interface, `GenerationRequest` / `Generation`, `Evidence` (what a generator
+answers from) and the generator registry. May import: `rsrag.registry`, `rsrag.rerankers`,
+`rsrag.knowledge.questions` / `records` (question typing), and lazily `rsrag.models`; never
+`rsrag.index` nor `rsrag.rag` (the RAG layer imports generators, not the other way round).
+"""
 
 from rsrag.generators.base import (
+    GENERATORS,
+    Evidence,
     Generation,
     GenerationRequest,
     Generator,
     GeneratorError,
+    as_evidence,
     create_generator,
     list_generators,
     register_generator,
@@ -16,6 +26,9 @@ __all__ = [
     "GenerationRequest",
     "Generation",
     "GeneratorError",
+    "Evidence",
+    "as_evidence",
+    "GENERATORS",
     "create_generator",
     "register_generator",
     "list_generators",

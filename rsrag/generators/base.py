@@ -2,7 +2,8 @@
 
 Register a new one with `@register_generator("name")` on a `Generator` subclass (or factory taking
 keyword config); `create_generator("name", **cfg)` builds it. `rsrag.rag.ask` accepts a name or an
-instance.
+instance. A generator is given `Evidence` objects (below), never dicts: `GenerationRequest` turns
+mappings it is handed into `Evidence`, so every generator reads attributes.
 """
 
 from __future__ import annotations
@@ -10,13 +11,9 @@ from __future__ import annotations
 import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Iterable, Mapping
 
-_REGISTRY: dict[str, Callable[..., "Generator"]] = {}
-_BUILTIN_MODULES = ("rsrag.generators.extractive", "rsrag.generators.hf", "rsrag.generators.openai_compat",
-                    "rsrag.generators.image_models")
-# generators of other parts of the package (caption, vqa), registered when their module is present
-_OPTIONAL_MODULES = ("rsrag.generators.image_models",)
+from rsrag.registry import Registry
 
 
 class GeneratorError(RuntimeError):
@@ -24,17 +21,74 @@ class GeneratorError(RuntimeError):
 
 
 @dataclass
+class Evidence:
+    """One item of evidence a question is answered from: a knowledge chunk, a caption of a similar
+    library image, or a voted label. Defined here (not in `rsrag.rag`) because generators read it
+    and may not import the RAG package.
+
+    `passage` is the text a re-ranker and the prompt see (the chunk rendered with its place's name);
+    `text` is the bare fact a generator quotes. `score` is rounded to 4 decimals (what clients see).
+    """
+
+    id: str
+    text: str
+    record_id: str | None = None
+    name: str | None = None
+    chunk_type: str | None = None
+    score: float = 0.0
+    category: str | None = None
+    passage: str | None = None
+
+    def __post_init__(self) -> None:
+        self.score = round(float(self.score), 4)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Evidence":
+        """An item given as a mapping (its `to_dict` form; unknown keys are ignored)."""
+        return cls(
+            str(data["id"]),
+            str(data.get("text") or ""),
+            data.get("record_id"),
+            data.get("name"),
+            data.get("chunk_type"),
+            data.get("score") or 0.0,
+            data.get("category"),
+            data.get("passage"),
+        )
+
+    def to_dict(self) -> dict:
+        """The JSON form clients get (the `passage` stays internal)."""
+        return {
+            "id": self.id,
+            "record_id": self.record_id,
+            "name": self.name,
+            "chunk_type": self.chunk_type,
+            "text": self.text,
+            "score": self.score,
+            "category": self.category,
+        }
+
+
+def as_evidence(items: Iterable[Evidence | Mapping[str, Any]]) -> list[Evidence]:
+    """`Evidence` objects for items that may be mappings (callers outside rsrag.rag build dicts)."""
+    return [item if isinstance(item, Evidence) else Evidence.from_dict(item) for item in items]
+
+
+@dataclass
 class GenerationRequest:
     """Everything a generator may use. `prompt` is the built chat prompt (see rsrag.rag.prompt);
-    `evidence` are the dicts numbered in it (best first)."""
+    `evidence` are the items numbered in it (best first)."""
 
     question: str | None
     task: str = "question"
-    evidence: list[dict] = field(default_factory=list)
+    evidence: list[Evidence] = field(default_factory=list)
     prompt: Any = None
     history: list[dict] = field(default_factory=list)
     labels: list[str] | None = None
     image: Any = None
+
+    def __post_init__(self) -> None:
+        self.evidence = as_evidence(self.evidence)
 
 
 @dataclass
@@ -52,42 +106,24 @@ class Generator(ABC):
         """Answer the request."""
 
 
-def register_generator(name: str) -> Callable:
-    """Decorator: make a generator class or factory available as `create_generator(name)`."""
-
-    def deco(factory: Callable[..., Generator]) -> Callable[..., Generator]:
-        _REGISTRY[name] = factory
-        return factory
-
-    return deco
+# caption and vqa (image_models) use the models trained in rsrag: optional, registered when importable
+GENERATORS: Registry[Generator] = Registry(
+    "generator",
+    builtins=("rsrag.generators.extractive", "rsrag.generators.hf", "rsrag.generators.openai_compat"),
+    optional=("rsrag.generators.image_models",),
+)
+register_generator = GENERATORS.register
 
 
 def list_generators() -> list[str]:
-    _load_builtins()
-    return sorted(_REGISTRY)
-
-
-def _load_builtins() -> None:
-    import importlib
-
-    for module in _BUILTIN_MODULES:
-        importlib.import_module(module)
-    for module in _OPTIONAL_MODULES:
-        try:
-            importlib.import_module(module)
-        except ImportError:
-            pass
+    return GENERATORS.names()
 
 
 def create_generator(name: str | Generator = "extractive", **cfg) -> Generator:
     """A generator by registry name with its config (`url`, `model`, ...); an instance is returned as is."""
     if isinstance(name, Generator):
         return name
-    if name not in _REGISTRY:
-        _load_builtins()
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown generator {name!r}; known: {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[name](**cfg)
+    return GENERATORS.create(name, **cfg)
 
 
 def cited_numbers(text: str, evidence_ids: list[str]) -> list[str]:

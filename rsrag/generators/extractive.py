@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 
-from rsrag.generators.base import Generation, GenerationRequest, Generator, register_generator
+from rsrag.generators.base import Evidence, Generation, GenerationRequest, Generator, register_generator
 from rsrag.knowledge.questions import question_type
 from rsrag.knowledge.records import CHUNK_TYPES
 
@@ -62,59 +62,55 @@ class ExtractiveGenerator(Generator):
         if request.task == "classify":
             return self._classify(evidence, request.labels or [])
         if request.task == "caption" or not request.question:
-            best = next((e for e in evidence if e.get("chunk_type") == "caption"), evidence[0])
-            return Generation(str(best.get("text", "")), [best["id"]])
-        qtype = question_type(request.question, [str(e.get("name") or "") for e in evidence])
+            best = next((e for e in evidence if e.chunk_type == "caption"), evidence[0])
+            return Generation(best.text, [best.id])
+        qtype = question_type(request.question, [str(e.name or "") for e in evidence])
         chosen, exact = self.choose_evidence(qtype, evidence)
         if chosen is None:  # the place was found but the knowledge holds no fact of the asked kind
             top = evidence[0]
             what = CHUNK_TYPES.get(qtype or "", "answer")
-            return Generation(f"The knowledge base has no {what} for {top.get('name')}.", [top["id"]], {"span": "none"})
-        text = str(chosen.get("text", "")).strip()
+            return Generation(f"The knowledge base has no {what} for {top.name}.", [top.id], {"span": "none"})
+        text = chosen.text.strip()
         if exact:
-            return Generation(text, [chosen["id"]], {"span": "chunk"})
+            return Generation(text, [chosen.id], {"span": "chunk"})
         parts = segments(text)
         if len(parts) > 1:
             scores = self.reranker.score(request.question, parts)
             text = parts[int(scores.argmax())]
-        return Generation(text, [chosen["id"]], {"span": "sentence" if len(parts) > 1 else "chunk"})
+        return Generation(text, [chosen.id], {"span": "sentence" if len(parts) > 1 else "chunk"})
 
     @staticmethod
-    def choose_evidence(qtype: str | None, evidence: list[dict]) -> tuple[dict | None, bool]:
+    def choose_evidence(qtype: str | None, evidence: list[Evidence]) -> tuple[Evidence | None, bool]:
         """(the evidence item to answer from, whether its type is exactly the asked one). None when
         the evidence is knowledge about the top record and none of its chunks is of the asked kind."""
-        top_record = evidence[0].get("record_id")
+        top_record = evidence[0].record_id
         if qtype is None:
             return evidence[0], False
-        same = [e for e in evidence if e.get("record_id") == top_record]
+        same = [e for e in evidence if e.record_id == top_record]
         family = next((f for f in FAMILIES if qtype in f), {qtype})
         for types, exact in (({qtype}, True), (family, False)):
             for item in same:
-                if item.get("chunk_type") in types:
+                if item.chunk_type in types:
                     return item, exact
-        if evidence[0].get("chunk_type") in CHUNK_TYPES:  # knowledge chunks (not image captions)
+        if evidence[0].chunk_type in CHUNK_TYPES:  # knowledge chunks (not image captions)
             return None, False
         return evidence[0], False
 
     @staticmethod
-    def _classify(evidence: list[dict], labels: list[str]) -> Generation:
+    def _classify(evidence: list[Evidence], labels: list[str]) -> Generation:
         wanted = {_norm_label(lab): lab for lab in labels}
         votes: dict[str, float] = {}
         cited: dict[str, str] = {}
         for rank, item in enumerate(evidence, start=1):
-            label = (
-                item.get("category")
-                or item.get("label")
-                or (item.get("text") if item.get("chunk_type") == "label" else None)
-            )
+            label = item.category or (item.text if item.chunk_type == "label" else None)
             if label is None:
                 continue
             key = _norm_label(label)
             if wanted and key not in wanted:
                 continue
-            weight = float(item["score"]) if item.get("chunk_type") == "label" else 1.0 / rank
+            weight = item.score if item.chunk_type == "label" else 1.0 / rank
             votes[key] = votes.get(key, 0.0) + weight
-            cited.setdefault(key, item["id"])
+            cited.setdefault(key, item.id)
         if not votes:
             return Generation(labels[0] if labels else "unknown", [], {"votes": {}})
         best = max(votes, key=lambda k: (votes[k], -list(votes).index(k)))

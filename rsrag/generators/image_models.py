@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from functools import cached_property
 
+import rsrag.models  # noqa: F401  (the registry treats this module as optional: without the models, no caption/vqa)
 from rsrag.generators.base import Generation, GenerationRequest, Generator, GeneratorError, create_generator, register_generator
 
 

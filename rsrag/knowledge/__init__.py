@@ -1,4 +1,10 @@
-"""Knowledge records (typed text chunks about places), their ingestion, and a library's knowledge table."""
+"""Knowledge records (typed text chunks about places), their ingestion, and a library's knowledge table.
+
+Owns: `KnowledgeRecord` / `Chunk` and their validation, JSONL and RSWK conversion, question typing
+(`questions.py`), and `KnowledgeBase`, the knowledge sub-index of a library (all-or-nothing
+ingestion). May import: `rsrag.index` (the `Library` public API only), `rsrag.encoders` and
+`rsrag.config`; never `rsrag.rag`, `rsrag.generators` or `rsrag.service` (they import knowledge).
+"""
 
 from rsrag.knowledge.questions import clean_question, ground_question, question_type
 from rsrag.knowledge.records import CHUNK_TYPES, IMAGE_CHUNK, Chunk, KnowledgeFormatError, KnowledgeRecord, slug

@@ -6,6 +6,7 @@ is the unit of retrieval and citation. Chunk ids are stable: `<record id>#<chunk
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -120,34 +121,72 @@ class KnowledgeRecord:
         images = data.get("images", [])
         if isinstance(images, str):
             images = [images]
-        if not isinstance(images, list) or not all(isinstance(p, str) for p in images):
-            raise bad("'images' must be a list of paths")
-        coords = {}
         for key in ("lon", "lat"):
             value = data.get(key)
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
                 raise bad(f"'{key}' must be a number")
-            coords[key] = None if value is None else float(value)
-        if (
-            coords["lon"] is not None
-            and not -180 <= coords["lon"] <= 180
-            or coords["lat"] is not None
-            and not -90 <= coords["lat"] <= 90
-        ):
-            raise bad("lon/lat out of range")
-        if not chunks and not images:
-            raise bad("a record needs at least one chunk or image")
         category = data.get("category")
-        return cls(
+        record = cls(
             str(rid),
             name.strip(),
             None if category is None else str(category),
             chunks,
             images,
-            coords["lon"],
-            coords["lat"],
+            None if data.get("lon") is None else float(data["lon"]),
+            None if data.get("lat") is None else float(data["lat"]),
             data.get("source"),
         )
+        record.validate(where)
+        return record
+
+    def validate(self, where: str | None = None) -> None:
+        """Check every field's type and value, so that a record that passes can be stored as is (the
+        knowledge table's columns are typed by the first values they get: a wrong type would either
+        be refused half-way through a write or fix the column's type for every later record).
+        Raises `KnowledgeFormatError` naming `where` (file:line) or the record."""
+        where = where or f"record {self.id!r}"
+
+        def bad(msg: str) -> KnowledgeFormatError:
+            return KnowledgeFormatError(f"{where}: {msg}")
+
+        def optional_text(value: Any, what: str) -> None:
+            if value is not None and not isinstance(value, str):
+                raise bad(f"{what} must be a string or null, got {type(value).__name__} {value!r}")
+
+        if not isinstance(self.id, str) or not self.id.strip():
+            raise bad("bad 'id'")
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise bad("missing or empty 'name'")
+        optional_text(self.category, "'category'")
+        optional_text(self.source, "'source'")
+        if not isinstance(self.chunks, list):
+            raise bad("'chunks' must be a list")
+        for i, chunk in enumerate(self.chunks):
+            if not isinstance(chunk, Chunk):
+                raise bad(f"chunk {i} is a {type(chunk).__name__}, not a Chunk")
+            if not isinstance(chunk.text, str) or not chunk.text.strip():
+                raise bad(f"chunk {i} needs a non-empty string 'text'")
+            if chunk.type not in CHUNK_TYPES:
+                raise bad(f"chunk {i} has unknown type {chunk.type!r}; known: {', '.join(CHUNK_TYPES)}")
+            optional_text(chunk.source, f"chunk {i} 'source'")
+        if not isinstance(self.images, list) or not all(isinstance(p, str) and p.strip() for p in self.images):
+            raise bad("'images' must be a list of paths")
+        for key, low, high in (("lon", -180, 180), ("lat", -90, 90)):
+            value = getattr(self, key)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise bad(f"'{key}' must be a number")
+            if not low <= value <= high:
+                raise bad("lon/lat out of range")
+        if not self.chunks and not self.images:
+            raise bad("a record needs at least one chunk or image")
+
+    def check_images(self, where: str | None = None) -> None:
+        """Every image path names a readable file (checked before anything is written)."""
+        for path in self.images:
+            if not Path(path).is_file() or not os.access(path, os.R_OK):
+                raise KnowledgeFormatError(f"{where or f'record {self.id!r}'}: image {path!r} is not a readable file")
 
     def resolve_images(self, base: Path) -> None:
         """Make relative image paths relative to `base` (the folder of the file they came from)."""

@@ -4,13 +4,18 @@ A library `ROOT/NAME/` gets a sub-index `ROOT/NAME/knowledge/`, itself a `rsrag.
 (LanceDB rows + FAISS + BM25, same encoder, same crash-safety), with one row per chunk:
 
 - `id` = chunk id, `label` = category, `captions` = [the rendered chunk text] (what BM25 indexes),
-  `vector` = the text tower's embedding of that text (added with `add_embedded`);
+  `vector` = the text tower's embedding of that text;
 - metadata columns `record_id`, `name`, `category`, `chunk_type`, `text` (the bare fact), `source`,
   and `lon`/`lat` when the record has them;
 - knowledge images are rows too (`chunk_type` = "image", `path` = the image, vector from the image tower).
 
-Ingestion validates a whole input before writing anything, so a malformed file leaves the table as it
-was. Re-ingesting a record replaces it: chunks it no longer has are deleted.
+Ingestion is all or nothing. Every record is validated completely first (field types included, image
+files readable), then everything is embedded, and only then written: one upsert (a single LanceDB
+commit, so it lands whole or not at all), then the deletion of the chunks re-ingested records no
+longer have. Should that deletion fail, the upsert is undone (the rows it replaced are written back,
+the rows it added deleted). So a refused input leaves the table's rows as they were. Re-ingesting a
+record replaces it. An image that exists but cannot be decoded is reported (`failed_images`) and
+its row skipped, as in a library build. Only the `Library` public API is used.
 """
 
 from __future__ import annotations
@@ -19,17 +24,22 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
 
-from rsrag.knowledge.records import IMAGE_CHUNK, KnowledgeFormatError, KnowledgeRecord
+from rsrag.knowledge.records import IMAGE_CHUNK, Chunk, KnowledgeFormatError, KnowledgeRecord
+
+if TYPE_CHECKING:
+    from rsrag.index import Hit, Library
 
 log = logging.getLogger(__name__)
 
 FOLDER = "knowledge"
 CHUNKS_ONLY = [f"chunk_type!={IMAGE_CHUNK}"]  # index filter syntax: col<op>value, no quotes
 IMAGES_ONLY = {"chunk_type": IMAGE_CHUNK}
+META_KEYS = ("record_id", "name", "category", "chunk_type", "text", "source", "lon", "lat")
+ROW_KEYS = ("id", "path", "label", "captions")
 
 
 def read_jsonl(path: str | Path) -> list[KnowledgeRecord]:
@@ -101,28 +111,28 @@ class IngestReport:
 class KnowledgeBase:
     """The knowledge sub-index of a library (see module doc). Get one with `attach` or `open`."""
 
-    def __init__(self, index) -> None:
+    def __init__(self, index: Library) -> None:
         self.index = index  # an rsrag.index.Library over ROOT/NAME/knowledge
-        self._rows_version: int | None = None
-        self._by_record: dict[str, list[str]] = {}
+        self._chunks_by_record: tuple[int, dict[str, list[str]]] | None = None  # (table version, record -> chunk ids)
+        self._has_images: tuple[int, bool] | None = None  # (table version, any image row)
 
     # ---- opening -------------------------------------------------------------------------------
     @staticmethod
-    def folder_of(library) -> Path:
+    def folder_of(library: Library) -> Path:
         return Path(library.folder) / FOLDER
 
     @classmethod
-    def open(cls, library) -> "KnowledgeBase | None":
-        """The library's knowledge base, or None when it has none."""
+    def open(cls, library: Library) -> "KnowledgeBase | None":
+        """The library's knowledge base (on the library's own encoder), or None when it has none."""
         from rsrag.index import Library
 
         folder = cls.folder_of(library)
         if not (folder / "manifest.json").is_file():
             return None
-        return cls(Library(folder, encoder=library._encoder, lock_timeout=library.lock_timeout))
+        return cls(Library(folder, encoder=library.encoder, lock_timeout=library.lock_timeout))
 
     @classmethod
-    def attach(cls, library) -> "KnowledgeBase":
+    def attach(cls, library: Library) -> "KnowledgeBase":
         """Open the library's knowledge base, creating an empty one (same encoder) if needed."""
         from rsrag.index import Library
 
@@ -133,7 +143,7 @@ class KnowledgeBase:
             library.folder,
             FOLDER,
             encoder=library.encoder,
-            encoder_name=library.manifest["encoder"]["name"],
+            encoder_name=library.info()["encoder"]["name"],
             exist_ok=True,
             lock_timeout=library.lock_timeout,
         )
@@ -147,28 +157,46 @@ class KnowledgeBase:
 
     # ---- writing -------------------------------------------------------------------------------
     def add(self, records: Sequence[KnowledgeRecord], *, batch_size: int = 256) -> IngestReport:
-        """Embed and store records (replacing records with the same id). Chunks go through the text
-        tower; images through the image tower (an unreadable image is reported, not fatal)."""
+        """Validate, embed and store records, all or nothing (module doc); a record whose id is
+        stored already replaces it. Raises `KnowledgeFormatError` (nothing written) for a bad record."""
         records = list(records)
         ids = [r.id for r in records]
         if len(set(ids)) != len(ids):
             dup = next(i for i in ids if ids.count(i) > 1)
             raise KnowledgeFormatError(f"duplicate record id {dup!r} in one ingestion")
+        for rec in records:
+            if not isinstance(rec, KnowledgeRecord):
+                raise KnowledgeFormatError(f"expected KnowledgeRecord objects, got {type(rec).__name__}")
+            rec.validate()
+            rec.check_images()
+
         report = IngestReport(records=len(records))
         rows = [self._chunk_row(rec, c) for rec in records for c in rec.chunks]
-        if rows:
-            vectors = self.index.encoder.encode_texts([r.captions[0] for r in rows], batch_size=batch_size)
-            self.index.add_embedded(rows, vectors, upsert=True)
-            report.chunks = len(rows)
+        vectors = [self.index.encoder.encode_texts([r.captions[0] for r in rows], batch_size=batch_size)] if rows else []
         images = [self._image_row(rec, i, p) for rec in records for i, p in enumerate(rec.images, start=1)]
+        keep = {r.id for r in rows} | {r.id for r in images}  # an image that fails to decode keeps its old row
         if images:
-            added = self.index.add(images, upsert=True)
-            report.images = added.embedded
-            report.failed_images = added.failed
-        keep = {r.id for r in rows} | {r.id for r in images}
-        stale = [cid for cid, rid in self._chunk_ids_of(set(ids)) if cid not in keep]
+            encoded = self.index.encoder.encode_images_lenient([r.path for r in images])
+            report.failed_images = [(images[i].id, str(images[i].path), err) for i, err in encoded.failures]
+            images = [images[i] for i in encoded.ok]
+            vectors.append(encoded.vectors)
+        report.chunks, report.images = len(rows), len(images)
+        new = rows + images
+        stored = self._chunk_ids_of(set(ids))
+        stale = [cid for cid, _ in stored if cid not in keep]
+        if not new:
+            if stale:
+                report.removed_chunks = len(self.index.delete(stale))
+            return report
+        # the rows the upsert replaces, to put back should the deletion after it fail
+        before = self._snapshot({cid for cid, _ in stored} & keep) if stale else None
+        self.index.add_embedded(new, np.concatenate(vectors), upsert=True, chunk_size=len(new))  # one commit
         if stale:
-            report.removed_chunks = len(self.index.delete(stale))
+            try:
+                report.removed_chunks = len(self.index.delete(stale))
+            except BaseException:
+                self._undo_upsert([r.id for r in new], before)
+                raise
         return report
 
     def add_jsonl(self, path: str | Path) -> IngestReport:
@@ -179,6 +207,39 @@ class KnowledgeBase:
         """Delete whole records; returns the chunk ids removed."""
         chunk_ids = [cid for cid, _ in self._chunk_ids_of({str(r) for r in record_ids})]
         return self.index.delete(chunk_ids) if chunk_ids else []
+
+    def _snapshot(self, chunk_ids: set[str]) -> tuple[list[_Row], np.ndarray]:
+        """The stored rows (with their vectors) among `chunk_ids`."""
+        if not chunk_ids:
+            return [], np.zeros((0, self.index.dim), np.float32)
+        columns = [c for c in (*ROW_KEYS, *META_KEYS) if c in self.index.columns()]
+        table = self.index.rows([*columns, "vector"], filters={"id": sorted(chunk_ids)})
+        data = {c: table.column(c).to_pylist() for c in columns}
+        rows = [
+            _Row(
+                data["id"][i],
+                data["path"][i],
+                data["label"][i],
+                list(data["captions"][i] or []),
+                {k: data[k][i] for k in META_KEYS if k in data and data[k][i] is not None},
+            )
+            for i in range(table.num_rows)
+        ]
+        vectors = np.asarray(table.column("vector").to_pylist(), np.float32).reshape(len(rows), self.index.dim)
+        return rows, vectors
+
+    def _undo_upsert(self, written: list[str], before: tuple[list[_Row], np.ndarray]) -> None:
+        """Put back what an upsert replaced and delete what it added (module doc)."""
+        rows, vectors = before
+        replaced = {r.id for r in rows}
+        try:
+            added = [cid for cid in written if cid not in replaced]
+            if added:
+                self.index.delete(added)
+            if rows:
+                self.index.add_embedded(rows, vectors, upsert=True, chunk_size=len(rows))
+        except Exception:  # the original error is the one to report; this one is logged
+            log.exception("knowledge table %s: could not undo a failed ingestion", self.index.folder)
 
     @staticmethod
     def _meta(rec: KnowledgeRecord, chunk_type: str, text: str, source: str | None) -> dict:
@@ -194,7 +255,7 @@ class KnowledgeBase:
             meta.update(lon=float(rec.lon), lat=float(rec.lat))
         return meta
 
-    def _chunk_row(self, rec: KnowledgeRecord, chunk) -> _Row:
+    def _chunk_row(self, rec: KnowledgeRecord, chunk: Chunk) -> _Row:
         return _Row(
             chunk.id, None, rec.category, [rec.chunk_text(chunk)], self._meta(rec, chunk.type, chunk.text, chunk.source)
         )
@@ -209,14 +270,10 @@ class KnowledgeBase:
         )
 
     def _chunk_ids_of(self, record_ids: set[str]) -> list[tuple[str, str]]:
-        if not len(self.index) or "record_id" not in self.index.columns():
+        if not record_ids or not len(self.index) or "record_id" not in self.index.columns():
             return []
-        table = self.index.store.scan(["id", "record_id"])
-        return [
-            (cid, rid)
-            for cid, rid in zip(table.column("id").to_pylist(), table.column("record_id").to_pylist())
-            if rid in record_ids
-        ]
+        table = self.index.rows(["id", "record_id"], filters={"record_id": sorted(record_ids)})
+        return list(zip(table.column("id").to_pylist(), table.column("record_id").to_pylist()))
 
     # ---- reading -------------------------------------------------------------------------------
     @property
@@ -224,44 +281,46 @@ class KnowledgeBase:
         """Whether any knowledge image is stored (checked once per table version)."""
         if not len(self.index):
             return False
-        version = self.index.store.version
-        if getattr(self, "_images_version", None) != version:
-            self._images = bool(len(self.index.store.rids(f"chunk_type = '{IMAGE_CHUNK}'")))
-            self._images_version = version
-        return self._images
+        version = self.index.version
+        cached = self._has_images
+        if cached is None or cached[0] != version:
+            cached = self._has_images = (version, self.index.count(filters=IMAGES_ONLY) > 0)
+        return cached[1]
 
-    def search_dense(self, vector: np.ndarray, k: int) -> list:
+    def search_dense(self, vector: np.ndarray, k: int) -> list[Hit]:
         """Chunks nearest to a query vector (a question's text embedding or an image's embedding)."""
         if not len(self.index):
             return []
         return self.index.search_vector(vector, k, filters=CHUNKS_ONLY if self.has_images else None)
 
-    def search_bm25(self, query: str, k: int) -> list:
+    def search_bm25(self, query: str, k: int) -> list[Hit]:
         if not len(self.index):
             return []
         return self.index.search_text(query, k, mode="bm25", filters=CHUNKS_ONLY if self.has_images else None)
 
-    def search_images(self, vector: np.ndarray, k: int) -> list:
+    def search_images(self, vector: np.ndarray, k: int) -> list[Hit]:
         """Knowledge images nearest to a query image's embedding."""
         if not self.has_images:
             return []
         return self.index.search_vector(vector, k, filters=IMAGES_ONLY)
 
-    def chunks_of(self, record_ids: Sequence[str]) -> list:
+    def chunks_of(self, record_ids: Sequence[str]) -> list[Hit]:
         """Every text chunk of the given records, as hits (score 0)."""
         if not len(self.index):
             return []
-        if self._rows_version != self.index.store.version:
-            table = self.index.store.scan(["id", "record_id", "chunk_type"])
+        version = self.index.version
+        cached = self._chunks_by_record
+        if cached is None or cached[0] != version:
+            table = self.index.rows(["id", "record_id", "chunk_type"])
             by_record: dict[str, list[str]] = {}
             for cid, rid, ctype in zip(*(table.column(c).to_pylist() for c in ("id", "record_id", "chunk_type"))):
                 if ctype != IMAGE_CHUNK:
                     by_record.setdefault(rid, []).append(cid)
-            self._by_record, self._rows_version = by_record, self.index.store.version
-        return self.index.get([cid for rid in record_ids for cid in self._by_record.get(rid, [])])
+            cached = self._chunks_by_record = (version, by_record)  # one assignment: threads share it
+        return self.index.get([cid for rid in record_ids for cid in cached[1].get(rid, [])])
 
     def records(self) -> list[str]:
         """Distinct record ids."""
         if not len(self.index):
             return []
-        return sorted(set(self.index.store.scan(["record_id"]).column("record_id").to_pylist()))
+        return sorted(set(self.index.rows(["record_id"]).column("record_id").to_pylist()))

@@ -15,8 +15,8 @@ class Answer:
 
     - `citations`: the evidence the answer rests on, each `{"record_id", "chunk_id", "n", "name"}`
       (`n` is the evidence number used in the prompt, from 1);
-    - `evidence`: every evidence item given to the generator, best first, each
-      `{"id", "record_id", "name", "chunk_type", "text", "score"}`;
+    - `evidence`: every evidence item given to the generator, best first, each as
+      `Evidence.to_dict()`: `{"id", "record_id", "name", "chunk_type", "text", "score", "category"}`;
     - `timings`: milliseconds per stage (`retrieve`, `rerank`, `generate`, `total`).
     """
 

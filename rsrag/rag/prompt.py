@@ -4,7 +4,8 @@ multi-turn history, as chat messages any generator can use.
 Budget rule: the instructions and the question are always kept. History gets at most `history_share`
 of what is left (most recent turns first, whole turns only); the context chunks get the rest, in rank
 order, the last one cut to fit when at least `min_chunk_tokens` remain, the ones after it dropped.
-Token counts come from `count_tokens` (default: a word-piece estimate, ~1.3 tokens per word, so no
+Evidence items are `rsrag.generators.Evidence` (mappings of the same keys are accepted); the prompt
+shows an item's `passage` when it has one, else its `text`. Token counts come from `count_tokens` (default: a word-piece estimate, ~1.3 tokens per word, so no
 tokenizer is needed; a generator can pass its own tokenizer's counter).
 """
 
@@ -12,7 +13,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
+
+from rsrag.generators import Evidence, as_evidence
 
 TASKS = ("question", "vqa", "caption", "classify")
 SYSTEM = (
@@ -63,7 +66,7 @@ class PromptBuilder:
         self,
         task: str = "question",
         question: str | None = None,
-        evidence: Sequence[dict] = (),
+        evidence: Sequence[Evidence | Mapping[str, Any]] = (),
         history: Sequence[dict] | None = None,
         labels: Sequence[str] | None = None,
     ) -> Prompt:
@@ -94,20 +97,20 @@ class PromptBuilder:
         dropped = len(turns) - len(kept_history)
 
         lines, ids, truncated = [], [], dropped > 0
-        for n, item in enumerate(evidence, start=1):
-            head = f"[{n}] ({item.get('id', '?')}) "
-            body = str(item.get("passage") or item.get("text") or "")
+        for n, item in enumerate(as_evidence(evidence), start=1):
+            head = f"[{n}] ({item.id}) "
+            body = item.passage or item.text
             cost = self.count_tokens(head + body) + 1
             if cost <= left:
                 lines.append(head + body)
-                ids.append(str(item.get("id")))
+                ids.append(item.id)
                 left -= cost
                 continue
             truncated = True
             room = left - self.count_tokens(head) - 2
             if room >= self.min_chunk_tokens:
                 lines.append(head + self._cut(body, room) + " ...")
-                ids.append(str(item.get("id")))
+                ids.append(item.id)
             break
         context = "Context:\n" + ("\n".join(lines) if lines else "(no context found)")
         messages = [

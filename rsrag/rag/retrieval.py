@@ -9,7 +9,8 @@ Candidate lists (each a ranked list of knowledge chunks):
   scored with the image similarity.
 
 Fusion (`RetrievalConfig.fusion`; the default `"auto"` is RRF for a question alone and the weighted
-fusion when the query has an image, whose similarities are well calibrated and decisive):
+fusion when the query has an image, whose similarities are well calibrated and decisive; both are the
+functions of `rsrag.fusion`, shared with the library's hybrid search):
 
 - `"rrf"`: reciprocal-rank fusion, score = sum over lists of w_list / (rrf_k + rank), ranks
   from 1, a list a chunk is absent from adds nothing. Rank-based, so it needs no score calibration.
@@ -35,13 +36,20 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field, replace
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
+from rsrag import fusion
+from rsrag.generators import Evidence
 from rsrag.rerankers import Reranker
 
+if TYPE_CHECKING:
+    from rsrag.index import Hit
+    from rsrag.knowledge import KnowledgeBase
+
 LISTS = ("text", "bm25", "image", "image_kimg")
+RankedLists = dict[str, list[tuple[str, float]]]
 
 
 @dataclass
@@ -85,7 +93,7 @@ class Candidate:
     rerank: float | None = None
 
     @classmethod
-    def from_hit(cls, hit) -> "Candidate":
+    def from_hit(cls, hit: Hit) -> "Candidate":
         meta = hit.metadata
         return cls(
             hit.id,
@@ -101,73 +109,34 @@ class Candidate:
     def score(self) -> float:
         return self.rerank if self.rerank is not None else self.fused
 
-    def to_evidence(self) -> dict:
-        return {
-            "id": self.id,
-            "record_id": self.record_id,
-            "name": self.name,
-            "chunk_type": self.chunk_type,
-            "text": self.text,
-            "score": round(float(self.score), 4),
-            "category": self.category,
-            "passage": self.passage,
-        }
+    def to_evidence(self) -> Evidence:
+        return Evidence(
+            self.id, self.text, self.record_id, self.name, self.chunk_type, self.score, self.category, self.passage
+        )
 
 
-def fuse_rrf(
-    lists: dict[str, list[tuple[str, float]]], k: int = 60, weights: dict[str, float] | None = None
-) -> dict[str, float]:
-    """Reciprocal-rank fusion of ranked (id, score) lists: id -> sum of w / (k + rank)."""
-    fused: dict[str, float] = {}
-    for name, ranked in lists.items():
-        w = 1.0 if weights is None else weights.get(name, 1.0)
-        for rank, (cid, _) in enumerate(ranked, start=1):
-            fused[cid] = fused.get(cid, 0.0) + w / (k + rank)
-    return fused
+@dataclass
+class Retrieval:
+    """What one `retrieve` call found, returned to its caller (nothing is kept on the retriever, so
+    concurrent calls cannot see each other's results).
 
+    `evidence`: what the generator is given, best first; `candidates`: the knowledge chunks it came
+    from (re-ranked, expanded; empty when the evidence is the library's own captions and labels);
+    `fused`: the top-k fused candidates before re-ranking; `timings`: ms for `retrieve` and `rerank`."""
 
-def fuse_weighted(
-    lists: dict[str, list[tuple[str, float]]], alpha: float = 0.5, bm25_weight: float = 0.3
-) -> dict[str, float]:
-    """RS-RAG's weighted fusion, alpha * image_sim + (1 - alpha) * text_sim (see module doc)."""
-    ids = {cid for ranked in lists.values() for cid, _ in ranked}
-
-    def channel(name: str, normalise: bool = False) -> dict[str, float] | None:
-        ranked = lists.get(name) or []
-        if not ranked:
-            return None
-        scores = {cid: s for cid, s in ranked}
-        if normalise:
-            top = max(scores.values())
-            scores = {cid: (s / top if top > 0 else 0.0) for cid, s in scores.items()}
-        floor = min(scores.values())
-        return {cid: scores.get(cid, floor) for cid in ids}
-
-    dense, bm25 = channel("text"), channel("bm25", normalise=True)
-    img_chunk, img_kimg = channel("image"), channel("image_kimg")
-    text = None
-    if dense is not None or bm25 is not None:
-        bw = bm25_weight if dense is not None and bm25 is not None else (1.0 if dense is None else 0.0)
-        text = {c: (1 - bw) * (dense or {}).get(c, 0.0) + bw * (bm25 or {}).get(c, 0.0) for c in ids}
-    image = None
-    if img_chunk is not None or img_kimg is not None:
-        image = {c: max(v for v in ((img_chunk or {}).get(c), (img_kimg or {}).get(c)) if v is not None) for c in ids}
-    if text is None and image is None:
-        return {}
-    if image is None:
-        return text
-    if text is None:
-        return image
-    return {c: alpha * image[c] + (1 - alpha) * text[c] for c in ids}
+    evidence: list[Evidence] = field(default_factory=list)
+    candidates: list[Candidate] = field(default_factory=list)
+    fused: list[Candidate] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 class KnowledgeRetriever:
     """Gathers, fuses and re-ranks knowledge chunks for a question and/or an image (module doc)."""
 
-    def __init__(self, knowledge, reranker: Reranker | None = None) -> None:
+    def __init__(self, knowledge: KnowledgeBase, reranker: Reranker | None = None) -> None:
+        """`reranker`: the default one; a call may pass its own (`retrieve(..., reranker=)`)."""
         self.kb = knowledge
         self.reranker = reranker
-        self.last_fused: list[Candidate] = []  # the fused order of the last `retrieve`, before re-ranking
 
     def candidate_lists(
         self,
@@ -175,12 +144,12 @@ class KnowledgeRetriever:
         image_vector: np.ndarray | None,
         config: RetrievalConfig,
         question_vector: np.ndarray | None = None,
-    ) -> tuple[dict[str, list[tuple[str, float]]], dict]:
+    ) -> tuple[RankedLists, dict[str, Candidate]]:
         """The raw candidate lists (id, score) and a pool id -> Candidate."""
         pool: dict[str, Candidate] = {}
-        lists: dict[str, list[tuple[str, float]]] = {}
+        lists: RankedLists = {}
 
-        def take(name: str, hits) -> None:
+        def take(name: str, hits: Sequence[Hit]) -> None:
             ranked = []
             for hit in hits:
                 cand = pool.get(hit.id) or pool.setdefault(hit.id, Candidate.from_hit(hit))
@@ -210,17 +179,15 @@ class KnowledgeRetriever:
                 take("image_kimg", chunks)
         return {k: v for k, v in lists.items() if v}, pool
 
-    def fuse(
-        self, lists: dict[str, list[tuple[str, float]]], pool: dict[str, Candidate], config: RetrievalConfig
-    ) -> list[Candidate]:
+    def fuse(self, lists: RankedLists, pool: dict[str, Candidate], config: RetrievalConfig) -> list[Candidate]:
+        """Fresh copies of the pooled candidates in fused order (`rsrag.fusion`)."""
         image = any(name.startswith("image") for name in lists)
         if config.fusion == "weighted" or config.fusion == "auto" and image:
-            fused = fuse_weighted(lists, config.alpha, config.bm25_weight)
+            fused = fusion.weighted(lists, alpha=config.alpha, bm25_weight=config.bm25_weight)
         else:
-            fused = fuse_rrf(lists, config.rrf_k, config.weights)
-        order = sorted(fused, key=lambda c: (-fused[c], c))
+            fused = fusion.rrf(lists, k=config.rrf_k, weights=config.weights)
         out = []
-        for cid in order:
+        for cid in fusion.ranked(fused):
             cand = replace(pool[cid], rerank=None)
             cand.fused = fused[cid]
             out.append(cand)
@@ -233,16 +200,19 @@ class KnowledgeRetriever:
         config: RetrievalConfig,
         cache: dict[str, float] | None = None,
         within_records: bool = False,
+        reranker: Reranker | None = None,
     ) -> list[Candidate]:
         """Cross-encoder re-ranking of the top `rerank_top` (scores cached by chunk id in `cache`);
-        `within_records` keeps the records' fused order and re-orders chunks inside each record."""
-        if not (config.rerank and question and self.reranker is not None and candidates):
+        `within_records` keeps the records' fused order and re-orders chunks inside each record.
+        `reranker` defaults to the retriever's."""
+        reranker = reranker if reranker is not None else self.reranker
+        if not (config.rerank and question and reranker is not None and candidates):
             return candidates
         head, tail = candidates[: config.rerank_top], candidates[config.rerank_top :]
         cache = {} if cache is None else cache
         todo = [c for c in head if c.id not in cache]
         if todo:
-            for cand, s in zip(todo, self.reranker.score(question, [c.passage for c in todo])):
+            for cand, s in zip(todo, reranker.score(question, [c.passage for c in todo])):
                 cache[cand.id] = float(s)
         for cand in head:
             cand.rerank = cache[cand.id]
@@ -253,7 +223,13 @@ class KnowledgeRetriever:
             head = sorted(head, key=lambda c: -c.rerank)
         return head + tail
 
-    def expand(self, question: str | None, candidates: list[Candidate], config: RetrievalConfig) -> list[Candidate]:
+    def expand(
+        self,
+        question: str | None,
+        candidates: list[Candidate],
+        config: RetrievalConfig,
+        reranker: Reranker | None = None,
+    ) -> list[Candidate]:
         """Once the top record is found, make sure the chunk of the kind the question asks for is in
         the evidence: if retrieval missed it, add that record's chunk of the asked type (scored by the
         re-ranker when there is one) right after the record's other chunks."""
@@ -268,8 +244,9 @@ class KnowledgeRetriever:
         extra = [Candidate.from_hit(h) for h in self.kb.chunks_of([top]) if h.metadata.get("chunk_type") == qtype]
         if not extra:
             return candidates
-        if self.reranker is not None and config.rerank:
-            for cand, s in zip(extra, self.reranker.score(question, [c.passage for c in extra])):
+        reranker = reranker if reranker is not None else self.reranker
+        if reranker is not None and config.rerank:
+            for cand, s in zip(extra, reranker.score(question, [c.passage for c in extra])):
                 cand.rerank = float(s)
         for cand in extra:
             cand.scores["expanded"] = 1.0
@@ -282,24 +259,27 @@ class KnowledgeRetriever:
         image_vector: np.ndarray | None = None,
         config: RetrievalConfig | None = None,
         k: int = 5,
-        timings: dict | None = None,
-    ) -> list[Candidate]:
+        reranker: Reranker | None = None,
+    ) -> Retrieval:
+        """Gather, fuse, re-rank (with `reranker`, default the retriever's) and expand; everything
+        found is returned in the `Retrieval`."""
         config = config or RetrievalConfig()
         t0 = time.perf_counter()
         lists, pool = self.candidate_lists(question, image_vector, config)
         fused = self.fuse(lists, pool, config)
-        self.last_fused = fused[: max(k, 0)]
         t1 = time.perf_counter()
         within = config.rerank_within_records
         ranked = self.rerank(
-            question, fused, config, within_records=image_vector is not None if within is None else within
+            question,
+            fused,
+            config,
+            within_records=image_vector is not None if within is None else within,
+            reranker=reranker,
         )
-        ranked = self.expand(question, ranked[: max(k, 0)], config)
+        ranked = self.expand(question, ranked[: max(k, 0)], config, reranker)
         t2 = time.perf_counter()
-        if timings is not None:
-            timings["retrieve"] = timings.get("retrieve", 0.0) + (t1 - t0) * 1000
-            timings["rerank"] = (t2 - t1) * 1000
-        return ranked
+        timings = {"retrieve": (t1 - t0) * 1000, "rerank": (t2 - t1) * 1000}
+        return Retrieval([c.to_evidence() for c in ranked], ranked, fused[: max(k, 0)], timings)
 
 
 def records_in_order(candidates: Sequence[Candidate]) -> list[str]:

@@ -1,14 +1,15 @@
-"""The re-ranker interface and its small registry."""
+"""The re-ranker interface and its registry."""
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
-_REGISTRY: dict[str, Callable[..., "Reranker"]] = {}
-_SHARED: dict[str, "Reranker"] = {}
+from rsrag.registry import Registry
+
 DEFAULT_RERANKER = "cross-encoder"
 
 
@@ -39,17 +40,12 @@ class IdentityReranker(Reranker):
         return -np.arange(len(passages), dtype=np.float32)
 
 
-def register_reranker(name: str) -> Callable:
-    """Decorator: make a Reranker factory available to `create_reranker(name)`."""
-
-    def deco(factory: Callable[..., Reranker]) -> Callable[..., Reranker]:
-        _REGISTRY[name] = factory
-        return factory
-
-    return deco
-
-
+RERANKERS: Registry[Reranker] = Registry("reranker", builtins=("rsrag.rerankers.cross_encoder",))
+register_reranker = RERANKERS.register
 register_reranker("none")(IdentityReranker)
+
+_SHARED: dict[str, Reranker] = {}
+_SHARED_LOCK = threading.Lock()  # concurrent first calls (a server's /qa) build one shared instance
 
 
 def create_reranker(name: str | Reranker | None = DEFAULT_RERANKER, *, shared: bool = True, **cfg) -> Reranker:
@@ -58,12 +54,10 @@ def create_reranker(name: str | Reranker | None = DEFAULT_RERANKER, *, shared: b
     if isinstance(name, Reranker):
         return name
     name = name or DEFAULT_RERANKER
-    if name not in _REGISTRY:
-        import rsrag.rerankers.cross_encoder  # noqa: F401  (registers itself)
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown reranker {name!r}; known: {', '.join(sorted(_REGISTRY))}")
-    if shared and not cfg:
-        if name not in _SHARED:
-            _SHARED[name] = _REGISTRY[name]()
-        return _SHARED[name]
-    return _REGISTRY[name](**cfg)
+    with _SHARED_LOCK:  # also serialises the registry's first (lazy) load
+        if shared and not cfg:
+            if name not in _SHARED:
+                _SHARED[name] = RERANKERS.create(name)
+            return _SHARED[name]
+        factory = RERANKERS.get(name)
+    return factory(**cfg)
