@@ -342,3 +342,14 @@ def test_cli_qa_writes_utf8_and_prints_tables(cli_env, monkeypatch):
 
     out = CliRunner().invoke(eval_cli.app, ["qa", "--dataset", "rswk", "--task", "classify"])
     assert out.exit_code == 2 and "rswk supports --task qa" in out.output
+
+
+def test_cli_user_errors_are_one_line(cli_env, monkeypatch):
+    def missing(name, split):
+        raise FileNotFoundError(f"no {name} annotations under /data/{name}")
+
+    monkeypatch.setattr(eval_cli, "load_dataset", missing)
+    out = CliRunner().invoke(eval_cli.app, ["retrieval", "--dataset", "rsicd"])
+    assert out.exit_code == 2 and isinstance(out.exception, SystemExit)
+    assert out.stderr == "error: no rsicd annotations under /data/rsicd\n"
+    assert not cli_env.exists() or not any(cli_env.iterdir())  # no results file for a failed run

@@ -1,7 +1,8 @@
 """`rsrag eval retrieval|zeroshot|caption|vqa|qa`: run the evaluators from the shell.
 
 Every run prints a table (or JSON with `--json`) and also leaves a JSON results file
-(`rsrag.cli.common.report`). The evaluators live in `rsrag.eval`; this module only picks their
+(`rsrag.cli.common.report`); errors a user can act on (a missing dataset or weights file, an unknown
+encoder) are one `error: ...` line with exit status 2 (`rsrag.cli.common.user_errors`). The evaluators live in `rsrag.eval`; this module only picks their
 inputs from the options and prints their results. Heavy modules (numpy, torch, the data loaders) are
 imported inside the commands so `rsrag --help` stays fast. `create_encoder`, `load_dataset` and
 `load_class_folder` below are thin lazy wrappers, which is also where tests inject fakes.
@@ -16,7 +17,7 @@ from typing import Optional
 
 import typer
 
-from rsrag.cli.common import report, slug
+from rsrag.cli.common import report, slug, user_errors
 
 app = typer.Typer(
     help="Evaluate an encoder: image-text retrieval recall and zero-shot scene classification.",
@@ -83,10 +84,11 @@ def retrieval(
     from rsrag.eval.retrieval import RetrievalEvaluator
 
     name = _encoder_name(encoder)
-    records = load_dataset(dataset.value, split)
-    start = time.perf_counter()
-    evaluator = RetrievalEvaluator(records, name=dataset.value, split=split, batch_size=batch_size)
-    result = evaluator(create_encoder(name))
+    with user_errors():
+        records = load_dataset(dataset.value, split)
+        start = time.perf_counter()
+        evaluator = RetrievalEvaluator(records, name=dataset.value, split=split, batch_size=batch_size)
+        result = evaluator(create_encoder(name))
     result["elapsed_s"] = round(time.perf_counter() - start, 2)
     report(result, output, f"retrieval_{dataset.value}_{slug(split)}_{slug(name)}.json", as_json,
            lambda r: _print_retrieval(r, f"{dataset.value}/{split}"))
@@ -126,15 +128,16 @@ def zeroshot(
     from rsrag.eval.zeroshot import ZeroShotEvaluator
 
     name = _encoder_name(encoder)
-    if folder is not None:
-        records, ds_name, ds_split = load_class_folder(folder), folder.name, None
-        default_name = f"zeroshot_folder-{slug(folder.name)}_{slug(name)}.json"
-    else:
-        records, ds_name, ds_split = load_dataset(dataset.value, split), dataset.value, split
-        default_name = f"zeroshot_{dataset.value}_{slug(split)}_{slug(name)}.json"
-    start = time.perf_counter()
-    evaluator = ZeroShotEvaluator(records, name=ds_name, split=ds_split, batch_size=batch_size)
-    result = evaluator(create_encoder(name))
+    with user_errors():
+        if folder is not None:
+            records, ds_name, ds_split = load_class_folder(folder), folder.name, None
+            default_name = f"zeroshot_folder-{slug(folder.name)}_{slug(name)}.json"
+        else:
+            records, ds_name, ds_split = load_dataset(dataset.value, split), dataset.value, split
+            default_name = f"zeroshot_{dataset.value}_{slug(split)}_{slug(name)}.json"
+        start = time.perf_counter()
+        evaluator = ZeroShotEvaluator(records, name=ds_name, split=ds_split, batch_size=batch_size)
+        result = evaluator(create_encoder(name))
     result["elapsed_s"] = round(time.perf_counter() - start, 2)
     what = ds_name + (f"/{ds_split}" if ds_split else "")
     report(result, output, default_name, as_json, lambda r: _print_zeroshot(r, what))
@@ -172,8 +175,9 @@ def caption(
     from rsrag.eval.caption import evaluate_captioner
     from rsrag.models.captioner import load_captioner
 
-    model = load_captioner(captioner, index=index)
-    result = evaluate_captioner(model, dataset.value, split, beam_size=beam_size, limit=limit)
+    with user_errors():
+        model = load_captioner(captioner, index=index)
+        result = evaluate_captioner(model, dataset.value, split, beam_size=beam_size, limit=limit)
     report(result, output, f"caption_{dataset.value}_{slug(split)}_{slug(model.name)}_beam{beam_size}.json",
            as_json, lambda r: _print_caption(r, f"{dataset.value}/{split}, {model.name}, beam {beam_size}"))
 
@@ -207,8 +211,9 @@ def vqa(
     from rsrag.eval.vqa import evaluate_vqa
     from rsrag.models.vqa import load_vqa
 
-    vqa_model = load_vqa(model)
-    result = evaluate_vqa(vqa_model, split, limit=limit)
+    with user_errors():
+        vqa_model = load_vqa(model)
+        result = evaluate_vqa(vqa_model, split, limit=limit)
     report(result, output, f"vqa_{slug(split)}_{slug(vqa_model.name)}.json", as_json,
            lambda r: _print_vqa(r, f"{split}, {vqa_model.name}"))
 
@@ -260,15 +265,9 @@ def qa(
         from rsrag.eval.qa import evaluate_rswk
 
         cfg = {key: value for key, value in (("model", model), ("url", url)) if value}
-        result = evaluate_rswk(
-            limit,
-            ablation_limit=ablation_limit or None,
-            k=k,
-            rebuild=rebuild,
-            generator=generator,
-            generator_config=cfg,
-            log=err.print,
-        )
+        with user_errors():
+            result = evaluate_rswk(limit, ablation_limit=ablation_limit or None, k=k, rebuild=rebuild,
+                                   generator=generator, generator_config=cfg, log=err.print)
         tag = "" if generator == "extractive" else f"_{generator}"
         name = f"qa_rswk{tag}.json" if limit is None else f"qa_rswk{tag}_limit{limit}.json"
         print_table = _print_rswk
@@ -277,7 +276,8 @@ def qa(
             raise typer.BadParameter("rsicd supports --task classify")
         from rsrag.eval.classify import evaluate_rsicd_classify
 
-        result = evaluate_rsicd_classify(limit, k=k if k != 5 else 10, log=err.print)
+        with user_errors():
+            result = evaluate_rsicd_classify(limit, k=k if k != 5 else 10, log=err.print)
         name = "qa_rsicd_classify.json" if limit is None else f"qa_rsicd_classify_limit{limit}.json"
         print_table = _print_rsicd_classify
     result["elapsed_s"] = round(time.perf_counter() - t0, 1)
