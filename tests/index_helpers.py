@@ -129,7 +129,8 @@ def make_cli():
     """The index CLI as the lead mounts it: `index ...` plus a top-level `search`."""
     import typer
 
-    from rsrag.index.cli import app, search_command
+    from rsrag.cli.index import app
+    from rsrag.cli.search import search_command
 
     root = typer.Typer()
     root.add_typer(app, name="index")

@@ -13,7 +13,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from rsrag.encoders.rs_lite import weights_path
-from rsrag.eval.caption import score_captions
+from rsrag.metrics.caption import score_captions
 from rsrag.imageio import ImageLoadError
 from rsrag.models.captioner import DEFAULT_CAPTIONER, Captioner, load_captioner
 from rsrag.models.captioner.api import weights_file

@@ -1,4 +1,4 @@
-"""Evaluation metrics, zero-shot classification and the `rsrag eval` CLI, with a fake encoder."""
+"""Metrics (`rsrag.metrics`), the evaluators (`rsrag.eval`) and the `rsrag eval` CLI, with a fake encoder."""
 
 from __future__ import annotations
 
@@ -11,18 +11,11 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from rsrag.cli import eval as eval_cli
 from rsrag.encoders import Encoder, Preprocess
-from rsrag.eval import (
-    RetrievalEvaluator,
-    ZeroShotEvaluator,
-    class_text_embeddings,
-    evaluate_embeddings,
-    pretty_label,
-    retrieval_metrics,
-    retrieval_ranks,
-)
-from rsrag.eval import cli as eval_cli
-from rsrag.eval import retrieval as retrieval_module
+from rsrag.eval import RetrievalEvaluator, ZeroShotEvaluator, class_text_embeddings, pretty_label
+from rsrag.metrics import evaluate_embeddings, exact_match, normalize_answer, retrieval_metrics, retrieval_ranks, token_f1
+from rsrag.metrics import retrieval as retrieval_module
 
 COLOURS = {"red": (255, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255)}
 
@@ -161,6 +154,15 @@ def test_invalid_inputs():
         retrieval_metrics(np.zeros((2, 3)), np.array([0, 1]))
     with pytest.raises(ValueError, match="NaN"):
         retrieval_metrics(np.full((1, 1), np.nan), np.array([0]))
+
+
+def test_answer_scores():
+    assert normalize_answer("The  Eiffel Tower!") == "eiffel tower"
+    assert exact_match("the Eiffel tower.", "Eiffel Tower") == 1.0
+    assert exact_match("Eiffel", "Eiffel Tower") == 0.0
+    assert token_f1("Eiffel", "Eiffel Tower") == pytest.approx(2 / 3)  # precision 1, recall 1/2
+    assert token_f1("built in 1889", "1889") == pytest.approx(0.5)  # precision 1/3, recall 1
+    assert token_f1("", "") == 1.0 and token_f1("a", "tower") == 0.0  # "a" normalises to nothing
 
 
 def test_evaluate_embeddings_and_evaluator(tmp_path):
@@ -314,3 +316,40 @@ def test_cli_zeroshot_needs_exactly_one_source(cli_env, tmp_path):
     assert out.exit_code == 2 and "exactly one" in out.output
     out = CliRunner().invoke(eval_cli.app, ["zeroshot", "--folder", str(tmp_path), "--dataset", "ucm"])
     assert out.exit_code == 2 and "exactly one" in out.output
+
+
+def test_cli_qa_writes_utf8_and_prints_tables(cli_env, monkeypatch):
+    from rsrag.eval import qa as qa_module
+
+    seen = {}
+    result = {"n_questions": 2, "n_chunks": 5, "retrieval_r1": 0.5, "retrieval_r5": 1.0, "retrieval_r1_no_rerank": 0.5,
+              "answer_em": 0.5, "answer_f1": 0.75, "category_accuracy": 1.0, "latency_ms": {"p50": 12.0},
+              "per_type": {"when": {"n": 2, "r1": 0.5, "em": 0.5, "f1": 0.75}}, "ablation": [],
+              "errors_sample": [{"gold": "Tour Eiffel, Paris (1889) à côté"}]}
+
+    def fake_evaluate(limit, **options):
+        seen.update(limit=limit, **options)
+        return dict(result)
+
+    monkeypatch.setattr(qa_module, "evaluate_rswk", fake_evaluate)
+    out = CliRunner().invoke(eval_cli.app, ["qa", "--dataset", "rswk", "--limit", "2", "--ablation-limit", "0"])
+    assert out.exit_code == 0, out.output
+    assert "RSWK knowledge QA (2 questions, 5 chunks)" in out.stdout and "0.7500" in out.stdout
+    assert seen["limit"] == 2 and seen["ablation_limit"] is None and seen["generator"] == "extractive"
+    written = (cli_env / "qa_rswk_limit2.json").read_text(encoding="utf-8")
+    assert "à côté" in written and json.loads(written)["answer_f1"] == 0.75  # UTF-8, no \u escapes
+    assert "wrote" in out.stderr and "qa_rswk_li" in out.stderr  # rich may wrap the long path
+
+    out = CliRunner().invoke(eval_cli.app, ["qa", "--dataset", "rswk", "--task", "classify"])
+    assert out.exit_code == 2 and "rswk supports --task qa" in out.output
+
+
+def test_cli_user_errors_are_one_line(cli_env, monkeypatch):
+    def missing(name, split):
+        raise FileNotFoundError(f"no {name} annotations under /data/{name}")
+
+    monkeypatch.setattr(eval_cli, "load_dataset", missing)
+    out = CliRunner().invoke(eval_cli.app, ["retrieval", "--dataset", "rsicd"])
+    assert out.exit_code == 2 and isinstance(out.exception, SystemExit)
+    assert out.stderr == "error: no rsicd annotations under /data/rsicd\n"
+    assert not cli_env.exists() or not any(cli_env.iterdir())  # no results file for a failed run

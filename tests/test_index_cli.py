@@ -122,3 +122,36 @@ def test_clear_errors(built, tmp_path):
     assert result.exit_code == 2 and "unknown encoder" in result.output
     result = run("search", "--image", tmp_path / "missing.jpg", "--index", "caps", "--root", root, ok=False)
     assert result.exit_code == 2 and "missing.jpg" in result.output
+
+
+def assert_clean_error(result) -> None:
+    """Refused with one `error: ...` line and a non-zero status: an exit, not an escaped exception."""
+    assert result.exit_code != 0, result.output
+    assert isinstance(result.exception, SystemExit), repr(result.exception)
+    assert "Traceback" not in result.output
+    assert result.output.startswith("error: ") and result.output.count("\n") == 1, result.output
+
+
+def test_index_names_that_leave_the_root_are_refused(tmp_path):
+    """`--name ../x` must not open the index x beside the root (one name rule, on open as on create)."""
+    root = tmp_path / "indexes"
+    root.mkdir()
+    Library.create(tmp_path, "x", encoder=HashEncoder())  # tmp/x: what ../x points at from the root
+    for args in (["index", "info"], ["index", "delete", "--id", "img0"]):
+        result = run(*args, "--name", "../x", "--root", root, ok=False)
+        assert_clean_error(result)
+        assert "../x" in result.output
+    result = run("search", "red", "--index", "../x", "--root", root, ok=False)
+    assert_clean_error(result)
+
+
+def test_overlong_index_names_are_refused(tmp_path):
+    """A 300-character name: a clear one-line error for every command that takes a name, no traceback."""
+    root, name = tmp_path / "indexes", "n" * 300
+    root.mkdir()  # an existing root: the name itself is what the operating system refuses
+    for args in (["index", "info", "--name", name], ["search", "red", "--index", name],
+                 ["index", "build", tmp_path, "--name", name, "--encoder", "test-hash"]):
+        result = run(*args, "--root", root, ok=False)
+        assert_clean_error(result)
+        assert "name" in result.output.lower()
+    assert not any(root.iterdir())  # nothing was created

@@ -216,7 +216,8 @@ def test_cli_ask_and_knowledge_add(tmp_path: Path):
     import typer
     from typer.testing import CliRunner
 
-    from rsrag.rag.cli import ask_command, knowledge_app
+    from rsrag.cli.ask import ask_command
+    from rsrag.cli.knowledge import app as knowledge_app
 
     app = typer.Typer()
     app.command("ask")(ask_command)

@@ -1,6 +1,6 @@
-"""`rsrag eval qa`: knowledge-grounded QA on RSWK, and retrieval-augmented classification on RSICD.
+"""Knowledge-grounded QA evaluation on RSWK (`rsrag eval qa --dataset rswk`).
 
-RSWK (`evaluate_rswk`). A knowledge index is built from the RSWK records (`convert_rswk`, cached under
+`evaluate_rswk`: a knowledge index is built from the RSWK records (`convert_rswk`, cached under
 `<cache>/qa/`, keyed by the annotation files, the converter version and the encoder), attached to an
 empty library. Each world-knowledge question gets its image reference replaced by the landmark's name
 (`ground_question`), then goes through `rsrag.rag.ask` with the default configuration (RRF of dense +
@@ -21,57 +21,25 @@ Ablation (same run, first `ablation_limit` questions): fusion (RRF, or weighted 
 `ALPHAS`), BM25 on/off, re-ranker on/off. RSWK ships no landmark images, so for the weighted fusion's
 image channel a stand-in is used: the text embedding of the landmark's name ("identity proxy"),
 i.e. an ideal landmark recogniser; alpha = 0 is text only. This is stated in the output.
-
-RSICD (`evaluate_rsicd_classify`): a library of the train images (built once, cached), then for each
-test image `ask(..., image=..., task="classify", labels=<31 labels>)`: the nearest train images' labels
-voted by similarity. Reports accuracy.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import re
 import shutil
 import statistics
-import string
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from pathlib import Path
-from enum import Enum
-from typing import Callable, Optional, Sequence
-
-import typer
+from typing import Callable, Sequence
 
 from rsrag.config import cache_dir, data_root
+from rsrag.metrics.qa import exact_match, token_f1
 from rsrag.rerankers.base import Reranker
 
 CONVERTER_VERSION = "rswk-v1"
 ALPHAS = (0.0, 0.3, 0.5, 0.7)
-_ARTICLES = re.compile(r"\b(a|an|the)\b")
-
-
-# ---- SQuAD-style answer scoring ------------------------------------------------------------------
-def normalize_answer(text: str) -> str:
-    """Lower case, no punctuation, no articles, single spaces (the SQuAD v1.1 normalisation)."""
-    text = "".join(ch for ch in str(text).lower() if ch not in string.punctuation)
-    return " ".join(_ARTICLES.sub(" ", text).split())
-
-
-def exact_match(prediction: str, gold: str) -> float:
-    return float(normalize_answer(prediction) == normalize_answer(gold))
-
-
-def token_f1(prediction: str, gold: str) -> float:
-    pred, ref = normalize_answer(prediction).split(), normalize_answer(gold).split()
-    if not pred or not ref:
-        return float(pred == ref)
-    common = Counter(pred) & Counter(ref)
-    same = sum(common.values())
-    if same == 0:
-        return 0.0
-    precision, recall = same / len(pred), same / len(ref)
-    return 2 * precision * recall / (precision + recall)
 
 
 # ---- the cached RSWK knowledge library -----------------------------------------------------------
@@ -338,179 +306,3 @@ def ablation(kb, rows: list[dict], reranker, generator, k: int = 5) -> list[dict
         }
         for i, c in enumerate(configs)
     ]
-
-
-# ---- RSICD retrieval-augmented classification --------------------------------------------------
-def rsicd_library(
-    *,
-    encoder: str | None = None,
-    cache: Path | None = None,
-    threads: int | None = 1,
-    log: Callable[[str], None] = lambda m: None,
-):
-    """A library of the RSICD train images (built on first use, cached; resumes if interrupted).
-    `threads`: ONNX Runtime threads of the encoder."""
-    from rsrag.data import load_dataset
-    from rsrag.encoders.registry import DEFAULT_ENCODER
-    from rsrag.index import Library
-
-    from rsrag.encoders import create_encoder
-
-    encoder = encoder or DEFAULT_ENCODER
-    folder = Path(cache or cache_dir() / "qa")
-    name = f"rsicd-train-{re.sub(r'[^A-Za-z0-9._-]+', '-', encoder)}"
-    instance = create_encoder(encoder, threads=threads) if threads else create_encoder(encoder)
-    library = Library.create(folder, name, encoder=instance, encoder_name=encoder, exist_ok=True)
-    records = load_dataset("rsicd", "train")
-    if len(library) < len(records):
-        t0 = time.perf_counter()
-        report = library.add(records, workers=1)
-        log(f"built RSICD train library: {report.to_dict()} in {time.perf_counter() - t0:.0f}s")
-    return library
-
-
-def evaluate_rsicd_classify(
-    limit: int | None = None, *, k: int = 10, cache: Path | None = None, log: Callable[[str], None] = lambda m: None
-) -> dict:
-    """RSICD test label accuracy by retrieval-augmented classification over the train library."""
-    from rsrag.data import class_names, load_dataset
-    from rsrag.rag import ask
-
-    library = rsicd_library(cache=cache, log=log)
-    test = load_dataset("rsicd", "test")[: limit or None]
-    labels = class_names(load_dataset("rsicd", "train"))
-    correct, latencies, per_class = 0, [], defaultdict(lambda: [0, 0])
-    for rec in test:
-        answer = ask(library, None, rec.path, task="classify", labels=labels, k=k)
-        ok = answer.text == rec.label
-        correct += ok
-        per_class[rec.label][0] += ok
-        per_class[rec.label][1] += 1
-        latencies.append(answer.timings["total"])
-    n = len(test) or 1
-    return {
-        "dataset": "rsicd",
-        "task": "classify",
-        "split": "test",
-        "n_images": len(test),
-        "k": k,
-        "accuracy": round(correct / n, 4),
-        "n_labels": len(labels),
-        "per_class": {c: round(v[0] / v[1], 4) for c, v in sorted(per_class.items())},
-        "latency_ms_p50": round(statistics.median(latencies), 1) if latencies else None,
-    }
-
-
-# ---- CLI -----------------------------------------------------------------------------------------
-class QADataset(str, Enum):
-    rswk = "rswk"
-    rsicd = "rsicd"
-
-
-def _print_rswk(result: dict) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console()
-    head = Table(title=f"RSWK knowledge QA ({result['n_questions']} questions, {result['n_chunks']} chunks)")
-    for col in ("R@1", "R@5", "R@1 no rerank", "EM", "F1", "category acc", "p50 ms"):
-        head.add_column(col, justify="right")
-    head.add_row(
-        *(
-            f"{result[k]:.4f}"
-            for k in (
-                "retrieval_r1",
-                "retrieval_r5",
-                "retrieval_r1_no_rerank",
-                "answer_em",
-                "answer_f1",
-                "category_accuracy",
-            )
-        ),
-        f"{result['latency_ms']['p50']}",
-    )
-    console.print(head)
-    types = Table(title="per question type")
-    for col in ("type", "n", "R@1", "EM", "F1"):
-        types.add_column(col, justify="right")
-    for t, row in result["per_type"].items():
-        types.add_row(t, str(row["n"]), f"{row['r1']:.3f}", f"{row['em']:.3f}", f"{row['f1']:.3f}")
-    console.print(types)
-    if not result["ablation"]:
-        return
-    abl = Table(title=f"ablation ({result['ablation'][0]['n']} questions)")
-    for col in ("fusion", "BM25", "re-rank", "R@1", "F1"):
-        abl.add_column(col, justify="right")
-    for row in result["ablation"]:
-        abl.add_row(
-            row["fusion"],
-            "on" if row["bm25"] else "off",
-            "on" if row["rerank"] else "off",
-            f"{row['r1']:.4f}",
-            f"{row['f1']:.4f}",
-        )
-    console.print(abl)
-    console.print(result["ablation_note"])
-
-
-def qa_command(
-    dataset: QADataset = typer.Option(
-        ..., "--dataset", "-d", help="rswk (knowledge QA) or rsicd (with --task classify)."
-    ),
-    task: str = typer.Option("qa", "--task", help="rswk: qa; rsicd: classify."),
-    limit: Optional[int] = typer.Option(None, "--limit", "-n", help="Only the first N questions / test images."),
-    ablation_limit: int = typer.Option(300, "--ablation-limit", help="Questions in the ablation table (0: all)."),
-    k: int = typer.Option(5, "--k", help="Evidence items per question (rswk) / neighbours (rsicd, default 10)."),
-    rebuild: bool = typer.Option(False, "--rebuild", help="Rebuild the cached knowledge index."),
-    generator: str = typer.Option("extractive", "--generator", "-g", help="rswk: extractive, hf or openai."),
-    model: Optional[str] = typer.Option(
-        None, "--model", help="hf: folder, hub id or gemma-3-270m-gguf; openai: model."
-    ),
-    url: Optional[str] = typer.Option(None, "--url", help="openai: endpoint base URL."),
-    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
-    output: Optional[Path] = typer.Option(
-        None, "--output", "-o", help="JSON results file (default: <results>/qa_<dataset>[_task].json)."
-    ),
-) -> None:
-    """Knowledge-grounded QA on RSWK (retrieval R@1/R@5, answer EM/F1, per type, category accuracy,
-    latency, ablation), or retrieval-augmented classification on RSICD test."""
-    from rich.console import Console
-
-    from rsrag.config import results_dir
-
-    err = Console(stderr=True)
-    t0 = time.perf_counter()
-    if dataset is QADataset.rswk:
-        if task not in ("qa", "question"):
-            raise typer.BadParameter("rswk supports --task qa")
-        cfg = {key: value for key, value in (("model", model), ("url", url)) if value}
-        result = evaluate_rswk(
-            limit,
-            ablation_limit=ablation_limit or None,
-            k=k,
-            rebuild=rebuild,
-            generator=generator,
-            generator_config=cfg,
-            log=err.print,
-        )
-        tag = "" if generator == "extractive" else f"_{generator}"
-        name = f"qa_rswk{tag}.json" if limit is None else f"qa_rswk{tag}_limit{limit}.json"
-    else:
-        if task != "classify":
-            raise typer.BadParameter("rsicd supports --task classify")
-        result = evaluate_rsicd_classify(limit, k=k if k != 5 else 10, log=err.print)
-        name = "qa_rsicd_classify.json" if limit is None else f"qa_rsicd_classify_limit{limit}.json"
-    result["elapsed_s"] = round(time.perf_counter() - t0, 1)
-    path = output or results_dir() / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
-    if as_json:
-        typer.echo(json.dumps(result, indent=2, ensure_ascii=False))
-    elif dataset is QADataset.rswk:
-        _print_rswk(result)
-    else:
-        Console().print(
-            f"RSICD test classification accuracy (retrieval-augmented, k={result['k']}): "
-            f"{result['accuracy']:.4f} over {result['n_images']} images"
-        )
-    err.print(f"wrote {path}")

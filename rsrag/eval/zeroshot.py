@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 
 from rsrag.eval.retrieval import common_split
+from rsrag.metrics.classification import zeroshot_metrics
 
 if TYPE_CHECKING:
     from rsrag.encoders import Encoder
@@ -75,28 +76,6 @@ def class_text_embeddings(
     emb = encoder.encode_texts(prompts).reshape(len(class_texts), len(templates), -1)
     mean = emb.mean(axis=1)
     return (mean / np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-12)).astype(np.float32)
-
-
-def zeroshot_metrics(
-    image_emb: np.ndarray, class_emb: np.ndarray, labels: np.ndarray, class_names: Sequence[str]
-) -> dict:
-    """Top-1 accuracy (percent) and per-class accuracy; `labels[i]` indexes `class_names`.
-
-    A tie between classes goes to the lower class index (numpy argmax), so it is not a free hit.
-    """
-    labels = np.asarray(labels, dtype=np.int64)
-    if len(image_emb) != len(labels):
-        raise ValueError(f"{len(image_emb)} image embeddings but {len(labels)} labels")
-    if len(labels) == 0:
-        raise ValueError("zero-shot evaluation needs at least one image")
-    pred = np.argmax(np.asarray(image_emb, np.float32) @ np.asarray(class_emb, np.float32).T, axis=1)
-    correct = pred == labels
-    per_class = {}
-    for idx, name in enumerate(class_names):
-        mask = labels == idx
-        n = int(mask.sum())
-        per_class[name] = {"accuracy": 100.0 * float(correct[mask].mean()) if n else 0.0, "n": n}
-    return {"accuracy": 100.0 * float(correct.mean()), "per_class": per_class, "predictions": pred}
 
 
 class ZeroShotEvaluator:

@@ -38,7 +38,7 @@ from rsrag.encoders.rs_lite import (
     load_text_tower,
     save_weights,
 )
-from rsrag.eval.retrieval import retrieval_metrics
+from rsrag.metrics.retrieval import retrieval_metrics
 from rsrag.imageio import ImageLoadError
 from rsrag.index.pipeline import decoded_batches
 

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from rsrag.data import load_dataset
+from rsrag.metrics.caption import score_captions
 from rsrag.models.captioner.api import Captioner, pad_ids, save_captioner
 from rsrag.models.captioner.features import (
     ENCODER_WEIGHTS,
@@ -116,8 +117,6 @@ def _trim(ids: np.ndarray) -> torch.Tensor:
 def val_scores(captioner: Captioner, feats: ImageFeatures, references: list[list[str]]) -> dict:
     """Greedy BLEU-4 and CIDEr with a pure-Python tokenizer: model selection only. Reported metrics
     come from `rsrag.eval.caption` with the toolkit's PTB tokenizer."""
-    from rsrag.eval.caption import score_captions
-
     return score_captions(references, captioner.caption_many(feats, beam_size=1), metrics=("bleu", "cider"), ptb=False)
 
 

@@ -7,19 +7,14 @@ output token is a word the metrics count. Rare words map to `<unk>`, which is ne
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from rsrag.metrics.caption import words as tokenize  # the same word rule as the fast caption scoring
+
 PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
 SPECIALS = (PAD, BOS, EOS, UNK)
-_WORD = re.compile(r"[a-z]+")
-
-
-def tokenize(text: str) -> list[str]:
-    """Lower-case alphabetic words; punctuation and digits carry nothing in these captions."""
-    return _WORD.findall(text.lower())
 
 
 @dataclass(frozen=True)

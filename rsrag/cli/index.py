@@ -1,38 +1,24 @@
-"""`rsrag index build|add|delete|info|list` and `rsrag search`.
+"""`rsrag index build|add|delete|info|list`: build and maintain search indexes.
 
-Mount with `app.add_typer(index_app, name="index")` and `app.command("search")(search_command)`.
-Errors the user can fix (missing index, bad filter, encoder mismatch, busy index, bad SOURCE) print
-one line `error: ...` and exit with status 2.
+Errors the user can fix (missing, busy or badly named index, bad filter, encoder mismatch, bad
+SOURCE) print one line `error: ...` and exit with status 2 (`rsrag.cli.common.user_errors`).
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, List, Optional
+from typing import List, Optional
 
 import typer
+
+from rsrag.cli.common import ROOT_OPTION, user_errors
 
 app = typer.Typer(help="Build and maintain search indexes (ROOT/NAME; ROOT from --root, $RSRAG_INDEXES or ./indexes).",
                   no_args_is_help=True)
 
-_ROOT = typer.Option(None, "--root", help="Folder holding the indexes (default: $RSRAG_INDEXES or ./indexes).")
 _JSON = typer.Option(False, "--json", help="Print JSON instead of a table.")
-
-
-@contextmanager
-def _user_errors() -> Iterator[None]:
-    """Turn the errors a user can act on into one red line and exit status 2 (no traceback)."""
-    from rsrag.imageio import ImageLoadError
-    from rsrag.index.errors import LibraryError
-
-    try:
-        yield
-    except (LibraryError, ImageLoadError, FileNotFoundError, NotADirectoryError, ValueError) as exc:
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(2) from None
 
 
 def _progress(desc: str):
@@ -57,7 +43,7 @@ def _run_build(source: str, name: str, root: Optional[Path], encoder: Optional[s
                chunk_size: int, workers: int, as_json: bool) -> None:
     from rsrag.index.build import build_index
 
-    with _user_errors():
+    with user_errors():
         lib, report = build_index(source, name, root, encoder=encoder, index_type=index_type, split=split,
                                   limit=limit, upsert=upsert, create=create, batch_size=batch_size,
                                   chunk_size=chunk_size, workers=workers, progress=_progress(name))
@@ -80,7 +66,7 @@ def _run_build(source: str, name: str, root: Optional[Path], encoder: Optional[s
 def build_cmd(
     source: str = typer.Argument(..., help="Image folder, captions .jsonl/.csv, or dataset rsicd / ucm (rsicd:test)."),
     name: str = typer.Option(..., "--name", help="Index name (a folder under ROOT)."),
-    root: Optional[Path] = _ROOT,
+    root: Optional[Path] = ROOT_OPTION,
     encoder: Optional[str] = typer.Option(None, "--encoder", help="Encoder (default: the index's own, else rs-lite)."),
     index_type: str = typer.Option("auto", "--index-type",
                                    help="auto | flat | ivf[:nlist=N,nprobe=N] | hnsw[:m=N,ef_search=N]"),
@@ -100,7 +86,7 @@ def build_cmd(
 def add_cmd(
     source: str = typer.Argument(..., help="Image folder, captions .jsonl/.csv, or dataset name."),
     name: str = typer.Option(..., "--name"),
-    root: Optional[Path] = _ROOT,
+    root: Optional[Path] = ROOT_OPTION,
     upsert: bool = typer.Option(False, "--upsert", help="Replace records whose id is already indexed."),
     split: Optional[str] = typer.Option(None, "--split"),
     limit: Optional[int] = typer.Option(None, "--limit"),
@@ -118,12 +104,12 @@ def add_cmd(
 def delete_cmd(
     ids: List[str] = typer.Option(..., "--id", help="Record id to delete (repeat for several)."),
     name: str = typer.Option(..., "--name"),
-    root: Optional[Path] = _ROOT,
+    root: Optional[Path] = ROOT_OPTION,
 ) -> None:
     """Delete records by id; they are never returned by a search again."""
     from rsrag.index.library import Library
 
-    with _user_errors():
+    with user_errors():
         deleted = Library.open(root, name).delete(ids)
     missing = [i for i in ids if i not in set(deleted)]
     typer.echo(f"deleted {len(deleted)} record(s) from {name}")
@@ -132,11 +118,11 @@ def delete_cmd(
 
 
 @app.command("info")
-def info_cmd(name: str = typer.Option(..., "--name"), root: Optional[Path] = _ROOT, as_json: bool = _JSON) -> None:
+def info_cmd(name: str = typer.Option(..., "--name"), root: Optional[Path] = ROOT_OPTION, as_json: bool = _JSON) -> None:
     """Encoder, index type, counts, columns and last build of an index."""
     from rsrag.index.library import Library
 
-    with _user_errors():
+    with user_errors():
         info = Library.open(root, name).info()
     if as_json:
         typer.echo(json.dumps(info, indent=2, default=str))
@@ -159,7 +145,7 @@ def info_cmd(name: str = typer.Option(..., "--name"), root: Optional[Path] = _RO
 
 
 @app.command("list")
-def list_cmd(root: Optional[Path] = _ROOT, as_json: bool = _JSON) -> None:
+def list_cmd(root: Optional[Path] = ROOT_OPTION, as_json: bool = _JSON) -> None:
     """The indexes under ROOT."""
     from rich.console import Console
     from rich.table import Table
@@ -179,50 +165,4 @@ def list_cmd(root: Optional[Path] = _ROOT, as_json: bool = _JSON) -> None:
         table.add_row(m.get("name", "?"), str(m.get("counts", {}).get("records", "?")),
                       str(m.get("index", {}).get("type")), m.get("encoder", {}).get("id", "?"),
                       str(m.get("encoder", {}).get("dim", "?")), m.get("updated", "?"))
-    Console().print(table)
-
-
-def search_command(
-    query: Optional[str] = typer.Argument(None, help="Text query (or use --image)."),
-    index: str = typer.Option(..., "--index", help="Index name."),
-    root: Optional[Path] = _ROOT,
-    image: Optional[Path] = typer.Option(None, "--image", help="Search by an image instead of text."),
-    k: int = typer.Option(10, "--k", "-k", help="Number of results."),
-    mode: str = typer.Option("hybrid", "--mode", help="Text search: dense | bm25 | hybrid (RRF)."),
-    filters: List[str] = typer.Option([], "--filter",
-                                      help="column=value (also != > >= < <=; a,b = either); repeat to AND."),
-    where: Optional[str] = typer.Option(None, "--where", help="Raw SQL filter, e.g. \"label IN ('port', 'beach')\"."),
-    bbox: Optional[str] = typer.Option(None, "--bbox", help="min_lon,min_lat,max_lon,max_lat over lon/lat columns."),
-    as_json: bool = typer.Option(False, "--json", help='{"hits": [{"id", "score", "label", "path", "captions", ...}]}'),
-) -> None:
-    """Search an index by text or by image."""
-    from rsrag.index.filters import parse_bbox
-    from rsrag.index.library import Library
-
-    with _user_errors():
-        if (query is None) == (image is None):
-            raise ValueError("give either a text query or --image PATH")
-        lib = Library.open(root, index)
-        box = parse_bbox(bbox) if bbox else None
-        if image is not None:
-            hits = lib.search_image(image, k, filters=filters, where=where, bbox=box)
-        else:
-            hits = lib.search_text(query, k, mode=mode, filters=filters, where=where, bbox=box)
-    if as_json:
-        typer.echo(json.dumps({"hits": [h.to_dict() for h in hits]}, default=str))
-        return
-    _print_hits(hits, f"{len(hits)} hits in {index} for " + (f"image {image}" if image else f"{query!r} ({mode})"))
-
-
-def _print_hits(hits, title: str) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=title, title_justify="left")
-    for col, kw in [("#", {"justify": "right"}), ("score", {"justify": "right"}), ("id", {}), ("label", {}),
-                    ("caption", {"overflow": "fold", "ratio": 3}), ("path", {"overflow": "fold", "ratio": 2})]:
-        table.add_column(col, **kw)
-    for h in hits:
-        table.add_row(str(h.rank), f"{h.score:.4f}", h.id, h.label or "", h.captions[0] if h.captions else "",
-                      h.path or "")
     Console().print(table)

@@ -1,4 +1,8 @@
-"""The `rsrag` command line: one typer app, with a sub-app per area of the package."""
+"""`rsrag train encoder|memory|captioner|vqa`: train the models that live inside rsrag.
+
+Each command logs its progress, writes weights plus a JSON card under rsrag/weights/ (the card
+records the command line as typed), and prints a JSON summary.
+"""
 
 from __future__ import annotations
 
@@ -10,21 +14,7 @@ from typing import Optional
 
 import typer
 
-from rsrag.eval.cli import app as eval_app
-from rsrag.index.cli import app as index_app
-from rsrag.index.cli import search_command
-from rsrag.rag.cli import ask_command, knowledge_app
-
-app = typer.Typer(help="rsrag: multimodal RAG and vector search for remote-sensing imagery.", no_args_is_help=True)
-train_app = typer.Typer(help="Train the models that live inside rsrag.", no_args_is_help=True)
-encoders_app = typer.Typer(help="Inspect image-text encoders.", no_args_is_help=True)
-app.add_typer(train_app, name="train")
-app.add_typer(eval_app, name="eval")
-app.add_typer(encoders_app, name="encoders")
-app.add_typer(index_app, name="index")
-app.command("search")(search_command)
-app.command("ask")(ask_command)
-app.add_typer(knowledge_app, name="knowledge")
+app = typer.Typer(help="Train the models that live inside rsrag.", no_args_is_help=True)
 
 
 def _invocation() -> str:
@@ -32,7 +22,7 @@ def _invocation() -> str:
     return "rsrag " + " ".join(shlex.quote(a) for a in sys.argv[1:])
 
 
-@train_app.command("encoder")
+@app.command("encoder")
 def train_encoder_cmd(
     name: str = typer.Option("rs-lite-lite0", help="weights name, written to rsrag/weights/NAME.safetensors"),
     tower: str = typer.Option("lite0", help="EfficientNet-Lite tower: lite0, lite1 or lite2"),
@@ -65,7 +55,7 @@ def train_encoder_cmd(
     typer.echo(json.dumps(result, indent=2))
 
 
-@train_app.command("memory")
+@app.command("memory")
 def train_memory_cmd(
     name: str = typer.Option("rs-lite-lite0.memory", help="written to rsrag/weights/NAME.safetensors + NAME.json"),
     encoder: str = typer.Option("rs-lite", help="the plain encoder whose vectors the memory holds"),
@@ -83,7 +73,7 @@ def train_memory_cmd(
     typer.echo(json.dumps(result, indent=2))
 
 
-@train_app.command("captioner")
+@app.command("captioner")
 def train_captioner_cmd(
     variant: str = typer.Option("rag", help="plain, or rag (retrieval-augmented: captions of k nearest train images)"),
     name: Optional[str] = typer.Option(None, help="weights name (default captioner-VARIANT), in rsrag/weights/"),
@@ -113,42 +103,7 @@ def train_captioner_cmd(
     typer.echo(json.dumps(result, indent=2))
 
 
-@app.command("caption")
-def caption_cmd(
-    images: list[str] = typer.Argument(..., help="image files"),
-    captioner: Optional[str] = typer.Option(None, "--captioner", "-c", help="captioner weights (default: committed)"),
-    beam_size: int = typer.Option(3, "--beam-size", help="beam width; 1 = greedy"),
-    index: Optional[str] = typer.Option(None, "--index", help="retrieve neighbour captions from this index"),
-    as_json: bool = typer.Option(False, "--json", help="print JSON"),
-) -> None:
-    """Caption images. Unreadable images are reported on stderr (exit code 1); the rest are captioned."""
-    from rsrag.imageio import ImageLoadError, load_image
-    from rsrag.models.captioner import load_captioner
-
-    try:
-        model = load_captioner(captioner, index=index)
-    except (FileNotFoundError, ValueError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2)
-    loaded, failed = [], []
-    for path in images:
-        try:
-            loaded.append((path, load_image(path)))
-        except ImageLoadError as exc:
-            failed.append({"image": path, "error": str(exc)})
-            typer.echo(f"error: {exc}", err=True)
-    texts = model.caption([img for _, img in loaded], beam_size=beam_size) if loaded else []
-    rows = [{"image": path, "caption": text} for (path, _), text in zip(loaded, texts)]
-    if as_json:
-        typer.echo(json.dumps({"captioner": model.name, "captions": rows, "errors": failed}, indent=2))
-    else:
-        for row in rows:
-            typer.echo(f"{row['image']}\t{row['caption']}")
-    if failed:
-        raise typer.Exit(1)
-
-
-@train_app.command("vqa")
+@app.command("vqa")
 def train_vqa_cmd(
     name: str = typer.Option("vqa-rs-lite", help="weights name, written to rsrag/weights/NAME.safetensors"),
     epochs: int = typer.Option(12),
@@ -171,63 +126,3 @@ def train_vqa_cmd(
     result = train_vqa(cfg, name=name, command=command)
     result.pop("model")
     typer.echo(json.dumps(result, indent=2))
-
-
-@app.command("vqa")
-def vqa_cmd(
-    image: str = typer.Argument(..., help="image file"),
-    question: str = typer.Argument(..., help='e.g. "What kind of place is shown?"'),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="VQA weights (default: the committed vqa-rs-lite)"),
-    as_json: bool = typer.Option(False, "--json", help="print JSON"),
-) -> None:
-    """Answer a question about an image (scene type, presence, counting, comparison)."""
-    from rsrag.imageio import ImageLoadError
-    from rsrag.models.vqa import load_vqa
-
-    try:
-        result = load_vqa(model).answer(image, question)
-    except (FileNotFoundError, ValueError) as exc:  # ImageLoadError is a ValueError
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1 if isinstance(exc, ImageLoadError) else 2)
-    if as_json:
-        typer.echo(json.dumps(result.to_dict(), indent=2))
-    else:
-        flag = "  (unsure)" if result.unknown else ""
-        typer.echo(f"{result.answer}\t{result.confidence:.2f}\t{result.question_type}{flag}")
-
-
-@encoders_app.command("list")
-def list_encoders_cmd() -> None:
-    """Encoder names accepted by --encoder."""
-    from rsrag.encoders import list_encoders
-
-    for name in list_encoders():
-        typer.echo(name)
-
-
-@app.command("serve")
-def serve_cmd(
-    index: str = typer.Option(..., "--index", help="Index name to serve."),
-    root: Optional[str] = typer.Option(None, "--root", help="Folder holding the indexes (default: $RSRAG_INDEXES or ./indexes)."),
-    host: str = typer.Option("127.0.0.1", "--host"),
-    port: int = typer.Option(8000, "--port"),
-    text_precision: str = typer.Option("auto", "--text-precision",
-                                       help="Query text encoding: auto (int8 where the encoder has it, 2.4x faster), fp32, int8."),
-) -> None:
-    """Serve an index over HTTP: search, QA, caption and VQA API plus a web page at / (writes need RSRAG_API_TOKEN)."""
-    from rsrag.index.errors import LibraryError
-    from rsrag.service import serve
-
-    try:
-        serve(index, root, host=host, port=port, text_precision=text_precision)
-    except LibraryError as exc:  # e.g. no such index: one line, not a traceback
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(2) from None
-
-
-def main() -> None:
-    app()
-
-
-if __name__ == "__main__":
-    main()

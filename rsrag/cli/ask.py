@@ -1,0 +1,61 @@
+"""`rsrag ask`: answer a question about a library's knowledge and/or an image, with citations."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from rsrag.cli.common import LIBRARY_OPTION, ROOT_OPTION, user_errors
+
+
+def ask_command(
+    question: Optional[str] = typer.Argument(None, help="The question (may be omitted with --image)."),
+    image: Optional[Path] = typer.Option(None, "--image", help="Query image."),
+    index: str = LIBRARY_OPTION,
+    root: Optional[Path] = ROOT_OPTION,
+    generator: str = typer.Option("extractive", "--generator", "-g", help="extractive, hf or openai."),
+    url: Optional[str] = typer.Option(None, "--url", help="openai: endpoint base URL, e.g. http://localhost:8000/v1."),
+    model: Optional[str] = typer.Option(None, "--model", help="hf: local folder or hub id; openai: model name."),
+    gguf_file: Optional[str] = typer.Option(None, "--gguf-file", help="hf: GGUF file inside --model."),
+    task: Optional[str] = typer.Option(
+        None, "--task", help="question, vqa, caption or classify (default: from inputs)."
+    ),
+    labels: Optional[str] = typer.Option(None, "--labels", help="classify: comma-separated label set."),
+    k: int = typer.Option(5, "--k", help="Evidence items."),
+    fusion: str = typer.Option("auto", "--fusion", help="auto (weighted with an image, else rrf), rrf or weighted."),
+    alpha: float = typer.Option(0.5, "--alpha", help="weighted fusion: image weight."),
+    no_bm25: bool = typer.Option(False, "--no-bm25", help="Leave BM25 out of the candidates."),
+    no_rerank: bool = typer.Option(False, "--no-rerank", help="Skip cross-encoder re-ranking."),
+    as_json: bool = typer.Option(False, "--json", help="Print the answer as JSON."),
+) -> None:
+    """Answer a question about a library's knowledge and/or an image, with citations."""
+    from rsrag.index import Library
+    from rsrag.rag import ask
+
+    cfg = {key: value for key, value in (("url", url), ("model", model), ("gguf_file", gguf_file)) if value}
+    with user_errors():
+        library = Library.open(root, index)
+        answer = ask(
+            library,
+            question,
+            str(image) if image else None,
+            generator=generator,
+            k=k,
+            task=task,
+            labels=[s.strip() for s in labels.split(",") if s.strip()] if labels else None,
+            fusion=fusion,
+            alpha=alpha,
+            use_bm25=not no_bm25,
+            rerank=not no_rerank,
+            generator_config=cfg,
+        )
+    if as_json:
+        typer.echo(json.dumps(answer.to_dict(), indent=2, ensure_ascii=False))
+        return
+    typer.echo(answer.text)
+    for c in answer.citations:
+        typer.echo(f"  [{c['n']}] {c['chunk_id']} ({c.get('name')})")
+    typer.secho(f"  {answer.timings.get('total', 0):.0f} ms, generator {answer.generator}", dim=True, err=True)

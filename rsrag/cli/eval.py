@@ -1,0 +1,327 @@
+"""`rsrag eval retrieval|zeroshot|caption|vqa|qa`: run the evaluators from the shell.
+
+Every run prints a table (or JSON with `--json`) and also leaves a JSON results file
+(`rsrag.cli.common.report`); errors a user can act on (a missing dataset or weights file, an unknown
+encoder) are one `error: ...` line with exit status 2 (`rsrag.cli.common.user_errors`). The evaluators live in `rsrag.eval`; this module only picks their
+inputs from the options and prints their results. Heavy modules (numpy, torch, the data loaders) are
+imported inside the commands so `rsrag --help` stays fast. `create_encoder`, `load_dataset` and
+`load_class_folder` below are thin lazy wrappers, which is also where tests inject fakes.
+"""
+
+from __future__ import annotations
+
+import time
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from rsrag.cli.common import report, slug, user_errors
+
+app = typer.Typer(
+    help="Evaluate an encoder: image-text retrieval recall and zero-shot scene classification.",
+    no_args_is_help=True,
+)
+
+
+class DatasetName(str, Enum):
+    rsicd = "rsicd"
+    ucm = "ucm"
+
+
+class QADataset(str, Enum):
+    rswk = "rswk"
+    rsicd = "rsicd"
+
+
+def create_encoder(name: str | None = None, **overrides):
+    """Lazy `rsrag.encoders.create_encoder`."""
+    from rsrag.encoders import create_encoder as _create_encoder
+
+    return _create_encoder(name, **overrides)
+
+
+def load_dataset(name: str, split: str):
+    """Lazy `rsrag.data.load_dataset`."""
+    from rsrag.data import load_dataset as _load_dataset
+
+    return _load_dataset(name, split=split)
+
+
+def load_class_folder(folder: Path):
+    """Lazy `rsrag.data.load_class_folder`."""
+    from rsrag.data import load_class_folder as _load_class_folder
+
+    return _load_class_folder(folder)
+
+
+def _encoder_name(name: str | None) -> str:
+    from rsrag.encoders.registry import DEFAULT_ENCODER
+
+    return name or DEFAULT_ENCODER
+
+
+EncoderOpt = typer.Option(None, "--encoder", "-e", help="Encoder name (default: the project default encoder).")
+JsonOpt = typer.Option(False, "--json", help="Print the result as JSON instead of a table.")
+OutputOpt = typer.Option(
+    None, "--output", "-o", help="JSON results file (default: <results dir>/<command>_<dataset>_<split>_<encoder>.json)."
+)
+BatchOpt = typer.Option(64, "--batch-size", help="Images per encoder batch.")
+
+
+# ---- retrieval -----------------------------------------------------------------------------------
+@app.command()
+def retrieval(
+    dataset: DatasetName = typer.Option(..., "--dataset", "-d", help="Captioned dataset."),
+    split: str = typer.Option("test", "--split", help="Dataset split (papers report test)."),
+    encoder: Optional[str] = EncoderOpt,
+    as_json: bool = JsonOpt,
+    output: Optional[Path] = OutputOpt,
+    batch_size: int = BatchOpt,
+) -> None:
+    """Image->text and text->image Recall@1/5/10 and mR (RSICD / UCM-captions protocol)."""
+    from rsrag.eval.retrieval import RetrievalEvaluator
+
+    name = _encoder_name(encoder)
+    with user_errors():
+        records = load_dataset(dataset.value, split)
+        start = time.perf_counter()
+        evaluator = RetrievalEvaluator(records, name=dataset.value, split=split, batch_size=batch_size)
+        result = evaluator(create_encoder(name))
+    result["elapsed_s"] = round(time.perf_counter() - start, 2)
+    report(result, output, f"retrieval_{dataset.value}_{slug(split)}_{slug(name)}.json", as_json,
+           lambda r: _print_retrieval(r, f"{dataset.value}/{split}"))
+
+
+def _print_retrieval(result: dict, what: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"Retrieval: {what}, {result['encoder']}")
+    table.add_column("direction")
+    for k in ("R@1", "R@5", "R@10"):
+        table.add_column(k, justify="right")
+    table.add_row("image->text", *(f"{result[f'i2t_r{k}']:.2f}" for k in (1, 5, 10)))
+    table.add_row("text->image", *(f"{result[f't2i_r{k}']:.2f}" for k in (1, 5, 10)))
+    console = Console()
+    console.print(table)
+    console.print(f"mR = {result['mR']:.2f}  ({result['n_images']} images, {result['n_captions']} captions)")
+
+
+# ---- zero-shot -----------------------------------------------------------------------------------
+@app.command()
+def zeroshot(
+    folder: Optional[Path] = typer.Option(
+        None, "--folder", "-f", exists=True, file_okay=False, help="Class folder: one sub-folder of images per class."
+    ),
+    dataset: Optional[DatasetName] = typer.Option(None, "--dataset", "-d", help="Labelled dataset (scene labels)."),
+    split: str = typer.Option("test", "--split", help="Dataset split (with --dataset)."),
+    encoder: Optional[str] = EncoderOpt,
+    as_json: bool = JsonOpt,
+    output: Optional[Path] = OutputOpt,
+    batch_size: int = BatchOpt,
+) -> None:
+    """Zero-shot scene classification: accuracy and per-class breakdown, from prompt templates."""
+    if (folder is None) == (dataset is None):
+        raise typer.BadParameter("give exactly one of --folder DIR or --dataset rsicd|ucm")
+    from rsrag.eval.zeroshot import ZeroShotEvaluator
+
+    name = _encoder_name(encoder)
+    with user_errors():
+        if folder is not None:
+            records, ds_name, ds_split = load_class_folder(folder), folder.name, None
+            default_name = f"zeroshot_folder-{slug(folder.name)}_{slug(name)}.json"
+        else:
+            records, ds_name, ds_split = load_dataset(dataset.value, split), dataset.value, split
+            default_name = f"zeroshot_{dataset.value}_{slug(split)}_{slug(name)}.json"
+        start = time.perf_counter()
+        evaluator = ZeroShotEvaluator(records, name=ds_name, split=ds_split, batch_size=batch_size)
+        result = evaluator(create_encoder(name))
+    result["elapsed_s"] = round(time.perf_counter() - start, 2)
+    what = ds_name + (f"/{ds_split}" if ds_split else "")
+    report(result, output, default_name, as_json, lambda r: _print_zeroshot(r, what))
+
+
+def _print_zeroshot(result: dict, what: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"Zero-shot: {what}, {result['encoder']}")
+    table.add_column("class")
+    table.add_column("prompt text")
+    table.add_column("n", justify="right")
+    table.add_column("accuracy %", justify="right")
+    for cls, row in result["per_class"].items():
+        table.add_row(cls, row["text"], str(row["n"]), f"{row['accuracy']:.1f}")
+    console = Console()
+    console.print(table)
+    console.print(f"accuracy = {result['accuracy']:.2f}%  ({result['n_images']} images, {result['n_classes']} classes)")
+
+
+# ---- captioning ----------------------------------------------------------------------------------
+@app.command()
+def caption(
+    dataset: DatasetName = typer.Option(..., "--dataset", "-d", help="Captioned dataset."),
+    split: str = typer.Option("test", "--split", help="Dataset split (papers report test)."),
+    captioner: Optional[str] = typer.Option(None, "--captioner", "-c", help="Captioner weights (default: the committed one)."),
+    beam_size: int = typer.Option(3, "--beam-size", help="Beam width; 1 = greedy decoding."),
+    index: Optional[str] = typer.Option(None, "--index", help="Retrieve neighbour captions from this index."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N images (quick checks)."),
+    as_json: bool = JsonOpt,
+    output: Optional[Path] = OutputOpt,
+) -> None:
+    """Captioning metrics (BLEU-1..4, METEOR, ROUGE-L, CIDEr; COCO caption toolkit) on a split."""
+    from rsrag.eval.caption import evaluate_captioner
+    from rsrag.models.captioner import load_captioner
+
+    with user_errors():
+        model = load_captioner(captioner, index=index)
+        result = evaluate_captioner(model, dataset.value, split, beam_size=beam_size, limit=limit)
+    report(result, output, f"caption_{dataset.value}_{slug(split)}_{slug(model.name)}_beam{beam_size}.json",
+           as_json, lambda r: _print_caption(r, f"{dataset.value}/{split}, {model.name}, beam {beam_size}"))
+
+
+def _print_caption(result: dict, what: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from rsrag.metrics.caption import METRIC_KEYS
+
+    table = Table(title=f"Captioning: {what}")
+    for key in METRIC_KEYS:
+        table.add_column(key, justify="right")
+    table.add_row(*(f"{result[k]:.4f}" for k in METRIC_KEYS))
+    console = Console()
+    console.print(table)
+    for ex in result["examples"]:
+        console.print(f"{ex['id']}: {ex['caption']}\n    ref: {ex['references'][0]}")
+
+
+# ---- VQA -----------------------------------------------------------------------------------------
+@app.command()
+def vqa(
+    split: str = typer.Option("test", "--split", help="VQA split (follows the image splits)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="VQA weights (default: the committed one)."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N images per dataset (quick checks)."),
+    as_json: bool = JsonOpt,
+    output: Optional[Path] = OutputOpt,
+) -> None:
+    """VQA accuracy on the RSICD + UCM question set, overall and per question type."""
+    from rsrag.eval.vqa import evaluate_vqa
+    from rsrag.models.vqa import load_vqa
+
+    with user_errors():
+        vqa_model = load_vqa(model)
+        result = evaluate_vqa(vqa_model, split, limit=limit)
+    report(result, output, f"vqa_{slug(split)}_{slug(vqa_model.name)}.json", as_json,
+           lambda r: _print_vqa(r, f"{split}, {vqa_model.name}"))
+
+
+def _print_vqa(result: dict, what: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"VQA: {what}")
+    for col in ("question type", "n", "accuracy %", "question-only %"):
+        table.add_column(col, justify="right")
+    blind = result["question_only_baseline"]
+    for t, acc in result["by_type"].items():
+        table.add_row(t, str(result["n_by_type"][t]), f"{acc:.2f}", f"{blind['by_type'][t]:.2f}")
+    table.add_row("all", str(result["n_questions"]), f"{result['accuracy']:.2f}", f"{blind['accuracy']:.2f}")
+    Console().print(table)
+
+
+# ---- knowledge QA and retrieval-augmented classification -----------------------------------------
+@app.command("qa")
+def qa(
+    dataset: QADataset = typer.Option(
+        ..., "--dataset", "-d", help="rswk (knowledge QA) or rsicd (with --task classify)."
+    ),
+    task: str = typer.Option("qa", "--task", help="rswk: qa; rsicd: classify."),
+    limit: Optional[int] = typer.Option(None, "--limit", "-n", help="Only the first N questions / test images."),
+    ablation_limit: int = typer.Option(300, "--ablation-limit", help="Questions in the ablation table (0: all)."),
+    k: int = typer.Option(5, "--k", help="Evidence items per question (rswk) / neighbours (rsicd, default 10)."),
+    rebuild: bool = typer.Option(False, "--rebuild", help="Rebuild the cached knowledge index."),
+    generator: str = typer.Option("extractive", "--generator", "-g", help="rswk: extractive, hf or openai."),
+    model: Optional[str] = typer.Option(
+        None, "--model", help="hf: folder, hub id or gemma-3-270m-gguf; openai: model."
+    ),
+    url: Optional[str] = typer.Option(None, "--url", help="openai: endpoint base URL."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    output: Optional[Path] = typer.Option(
+        None, "--output", "-o", help="JSON results file (default: <results>/qa_<dataset>[_task].json)."
+    ),
+) -> None:
+    """Knowledge-grounded QA on RSWK (retrieval R@1/R@5, answer EM/F1, per type, category accuracy,
+    latency, ablation), or retrieval-augmented classification on RSICD test."""
+    from rich.console import Console
+
+    err = Console(stderr=True)
+    t0 = time.perf_counter()
+    if dataset is QADataset.rswk:
+        if task not in ("qa", "question"):
+            raise typer.BadParameter("rswk supports --task qa")
+        from rsrag.eval.qa import evaluate_rswk
+
+        cfg = {key: value for key, value in (("model", model), ("url", url)) if value}
+        with user_errors():
+            result = evaluate_rswk(limit, ablation_limit=ablation_limit or None, k=k, rebuild=rebuild,
+                                   generator=generator, generator_config=cfg, log=err.print)
+        tag = "" if generator == "extractive" else f"_{generator}"
+        name = f"qa_rswk{tag}.json" if limit is None else f"qa_rswk{tag}_limit{limit}.json"
+        print_table = _print_rswk
+    else:
+        if task != "classify":
+            raise typer.BadParameter("rsicd supports --task classify")
+        from rsrag.eval.classify import evaluate_rsicd_classify
+
+        with user_errors():
+            result = evaluate_rsicd_classify(limit, k=k if k != 5 else 10, log=err.print)
+        name = "qa_rsicd_classify.json" if limit is None else f"qa_rsicd_classify_limit{limit}.json"
+        print_table = _print_rsicd_classify
+    result["elapsed_s"] = round(time.perf_counter() - t0, 1)
+    report(result, output, name, as_json, print_table)
+
+
+def _print_rsicd_classify(result: dict) -> None:
+    from rich.console import Console
+
+    Console().print(
+        f"RSICD test classification accuracy (retrieval-augmented, k={result['k']}): "
+        f"{result['accuracy']:.4f} over {result['n_images']} images"
+    )
+
+
+def _print_rswk(result: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    head = Table(title=f"RSWK knowledge QA ({result['n_questions']} questions, {result['n_chunks']} chunks)")
+    for col in ("R@1", "R@5", "R@1 no rerank", "EM", "F1", "category acc", "p50 ms"):
+        head.add_column(col, justify="right")
+    keys = ("retrieval_r1", "retrieval_r5", "retrieval_r1_no_rerank", "answer_em", "answer_f1", "category_accuracy")
+    head.add_row(*(f"{result[k]:.4f}" for k in keys), f"{result['latency_ms']['p50']}")
+    console.print(head)
+    types = Table(title="per question type")
+    for col in ("type", "n", "R@1", "EM", "F1"):
+        types.add_column(col, justify="right")
+    for t, row in result["per_type"].items():
+        types.add_row(t, str(row["n"]), f"{row['r1']:.3f}", f"{row['em']:.3f}", f"{row['f1']:.3f}")
+    console.print(types)
+    if not result["ablation"]:
+        return
+    abl = Table(title=f"ablation ({result['ablation'][0]['n']} questions)")
+    for col in ("fusion", "BM25", "re-rank", "R@1", "F1"):
+        abl.add_column(col, justify="right")
+    for row in result["ablation"]:
+        abl.add_row(
+            row["fusion"],
+            "on" if row["bm25"] else "off",
+            "on" if row["rerank"] else "off",
+            f"{row['r1']:.4f}",
+            f"{row['f1']:.4f}",
+        )
+    console.print(abl)
+    console.print(result["ablation_note"])
