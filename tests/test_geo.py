@@ -407,3 +407,26 @@ def test_sentinel2_band_files_as_a_stac_item(tmp_path):
     with SceneReader(scene, scene.pick("swir")) as reader:
         image, valid = reader.read((1000, 1000, 224, 224), (224, 224))  # B12 read from its 20 m file
     assert valid == 1.0 and image.std() > 5
+
+
+def test_library_searches_take_a_place(tmp_path):
+    """`place=` on search_vector / search_text / search_image / rows / count: prefilter + exact test."""
+    from rsrag.geo.filters import Place
+    from rsrag.index import FilterError
+
+    path = _colour_mosaic(tmp_path, ["rgbw", "grkb", "wbgr", "kwrg"])
+    lib = Library.create(tmp_path / "idx", "geo", encoder=HashEncoder())
+    index_scenes(lib, [path], tiling=Tiling(size=32))
+    rows = lib.rows(["id", "window", "lon", "lat"]).to_pylist()
+    corner = next(r for r in rows if r["window"] == "0,0,32,32")
+    near = Place.of(near=(corner["lon"], corner["lat"], 400.0))  # cells are 320 m: the corner and its 3 neighbours
+    assert lib.count(place=near) == 4
+    assert {r["window"] for r in lib.rows(["id", "window"], place=near).to_pylist()} == {
+        "0,0,32,32", "32,0,32,32", "0,32,32,32", "32,32,32,32"}
+    red = HashEncoder().encode_texts(["red"])[0]
+    by_window = {r["window"]: r["id"] for r in rows}
+    assert {h.id for h in lib.search_vector(red, k=2, place=near)} == {corner["id"], by_window["32,32,32,32"]}
+    assert all(h.metadata["window"] != "96,64,32,32" for h in lib.search_text("red", k=3, mode="dense", place=near))
+    assert lib.count(place=Place.of(after="2030-01-01")) == 0  # the mosaic has no date: never after anything
+    with pytest.raises(FilterError, match="acquisition times"):
+        Library.create(tmp_path / "idx", "plain", encoder=HashEncoder()).count(place=Place.of(after="2020-01-01"))

@@ -195,3 +195,18 @@ def test_the_index_commands_refuse_bad_names_without_a_traceback(tmp_path, recor
         assert result.exit_code == 2 and "index name" in result.output, (args, result.output)
         assert result.exception is None or isinstance(result.exception, SystemExit)
     assert not any(root.iterdir()) and not (tmp_path / "escape").exists()
+
+
+def test_times_are_stored_in_one_form_so_text_order_is_time_order(tmp_path):
+    from rsrag.data import ImageRecord
+    from index_helpers import HashEncoder, make_image
+    from rsrag.index import Library
+
+    lib = Library.create(tmp_path / "idx", "t", encoder=HashEncoder())
+    img = make_image(tmp_path / "a.png", "red", 0)
+    lib.add([ImageRecord("a", img, metadata={"datetime": "2021-06-01", "date": "2021-06-01T23:00:00+00:00"}),
+             ImageRecord("b", img, metadata={"datetime": "2021-06-01T10:30:00+02:00"})])
+    rows = {r["id"]: r for r in lib.rows(["id", "datetime", "date"]).to_pylist()}
+    assert rows["a"]["datetime"] == "2021-06-01T00:00:00Z" and rows["a"]["date"] == "2021-06-01"
+    assert rows["b"]["datetime"] == "2021-06-01T08:30:00Z"
+    assert lib.count(where="datetime >= '2021-06-01T08:00:00Z'") == 1

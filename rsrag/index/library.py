@@ -19,7 +19,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -36,6 +36,9 @@ from rsrag.index.fsutil import writer_lock
 from rsrag.index.pipeline import EmbeddedBatch, embed_records
 from rsrag.index.rows import Hit, RecordRows
 from rsrag.index.store import RecordStore
+
+if TYPE_CHECKING:  # place filters load shapely: imported when a place is given
+    from rsrag.geo.filters import Place
 
 log = logging.getLogger(__name__)
 
@@ -373,18 +376,24 @@ class Library:
         return self.store.version
 
     def rows(self, columns: Sequence[str] | None = None, *, filters: Filters = None, where: str | None = None,
-             bbox: Sequence[float] | None = None) -> pa.Table:
+             bbox: Sequence[float] | None = None, place: Place | None = None) -> pa.Table:
         """Records (without their vectors unless asked for) matching the filters, as an Arrow table
         sorted by insertion; `columns` defaults to every column but the vector."""
         self._maybe_refresh()
         cols = list(columns) if columns is not None else self.store.columns()
-        table = self.store.scan(cols, self._where(filters, where, bbox))
+        if place is None:
+            table = self.store.scan(cols, self._where(filters, where, bbox))
+        else:
+            allowed = self._allowed(filters, where, bbox, place)
+            table = self.store.scan(cols, self._where(filters, where, bbox, place))
+            table = table.filter(pa.array(np.isin(table.column("rid").to_numpy(), allowed)))
         return table.select([c for c in cols if c in table.column_names])
 
-    def count(self, *, filters: Filters = None, where: str | None = None, bbox: Sequence[float] | None = None) -> int:
+    def count(self, *, filters: Filters = None, where: str | None = None, bbox: Sequence[float] | None = None,
+              place: Place | None = None) -> int:
         """How many records match the filters (all records without any)."""
         self._maybe_refresh()
-        allowed = self._allowed(filters, where, bbox)
+        allowed = self._allowed(filters, where, bbox, place)
         return len(self._index.rids) if allowed is None else len(allowed)
 
     def get(self, ids: Sequence[str]) -> list[Hit]:
@@ -405,26 +414,49 @@ class Library:
     def _hydrate(self, rids: Sequence[int], scores: Sequence[float], parts: list[dict] | None = None) -> list[Hit]:
         return self._record_rows().hits(rids, scores, parts)
 
-    def _where(self, filters: Filters, where: str | None, bbox: Sequence[float] | None) -> str | None:
-        """The filters as one SQL predicate checked against the schema (None: no filter)."""
-        if not filters and not where and bbox is None:
+    def _where(self, filters: Filters, where: str | None, bbox: Sequence[float] | None,
+               place: Place | None = None) -> str | None:
+        """The filters as one SQL predicate checked against the schema (None: no filter); a place adds
+        its prefilter (see rsrag.geo.filters)."""
+        if not filters and not where and bbox is None and place is None:
             return None
-        return build_where(self.store.schema(), filters, where, bbox)
+        sql = build_where(self.store.schema(), filters, where, bbox)
+        if place is not None:
+            from rsrag.geo.filters import PlaceError
 
-    def _allowed(self, filters: Filters, where: str | None, bbox: Sequence[float] | None) -> np.ndarray | None:
-        """Sorted rids passing the filters, or None when there are no filters."""
-        sql = self._where(filters, where, bbox)
+            try:
+                near = place.sql(self.store.columns())
+            except PlaceError as exc:
+                raise FilterError(str(exc)) from None
+            sql = " AND ".join(f"({t})" for t in (sql, near) if t) or None
+        return sql
+
+    def _allowed(self, filters: Filters, where: str | None, bbox: Sequence[float] | None,
+                 place: Place | None = None) -> np.ndarray | None:
+        """Sorted rids passing the filters, or None when there are no filters. A place's exact test
+        (footprint polygons with shapely) runs on the rows its SQL prefilter let through."""
+        sql = self._where(filters, where, bbox, place)
         if sql is None:
             return None
-        if sql not in self._filter_cache:
+        key = (sql, place) if place is not None and place.needs_exact else sql
+        if key not in self._filter_cache:
             try:
-                self._filter_cache[sql] = self.store.rids(where=sql)
+                if key is sql:
+                    allowed = self.store.rids(where=sql)
+                else:
+                    from rsrag.geo.filters import FOOTPRINT_COLUMNS
+
+                    cols = [c for c in FOOTPRINT_COLUMNS if c in self.store.columns()]
+                    table = self.store.scan(cols, sql)
+                    keep = place.keep({c: table.column(c).to_pylist() for c in cols})
+                    allowed = table.column("rid").to_numpy().astype(np.int64)[keep]
             except (ValueError, RuntimeError, OSError) as exc:
                 known = ", ".join(self.store.columns())
                 raise FilterError(f"bad filter {sql!r}: {exc} (columns: {known})") from None
+            self._filter_cache[key] = allowed
             if len(self._filter_cache) > FILTER_CACHE:
                 self._filter_cache.pop(next(iter(self._filter_cache)))
-        return self._filter_cache[sql]
+        return self._filter_cache[key]
 
     def _dense(self, vector: np.ndarray, k: int, allowed: np.ndarray | None) -> tuple[list[int], list[float]]:
         """(rids, cosine scores) of the k nearest records, best first, as lists (what the callers
@@ -452,13 +484,13 @@ class Library:
         return rids, scores
 
     def search_vector(self, vector: np.ndarray, k: int = 10, *, filters: Filters = None, where: str | None = None,
-                      bbox: Sequence[float] | None = None) -> list[Hit]:
+                      bbox: Sequence[float] | None = None, place: Place | None = None) -> list[Hit]:
         """Nearest records to an embedding (cosine)."""
         self._maybe_refresh()
-        return self._hydrate(*self._dense(vector, k, self._allowed(filters, where, bbox)))
+        return self._hydrate(*self._dense(vector, k, self._allowed(filters, where, bbox, place)))
 
     def search_text(self, query: str, k: int = 10, *, mode: str = "hybrid", filters: Filters = None,
-                    where: str | None = None, bbox: Sequence[float] | None = None,
+                    where: str | None = None, bbox: Sequence[float] | None = None, place: Place | None = None,
                     weights: tuple[float, float] = (1.0, 1.0), depth: int | None = None,
                     vector: np.ndarray | None = None) -> list[Hit]:
         """Search by text.
@@ -475,7 +507,7 @@ class Library:
         if mode not in MODES:
             raise ValueError(f"unknown search mode {mode!r}; choose one of {', '.join(MODES)}")
         self._maybe_refresh()
-        allowed = self._allowed(filters, where, bbox)
+        allowed = self._allowed(filters, where, bbox, place)
         if mode == "bm25":
             rids, scores = self._index.bm25.search(query, k, allowed)
             return self._hydrate(rids.tolist(), scores.tolist())
@@ -496,12 +528,13 @@ class Library:
         return self._hydrate(order, [fused[r] for r in order], [parts[r] for r in order])
 
     def search_image(self, image: ImageInput, k: int = 10, *, filters: Filters = None, where: str | None = None,
-                     bbox: Sequence[float] | None = None, exclude_ids: Sequence[str] = ()) -> list[Hit]:
+                     bbox: Sequence[float] | None = None, place: Place | None = None,
+                     exclude_ids: Sequence[str] = ()) -> list[Hit]:
         """Images most like `image` (a path, bytes, PIL image or array). `exclude_ids` drops e.g. the
         query itself when it is in the index."""
         self._maybe_refresh()
         vector = self.encoder.encode_images([image])[0]
-        hits = self._hydrate(*self._dense(vector, k + len(exclude_ids), self._allowed(filters, where, bbox)))
+        hits = self._hydrate(*self._dense(vector, k + len(exclude_ids), self._allowed(filters, where, bbox, place)))
         excluded = set(exclude_ids)
         hits = [h for h in hits if h.id not in excluded][:k]
         for rank, hit in enumerate(hits, start=1):

@@ -16,11 +16,12 @@ names the key and the type):
   | column                           | type    | values                                      |
   |----------------------------------|---------|---------------------------------------------|
   | `lon`, `lat`                     | float64 | degrees (WGS84)                             |
-  | `minx`, `miny`, `maxx`, `maxy`   | float64 | footprint bounds, in the record's `crs`     |
+  | `minx`, `miny`, `maxx`, `maxy`   | float64 | footprint lon/lat bbox (minx > maxx: across 180) |
   | `gsd`                            | float64 | ground sample distance, metres per pixel    |
   | `crs`                            | string  | e.g. "EPSG:4326"                            |
   | `footprint`                      | string  | WKT polygon                                 |
-  | `datetime`, `date`               | string  | ISO-8601 ("2021-06-01", "2021-06-01T10:30:00Z") |
+  | `datetime`                       | string  | ISO-8601 UTC, stored as "2021-06-01T10:30:00Z" |
+  | `date`                           | string  | ISO-8601 date, stored as "2021-06-01"        |
 
 - other keys take the type of the first batch that brings them: all bool -> bool, all int ->
   int64, ints and floats -> float64, anything else -> string (values stored as text).
@@ -33,7 +34,7 @@ from __future__ import annotations
 
 import os
 import re
-from datetime import date, datetime
+from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -87,7 +88,7 @@ def _fit(value: Any, typ: pa.DataType, column: str) -> Any:
     is_bool = isinstance(value, (bool, np.bool_))
     if typ == pa.string():
         if column in ISO_8601_COLUMNS:
-            return _iso_8601(value)
+            return _iso_8601(value, column)
         return value if isinstance(value, str) else str(value)
     if typ == pa.bool_():
         if is_bool:
@@ -114,17 +115,27 @@ def _fit(value: Any, typ: pa.DataType, column: str) -> Any:
     return value
 
 
-def _iso_8601(value: Any) -> str:
-    """A date or time as ISO-8601 text (datetime/date objects, or text that parses as such)."""
-    if isinstance(value, (datetime, date)):
-        return value.isoformat()
-    if isinstance(value, str):
+def _iso_8601(value: Any, column: str = "datetime") -> str:
+    """A date or time (datetime/date objects, or ISO-8601 text) in one canonical form per column, so
+    text comparison is time comparison: `datetime` as UTC `YYYY-MM-DDTHH:MM:SSZ` (no zone = UTC),
+    `date` as `YYYY-MM-DD`."""
+    moment = None
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, date):
+        moment = datetime(value.year, value.month, value.day)
+    elif isinstance(value, str):
         try:
-            datetime.fromisoformat(value[:-1] + "+00:00" if value.endswith("Z") else value)
-            return value
+            moment = datetime.fromisoformat(value[:-1] + "+00:00" if value.endswith("Z") else value)
         except ValueError:
             pass
-    raise ValueError("not an ISO-8601 date or time (e.g. 2021-06-01 or 2021-06-01T10:30:00Z)")
+    if moment is None:
+        raise ValueError("not an ISO-8601 date or time (e.g. 2021-06-01 or 2021-06-01T10:30:00Z)")
+    if column == "date":
+        return moment.strftime("%Y-%m-%d")
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _type_name(typ: pa.DataType) -> str:
