@@ -430,3 +430,36 @@ def test_library_searches_take_a_place(tmp_path):
     assert lib.count(place=Place.of(after="2030-01-01")) == 0  # the mosaic has no date: never after anything
     with pytest.raises(FilterError, match="acquisition times"):
         Library.create(tmp_path / "idx", "plain", encoder=HashEncoder()).count(place=Place.of(after="2020-01-01"))
+
+
+def test_cli_builds_scenes_and_searches_by_place_and_time(tmp_path):
+    """`rsrag index build` on a folder of dated scenes, then `rsrag search` with place, time and formats."""
+    from typer.testing import CliRunner
+
+    from index_helpers import make_cli
+
+    scenes = tmp_path / "scenes"
+    scenes.mkdir()
+    for year in (2019, 2021):
+        write_tif(scenes / f"area_{year}0601.tif", gradient(3, 300, 300, np.uint16, seed=year))
+    cli, runner, root = make_cli(), CliRunner(), str(tmp_path / "idx")
+    built = runner.invoke(cli, ["index", "build", str(scenes), "--name", "area", "--root", root, "--encoder",
+                                "test-hash", "--tile", "100", "--overlap", "200", "--overlap-unit", "m", "--json"])
+    assert built.exit_code == 0, built.output
+    summary = json.loads(built.output[built.output.index("{"):])
+    assert summary["scenes"] == 2 and summary["added"] == 2 * 16  # stride 80 px: 0, 80, 160, 200 per axis
+    out = runner.invoke(cli, ["search", "red", "--index", "area", "--root", root, "--after", "2020", "-k", "5",
+                              "--format", "geojson"])
+    assert out.exit_code == 0, out.output
+    fc = json.loads(out.output)
+    assert len(fc["features"]) == 5 and all(f["properties"]["datetime"].startswith("2021") for f in fc["features"])
+    anchor = fc["features"][0]["id"]
+    same = runner.invoke(cli, ["search", "--same-place", anchor, "--index", "area", "--root", root, "--json"])
+    assert same.exit_code == 0, same.output
+    others = json.loads(same.output)["hits"]
+    assert others and all(h["datetime"].startswith("2019") for h in others)
+    like = runner.invoke(cli, ["search", "--like", anchor, "--near", "150", "--index", "area", "--root", root,
+                               "--format", "geoparquet", "--out", str(tmp_path / "like.parquet")])
+    assert like.exit_code == 0, like.output and (tmp_path / "like.parquet").is_file()
+    bad = runner.invoke(cli, ["search", "red", "--index", "area", "--root", root, "--near", "1,2"])
+    assert bad.exit_code == 2 and "near" in bad.output and "Traceback" not in bad.output

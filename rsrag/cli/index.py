@@ -21,7 +21,7 @@ app = typer.Typer(help="Build and maintain search indexes (ROOT/NAME; ROOT from 
 _JSON = typer.Option(False, "--json", help="Print JSON instead of a table.")
 
 
-def _progress(desc: str):
+def _progress(desc: str, unit: str = "img"):
     """A tqdm bar (rate and ETA) created on the first callback, when the total is known."""
     from tqdm import tqdm
 
@@ -30,7 +30,7 @@ def _progress(desc: str):
     def update(done: int, total: int) -> None:
         bar = state.get("bar")
         if bar is None:
-            bar = state["bar"] = tqdm(total=total, desc=desc, unit="img", file=sys.stderr, dynamic_ncols=True)
+            bar = state["bar"] = tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True)
         bar.update(done - bar.n)
         if done >= total:
             bar.close()
@@ -62,9 +62,69 @@ def _run_build(source: str, name: str, root: Optional[Path], encoder: Optional[s
                     err=True)
 
 
+def _scene_options(tile: Optional[int], overlap: float, overlap_unit: str, scales: str, gsd: Optional[float],
+                   max_nodata: float):
+    """The tiling the scene options describe (rsrag.geo.Tiling)."""
+    from rsrag.geo import Tiling
+
+    try:
+        levels = tuple(int(v) for v in scales.split(","))
+    except ValueError:
+        raise ValueError(f"--scales takes whole numbers separated by commas, e.g. 1,2,4 (got {scales!r})") from None
+    return Tiling(size=tile or 224, overlap=overlap, unit=overlap_unit, gsd=gsd, scales=levels, max_nodata=max_nodata)
+
+
+def _run_scene_build(source: List[str], name: str, root: Optional[Path], encoder: Optional[str], index_type: str,
+                     tiling, bands: Optional[str], sensor: Optional[str], when: Optional[str], create: bool,
+                     batch_size: int, as_json: bool) -> None:
+    from rsrag.index.build import build_scene_index
+
+    with user_errors():
+        lib, report = build_scene_index(source, name, root, encoder=encoder, index_type=index_type, tiling=tiling,
+                                        bands=bands, sensor=sensor, datetime=when, create=create,
+                                        batch_size=batch_size, progress=_progress(name, unit="chip"))
+    summary = {"index": str(lib.folder), "records": len(lib), **report.to_dict()}
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+        return
+    rate = f", {summary['chips_per_second']} chips/s" if summary["chips_per_second"] else ""
+    typer.echo(f"{lib.folder}: {summary['records']} records from {report.scenes} scene(s): added {report.added} "
+               f"chips, already there {report.skipped_existing}, mostly nodata {report.skipped_nodata}, "
+               f"failed {len(report.failed)} in {report.seconds:.1f}s{rate}")
+    for note in report.notes[:20]:
+        typer.secho(note, fg=typer.colors.YELLOW, err=True)
+    for src, err in report.failed[:20]:
+        typer.secho(f"skipped {src}: {err}", fg=typer.colors.YELLOW, err=True)
+
+
+_TILE = typer.Option(None, "--tile", help="Scenes: chip side in pixels (default 224).")
+_OVERLAP = typer.Option(0.0, "--overlap", help="Scenes: overlap of neighbouring chips (see --overlap-unit).")
+_OVERLAP_UNIT = typer.Option("px", "--overlap-unit", help="Scenes: px (chip pixels) or m (metres).")
+_SCALES = typer.Option("1", "--scales", help="Scenes: pyramid of scales, e.g. 1,2,4 (2 = chips of 2x the ground).")
+_GSD = typer.Option(None, "--gsd", help="Scenes: resample to this many metres per chip pixel.")
+_BANDS = typer.Option(None, "--bands", help="Scenes: band rule: true-colour, false-colour, swir, ... or B8,B4,B3 "
+                                            "or 1-based numbers 4,3,2 (default: the sensor's true colour).")
+_SENSOR = typer.Option(None, "--sensor", help="Scenes: sentinel-2 | landsat-8 | landsat-9 | naip (default: detected).")
+_DATETIME = typer.Option(None, "--datetime", help="Scenes: acquisition time (default: from the file, item or name).")
+_MAX_NODATA = typer.Option(0.5, "--max-nodata", help="Scenes: skip chips with more than this fraction of nodata.")
+_SCENES = typer.Option(None, "--scenes/--images", help="Treat SOURCE as scenes to tile, or as images "
+                                                       "(default: scenes for rasters, STAC items and folders of "
+                                                       "georeferenced rasters larger than a chip).")
+
+
+def _wants_scenes(source: List[str], scenes: Optional[bool], tile: Optional[int]) -> bool:
+    from rsrag.index.build import is_scene_source
+
+    if scenes is not None:
+        return scenes
+    return len(source) > 1 or is_scene_source(source[0], tile or 224)
+
+
 @app.command("build")
 def build_cmd(
-    source: str = typer.Argument(..., help="Image folder, captions .jsonl/.csv, or dataset rsicd / ucm (rsicd:test)."),
+    source: List[str] = typer.Argument(..., help="Image folder, captions .jsonl/.csv, dataset rsicd / ucm "
+                                                 "(rsicd:test), or scenes: GeoTIFF/COG/JP2 files, folders of them, "
+                                                 "STAC item JSONs (several allowed)."),
     name: str = typer.Option(..., "--name", help="Index name (a folder under ROOT)."),
     root: Optional[Path] = ROOT_OPTION,
     encoder: Optional[str] = typer.Option(None, "--encoder", help="Encoder (default: the index's own, else rs-lite)."),
@@ -75,11 +135,28 @@ def build_cmd(
     batch_size: int = typer.Option(64, "--batch-size"),
     chunk_size: int = typer.Option(512, "--chunk-size", help="Records per LanceDB commit (what a kill can lose)."),
     workers: int = typer.Option(2, "--workers", help="Image decoding threads."),
+    scenes: Optional[bool] = _SCENES,
+    tile: Optional[int] = _TILE,
+    overlap: float = _OVERLAP,
+    overlap_unit: str = _OVERLAP_UNIT,
+    scales: str = _SCALES,
+    gsd: Optional[float] = _GSD,
+    bands: Optional[str] = _BANDS,
+    sensor: Optional[str] = _SENSOR,
+    when: Optional[str] = _DATETIME,
+    max_nodata: float = _MAX_NODATA,
     as_json: bool = _JSON,
 ) -> None:
     """Create index NAME from SOURCE, or resume an interrupted build (finished items are kept)."""
-    _run_build(source, name, root, encoder, index_type, split, limit, False, True, batch_size, chunk_size, workers,
-               as_json)
+    with user_errors():
+        as_scenes = _wants_scenes(source, scenes, tile)
+        tiling = _scene_options(tile, overlap, overlap_unit, scales, gsd, max_nodata) if as_scenes else None
+    if as_scenes:
+        _run_scene_build(source, name, root, encoder, index_type, tiling, bands, sensor, when, True,
+                         min(batch_size, 32), as_json)
+        return
+    _run_build(source[0], name, root, encoder, index_type, split, limit, False, True, batch_size, chunk_size,
+               workers, as_json)
 
 
 @app.command("add")

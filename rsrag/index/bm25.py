@@ -114,7 +114,7 @@ class BM25Index:
             if present.any():  # rank_bm25: negative idf floored at epsilon * mean idf over present terms
                 floor = EPSILON * idf[present].mean()
                 idf = np.where(present & (idf < 0), floor, idf)
-            avgdl = self.doc_len.mean() if n else 1.0
+            avgdl = (self.doc_len.mean() if n else 0.0) or 1.0  # documents without text (scene chips): no words
             norm = K1 * (1 - B + B * self.doc_len / avgdl)
             self._post = (offsets, doc_of_pair[order], self.tfs[order].astype(np.float64), idf, norm)
         return self._post

@@ -1,9 +1,10 @@
-"""Building an index from a SOURCE: an image folder, a captions JSONL/CSV file, or a named dataset."""
+"""Building an index from a SOURCE: an image folder, a captions JSONL/CSV file, a named dataset, or
+scenes (GeoTIFF / COG / JP2 files, folders of them, STAC items) cut into chips (rsrag.geo)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from rsrag.config import indexes_root
 from rsrag.encoders.base import Encoder
@@ -11,6 +12,9 @@ from rsrag.index.ann import IndexSpec
 from rsrag.index.errors import SourceError
 from rsrag.index.folder import MANIFEST, validate_index_name
 from rsrag.index.library import AddReport, Library
+
+if TYPE_CHECKING:
+    from rsrag.geo import SceneIndexReport, Tiling
 
 DATASETS = ("rsicd", "ucm")
 CAPTION_SUFFIXES = (".jsonl", ".json", ".csv")
@@ -87,3 +91,59 @@ def build_index(source: str | Path | Sequence, name: str, root: str | Path | Non
     lib.note_build(str(source) if isinstance(source, (str, Path)) else f"{len(records)} records", report)
     return lib, report
 
+
+
+def is_scene_source(source: str | Path, chip_size: int = 224) -> bool:
+    """Whether SOURCE is scenes rather than images: a STAC item JSON, a raster file (.tif, .jp2, ...),
+    or a folder whose first raster is georeferenced and larger than a chip on both sides (a folder of
+    small image tiles stays an image folder)."""
+    from rsrag.geo.scene import RASTER_SUFFIXES, SceneError, find_scenes, open_scene
+
+    path = Path(str(source)).expanduser()
+    if path.is_file():
+        return path.suffix.lower() in RASTER_SUFFIXES or (path.suffix.lower() == ".json" and _is_stac_item(path))
+    if not path.is_dir():
+        return False
+    try:
+        first = next(iter(find_scenes(path)), None)
+        scene = open_scene(first) if first is not None else None
+    except SceneError:
+        return False
+    return scene is not None and scene.crs is not None and min(scene.width, scene.height) > chip_size
+
+
+def _is_stac_item(path: Path) -> bool:
+    import json
+
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and data.get("type") == "Feature" and "assets" in data
+
+
+def build_scene_index(sources: str | Path | Sequence[str | Path], name: str, root: str | Path | None = None, *,
+                      encoder: Encoder | str | None = None, index_type: str = "auto", tiling: "Tiling | None" = None,
+                      bands: str | None = None, sensor: str | None = None, datetime: Any = None,
+                      create: bool = True, batch_size: int = 32, chunk_size: int = 2048,
+                      progress: Callable[[int, int], None] | None = None) -> tuple[Library, "SceneIndexReport"]:
+    """Create (or resume) index NAME from scenes: every chip of every scene, with its footprint and time
+    (see rsrag.geo). Running it again adds only the chips that are missing."""
+    from rsrag.geo import Tiling, index_scenes
+
+    validate_index_name(name)
+    if create and not (indexes_root(root) / name / MANIFEST).is_file():
+        lib = Library.create(root, name, encoder=encoder, index_type=index_type)
+    else:
+        if isinstance(encoder, str):
+            from rsrag.encoders import create_encoder
+
+            encoder = create_encoder(encoder)
+        lib = Library.open(root, name, encoder=encoder)
+    items = [sources] if isinstance(sources, (str, Path)) else list(sources)
+    report = index_scenes(lib, items, tiling=tiling or Tiling(), bands=bands, sensor=sensor, datetime=datetime,
+                          batch_size=batch_size, chunk_size=chunk_size, progress=progress)
+    add = AddReport(added=report.added, skipped=report.skipped_existing, seconds=report.seconds,
+                    failed=[(source, source, error) for source, error in report.failed])
+    lib.note_build(", ".join(map(str, items)), add)
+    return lib, report
