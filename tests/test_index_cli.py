@@ -114,7 +114,7 @@ def test_clear_errors(built, tmp_path):
     result = run("search", "x", "--index", "caps", "--root", root, "--filter", "colour=red", ok=False)
     assert result.exit_code == 2 and "unknown filter column 'colour'" in result.output
     result = run("search", "--index", "caps", "--root", root, ok=False)
-    assert result.exit_code == 2 and "either a text query or --image" in result.output
+    assert result.exit_code == 2 and "give one of: a text query, --image PATH" in result.output
     result = run("index", "build", tmp_path / "nothing-here", "--name", "x", "--root", root, ok=False)
     assert result.exit_code == 2 and "not a folder, a captions file or a dataset" in result.output
     result = run("index", "build", built[3] / "captions.jsonl", "--name", "caps", "--root", root,
