@@ -17,13 +17,16 @@ import json
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from rsrag.data import load_dataset
+from rsrag.encoders.features import trunk_cache_key
+from rsrag.encoders.rs_lite import random_dihedral
+from rsrag.encoders.weights import run_card
 from rsrag.models.captioner.api import Captioner, pad_ids, save_captioner
 from rsrag.models.captioner.features import (
     ENCODER_WEIGHTS,
@@ -34,7 +37,6 @@ from rsrag.models.captioner.features import (
 from rsrag.models.captioner.memory import CaptionMemory, top_k
 from rsrag.models.captioner.model import CaptionerConfig, CaptionModel
 from rsrag.models.captioner.vocab import Vocab
-from rsrag.training.encoder import trunk_cache_key
 
 log = logging.getLogger(__name__)
 
@@ -156,8 +158,6 @@ def train_captioner(cfg: CaptionerTrainConfig, weights_name: str | None = None, 
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / cfg.warmup_steps) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
 
-    from rsrag.training.encoder import random_dihedral
-
     history: list[dict] = []
     best, best_state, bad = -1.0, None, 0
     for epoch in range(cfg.epochs):
@@ -201,7 +201,7 @@ def train_captioner(cfg: CaptionerTrainConfig, weights_name: str | None = None, 
             best, bad = score, 0
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             if weights_name:  # the best so far stays on disk: a run stopped early still leaves weights
-                save_captioner(model, vocab, weights_name, _card(cfg, command, {"history": history, "finished": False}),
+                save_captioner(model, vocab, weights_name, run_card(cfg, command, {"history": history, "finished": False}),
                                cfg.encoder_weights, memory, tower.encoder_id)
         else:
             bad += 1
@@ -213,13 +213,8 @@ def train_captioner(cfg: CaptionerTrainConfig, weights_name: str | None = None, 
               "feature_seconds": round(feature_s, 1), "train_seconds": round(time.time() - t0 - feature_s, 1),
               "finished": True}
     if weights_name:
-        path = save_captioner(model, vocab, weights_name, _card(cfg, command, result), cfg.encoder_weights, memory,
+        path = save_captioner(model, vocab, weights_name, run_card(cfg, command, result), cfg.encoder_weights, memory,
                               tower.encoder_id)
         result["weights"] = str(path)
     result["captioner"] = captioner
     return result
-
-
-def _card(cfg: CaptionerTrainConfig, command: str, result: dict) -> dict:
-    return {"seed": cfg.seed, "train_config": json.loads(json.dumps(asdict(cfg))), "command": command,
-            "result": result}

@@ -7,7 +7,6 @@ the small fusion MLP. Early stopping and calibration (`Calibration`) use the val
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Sequence
@@ -17,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from rsrag.encoders.weights import run_card
 from rsrag.models.vqa.dataset import DATASETS, VQAItem, build_vqa, counts_by_type
 from rsrag.models.vqa.features import dataset_image_features
 from rsrag.models.vqa.model import Calibration, VQAConfig, VQAModel, VQANet, save_vqa
@@ -212,8 +212,7 @@ def train_vqa(cfg: VQATrainConfig, name: str | None = "vqa-rs-lite", command: st
     }
     model = VQAModel(net, model_cfg, calibration, bank, encoder=encoder, name=name or "vqa", encoder_id=encoder.id)
     if name:
-        card = {"seed": cfg.seed, "encoder_id": encoder.id, "train_config": json.loads(json.dumps(asdict(cfg))),
-                "command": command, "result": result}
+        card = run_card(cfg, command, result, encoder_id=encoder.id)
         path = save_vqa(net, model_cfg, calibration, bank, name, card)
         result["weights"] = str(path)
         result["weights_bytes"] = path.stat().st_size
