@@ -10,6 +10,7 @@ texts) of its rows; it is used only when those match the request exactly.
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -17,7 +18,7 @@ import numpy as np
 
 from rsrag.config import cache_dir
 from rsrag.encoders.decoding import decode_batches
-from rsrag.encoders.rs_lite import RSLiteConfig, RSLiteImageModel, export_image_onnx, load_text_tower
+from rsrag.encoders.rs_lite import RSLiteConfig, RSLiteImageModel, export_image_onnx, load_text_tower, onnx_session
 from rsrag.fileio import atomic_write
 from rsrag.imageio import ImageLoadError
 
@@ -62,13 +63,10 @@ def cache_trunk_features(records: Sequence, model: RSLiteConfig, key: str, image
     out_dir = _feature_dir(model)
 
     def compute() -> np.ndarray:
-        import onnxruntime as ort
         from tqdm import tqdm
 
-        onnx_path = out_dir / "trunk.onnx"
-        if not onnx_path.exists():
-            export_image_onnx(image_model.trunk, model.image_size, onnx_path)
-        session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+        session = onnx_session(out_dir / "trunk.onnx", partial(export_image_onnx, image_model.trunk, model.image_size),
+                               cpu_only=True)
         batches = decode_batches(model.preprocess, records, batch_size=batch_size, strict=True,
                                  image_of=lambda record: record.path)
         chunks = []

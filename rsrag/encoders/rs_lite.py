@@ -23,7 +23,7 @@ import warnings
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping
 
 import numpy as np
 import torch
@@ -269,6 +269,33 @@ def export_onnx(module: nn.Module, inputs: dict[str, torch.Tensor], path: Path, 
     atomic_write(path, write)
 
 
+def onnx_file(file_name: str) -> Path:
+    """Where the ONNX exports of rs-lite encoders live: `cache_dir()/onnx/file_name`."""
+    return cache_dir() / "onnx" / file_name
+
+
+def exported(path: Path, export: Callable[[Path], None]) -> Path:
+    """`path`, made by `export(path)` the first time it is asked for."""
+    if not path.exists():
+        log.info("exporting %s", path)
+        export(path)
+    return path
+
+
+def onnx_session(path: Path, export: Callable[[Path], None], threads: int | None = None, cpu_only: bool = False):
+    """An ONNX Runtime session over `exported(path, export)`, on `threads` intra-op threads (None:
+    ONNX Runtime's default, one per core), on the GPU when ONNX Runtime has one unless `cpu_only`."""
+    import onnxruntime as ort
+
+    exported(path, export)
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+    wanted = ("CPUExecutionProvider",) if cpu_only else ("CUDAExecutionProvider", "CPUExecutionProvider")
+    providers = [p for p in wanted if p in ort.get_available_providers()]
+    return ort.InferenceSession(str(path), opts, providers=providers)
+
+
 def quantize_text_onnx(fp32_path: Path, path: Path) -> None:
     """int8 copy of an exported text path: ONNX Runtime's dynamic quantization with per-channel
     weight scales (per-tensor scales cost twice the accuracy: cosine 0.97 instead of 0.995 to fp32).
@@ -361,33 +388,12 @@ class RSLiteEncoder(Encoder):
         self._text_sessions: dict | None = {}  # by thread count, made on first use (see _text_onnx)
         self._onnx_tag = digest
         if runtime == "onnx":
-            self._session = self._onnx_session(
-                f"rs-lite-{self.config.tower}-{digest}-v{views}.onnx",
+            self._session = onnx_session(
+                onnx_file(f"rs-lite-{self.config.tower}-{digest}-v{views}.onnx"),
                 lambda path: export_image_onnx(self.image_model, self.config.image_size, path), threads)
         else:
             self.image_model.to(self.device)
         self.heads.text_proj.to(self.device)
-
-    @staticmethod
-    def _onnx_file(file_name: str, export) -> Path:
-        """`cache_dir()/onnx/file_name`, made by `export(path)` the first time it is asked for."""
-        path = cache_dir() / "onnx" / file_name
-        if not path.exists():
-            log.info("exporting %s", path)
-            export(path)
-        return path
-
-    def _onnx_session(self, file_name: str, export, threads: int | None = None):
-        """An ONNX Runtime session over `_onnx_file(file_name, export)`, on `threads` intra-op
-        threads (None: ONNX Runtime's default, one per core)."""
-        import onnxruntime as ort
-
-        path = self._onnx_file(file_name, export)
-        opts = ort.SessionOptions()
-        if threads:
-            opts.intra_op_num_threads = threads
-        providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
-        return ort.InferenceSession(str(path), opts, providers=providers)
 
     def _text_onnx(self, n_texts: int):
         """The ONNX text path (`TextPath`) for a call with `n_texts` texts, or None where PyTorch
@@ -413,9 +419,9 @@ class RSLiteEncoder(Encoder):
             name = f"rs-lite-text-{self._onnx_tag}.onnx"
             export = partial(export_onnx, path_module, inputs, output="embedding", dynamic=dynamic)
             if self.text_precision == "int8":  # quantized from the fp32 export
-                export = partial(quantize_text_onnx, self._onnx_file(name, export))
+                export = partial(quantize_text_onnx, exported(onnx_file(name), export))
                 name = f"rs-lite-text-{self._onnx_tag}-int8.onnx"
-            self._text_sessions[threads] = self._onnx_session(name, export, threads)
+            self._text_sessions[threads] = onnx_session(onnx_file(name), export, threads)
         return self._text_sessions[threads]
 
     def _encode_arrays(self, batch: np.ndarray) -> np.ndarray:

@@ -34,6 +34,7 @@ from rsrag.encoders.rs_lite import (
 )
 from rsrag.encoders.weights import run_card
 from rsrag.eval.retrieval import retrieval_metrics
+from rsrag.models.fitting import EarlyStopping, warmup_cosine
 
 log = logging.getLogger(__name__)
 
@@ -72,9 +73,7 @@ def prepare_split(names: tuple[str, ...], split: str, cfg: EncoderTrainConfig, i
     feats, texts, owners, captions = [], [], [], []
     offset = 0
     for name in names:
-        records = load_dataset(name, split=split)
-        if cfg.limit:
-            records = records[: cfg.limit]
+        records = load_dataset(name, split=split, limit=cfg.limit)
         key = trunk_cache_key(name, split, cfg.limit)
         feats.append(np.asarray(cache_trunk_features(records, cfg.model, key, image_model)))
         caps = [c for r in records for c in r.captions]
@@ -148,13 +147,9 @@ def train_encoder(cfg: EncoderTrainConfig, weights_name: str | None = "rs-lite-l
         {"params": head_params, "lr": cfg.lr_heads},
         {"params": text_params, "lr": cfg.lr_text},
     ], weight_decay=cfg.weight_decay)
-    steps_per_epoch = math.ceil(len(train.feats) / cfg.batch_size)
-    total = steps_per_epoch * cfg.epochs
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / cfg.warmup_steps) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total))
-    )
+    sched = warmup_cosine(opt, cfg.warmup_steps, math.ceil(len(train.feats) / cfg.batch_size) * cfg.epochs)
 
-    history, best, best_state, bad = [], -1.0, None, 0
+    history, stopping = [], EarlyStopping(cfg.patience)
     for epoch in range(cfg.epochs):
         heads.train()
         # BatchNorm keeps its ImageNet running statistics: with few steps and momentum 0.01 they
@@ -184,20 +179,16 @@ def train_encoder(cfg: EncoderTrainConfig, weights_name: str | None = "rs-lite-l
         history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "val_mR": metrics["mR"]})
         log.info("epoch %d loss %.4f val mR %.2f", epoch + 1, np.mean(losses), metrics["mR"])
         print(f"epoch {epoch + 1}: loss {np.mean(losses):.4f}  val mR {metrics['mR']:.2f}", flush=True)
-        if metrics["mR"] > best:
-            best, bad = metrics["mR"], 0
-            best_state = {k: v.detach().clone() for k, v in heads.state_dict().items()}
+        if stopping.improved(metrics["mR"], heads):
             if weights_name:  # keep the best so far on disk: a long run stopped early still leaves weights
                 save_weights(heads, cfg.model, weights_name,
-                             run_card(cfg, command, {"history": history, "best_val_mR": best, "finished": False}))
-        else:
-            bad += 1
-            if bad >= cfg.patience:
-                break
-    heads.load_state_dict(best_state)
+                             run_card(cfg, command, {"history": history, "best_val_mR": stopping.best, "finished": False}))
+        elif stopping.stop:
+            break
+    stopping.restore(heads)
     result = {
         "history": history,
-        "best_val_mR": best,
+        "best_val_mR": stopping.best,
         "train_images": int(len(train.feats)),
         "train_captions": int(len(train.text)),
         "feature_seconds": round(feature_s, 1),

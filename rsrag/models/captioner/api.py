@@ -115,12 +115,14 @@ def save_captioner(model: CaptionModel, vocab: Vocab, name: str, card: dict, enc
     return path
 
 
-def load_captioner(name: str | Path | None = None, *, index: str | None = None,
+def load_captioner(name: str | Path | None = None, *, library=None, index: str | None = None,
                    index_root: str | Path | None = None) -> Captioner:
     """A trained captioner: `name` is a file in rsrag/weights (default `DEFAULT_CAPTIONER`) or a path.
 
     The retrieval-augmented variant retrieves neighbour captions from the shipped training-image
-    memory (captions read from the data root), or from the rsrag index `index` when given.
+    memory (captions read from the data root), or from an rsrag index when given: `library`, an
+    opened `rsrag.index.Library` (models sit below the index, so callers open it), or, for the
+    commands that still pass names, the index `index` under `index_root`.
     Raises FileNotFoundError, naming the file and how to reproduce it, when weights are missing.
     """
     name = name or DEFAULT_CAPTIONER
@@ -132,10 +134,12 @@ def load_captioner(name: str | Path | None = None, *, index: str | None = None,
     tower = ImageTower(card["encoder_weights"])
     retriever: Retriever | None = None
     if cfg.neighbours:
-        if index is not None:
+        if library is None and index is not None:  # to go once the commands pass `library`
             from rsrag.index import Library
 
-            retriever = LibraryRetriever(Library.open(index_root, index), tower.encoder_id)
+            library = Library.open(index_root, index)
+        if library is not None:
+            retriever = LibraryRetriever(library, tower.encoder_id)
         else:
             mem = memory_file(path)
             if not mem.exists():
