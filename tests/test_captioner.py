@@ -12,11 +12,10 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from rsrag.encoders.rs_lite import weights_path
+from rsrag.encoders.weights import weights_path
 from rsrag.metrics.caption import score_captions
 from rsrag.imageio import ImageLoadError
 from rsrag.models.captioner import DEFAULT_CAPTIONER, Captioner, load_captioner
-from rsrag.models.captioner.api import weights_file
 from rsrag.models.captioner.decoding import beam_decode, greedy_decode
 from rsrag.models.captioner.memory import consensus_caption, top_k
 from rsrag.models.captioner.model import CaptionerConfig, CaptionModel
@@ -177,7 +176,7 @@ def test_bad_inputs_give_clear_errors(tiny_run, tmp_path):
 # ---------------------------------------------------------------- committed weights and CLI
 
 
-committed = pytest.mark.skipif(not weights_file(DEFAULT_CAPTIONER).exists(), reason="captioner not trained yet")
+committed = pytest.mark.skipif(not weights_path(DEFAULT_CAPTIONER).exists(), reason="captioner not trained yet")
 
 
 @needs_encoder

@@ -60,6 +60,12 @@ def test_benchmark_records_are_copies(data_root):
     assert again.id == record.id and "edited" not in again.captions and "x" not in again.metadata
 
 
+def test_benchmark_limit_takes_the_first_records(data_root):
+    full = load_dataset("ucm", "val", root=data_root)
+    assert [r.id for r in load_dataset("ucm", "val", root=data_root, limit=5)] == [r.id for r in full[:5]]
+    assert len(load_dataset("ucm", "val", root=data_root, limit=None)) == len(full) == 177
+
+
 def test_benchmark_argument_errors(tmp_path, data_root):
     with pytest.raises(ValueError, match="unknown split 'dev'"):
         load_rsicd("dev", root=data_root)

@@ -14,7 +14,7 @@ from rsrag.data import ImageRecord
 from rsrag.imageio import ImageLoadError
 from rsrag.models.vqa import VQAAnswer, load_vqa
 from rsrag.models.vqa.dataset import class_mention_rates, generate_items
-from rsrag.models.vqa.model import weights_path
+from rsrag.encoders.weights import weights_path
 from rsrag.models.vqa.questions import (
     answer_vocabulary,
     mentioned_objects,
@@ -110,9 +110,8 @@ def test_real_splits_disjoint_and_reproducible(data_root):
 @pytest.fixture(scope="module")
 def encoder():
     from rsrag.encoders.rs_lite import RSLiteEncoder
-    from rsrag.encoders.rs_lite import weights_path as encoder_weights
 
-    if not encoder_weights("rs-lite-lite0").exists():
+    if not weights_path("rs-lite-lite0").exists():
         pytest.skip("rs-lite weights not trained")
     return RSLiteEncoder(runtime="torch", device="cpu")
 

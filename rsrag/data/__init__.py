@@ -1,5 +1,9 @@
 """Dataset loaders: every source of images (benchmarks, folders, captions files) becomes a list of
-`ImageRecord`s. Loaders do not open the images; the index build reports missing or broken files."""
+`ImageRecord`s. Loaders do not open the images; the index build reports missing or broken files.
+
+Owns: `ImageRecord` and the loaders (`benchmarks`: RSICD / UCM splits, `folders`, `captions`).
+May import: `rsrag.config`, `rsrag.imageio`; nothing above them.
+"""
 
 from rsrag.data.benchmarks import SPLITS, load_dataset, load_rsicd, load_ucm
 from rsrag.data.captions import load_captions_file

@@ -30,12 +30,15 @@ def load_ucm(split: str | None = None, root: str | Path | None = None) -> list[I
 LOADERS: dict[str, Callable[..., list[ImageRecord]]] = {"rsicd": load_rsicd, "ucm": load_ucm}
 
 
-def load_dataset(name: str, split: str | None = None, root: str | Path | None = None) -> list[ImageRecord]:
-    """A benchmark dataset by name ("rsicd" or "ucm", case-insensitive)."""
+def load_dataset(name: str, split: str | None = None, root: str | Path | None = None,
+                 limit: int | None = None) -> list[ImageRecord]:
+    """A benchmark dataset by name ("rsicd" or "ucm", case-insensitive); with `limit`, its first
+    `limit` records (the quick runs and tests of every trainer)."""
     loader = LOADERS.get(name.strip().lower())
     if loader is None:
         raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(LOADERS)}")
-    return loader(split=split, root=root)
+    records = loader(split=split, root=root)
+    return records[:limit] if limit else records
 
 
 def _load_benchmark(name: str, split: str | None, root: str | Path | None) -> list[ImageRecord]:

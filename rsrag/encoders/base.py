@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import logging
-from concurrent.futures import ThreadPoolExecutor
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence, Union
+from typing import Sequence, Union
 
 import numpy as np
 from PIL import Image
 
-from rsrag.imageio import ImageLoadError, load_image
-
-log = logging.getLogger(__name__)
+from rsrag.encoders.decoding import batched, decode_batches
+from rsrag.imageio import load_image
 
 ImageInput = Union[str, Path, bytes, Image.Image, np.ndarray]
 
@@ -43,6 +40,11 @@ class Preprocess:
             out[c] -= self.mean[c] / self.std[c]
         return out
 
+    def stack(self, images: Sequence[ImageInput]) -> np.ndarray:
+        """Decode (raising `ImageLoadError` on a bad image) and preprocess a few images into one
+        (n, 3, size, size) batch, in the calling thread; batch jobs use `decode_batches`."""
+        return np.stack([self.to_array(load_image(img)) for img in images])
+
 
 @dataclass
 class EncodeResult:
@@ -61,8 +63,9 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
 class Encoder(ABC):
     """Images and texts into one shared, L2-normalised embedding space.
 
-    Backends implement `_encode_arrays` (preprocessed CHW float32 batch -> vectors) and
-    `encode_texts`; decoding, batching and error handling live here so every backend behaves alike.
+    Backends implement two hooks, `_encode_arrays` (preprocessed CHW float32 batch -> vectors) and
+    `_encode_text_batch`; the public methods add normalisation, batching, decoding and the failure
+    rule (`rsrag.encoders.decoding`) here, so every backend behaves alike.
     """
 
     #: stable identifier stored in index manifests, e.g. "rs-lite@lite0-v1"
@@ -79,6 +82,17 @@ class Encoder(ABC):
     @abstractmethod
     def _encode_text_batch(self, texts: list[str]) -> np.ndarray:
         """list of strings -> (n, dim) float32 (normalisation is applied by the caller)."""
+
+    def encode_arrays(self, batch: np.ndarray) -> np.ndarray:
+        """Already-preprocessed pixels (n, 3, size, size) float32, as `preprocess.to_array` makes
+        them -> (n, dim) L2-normalised float32. For callers that decode images themselves."""
+        batch = np.asarray(batch, dtype=np.float32)
+        size = self.preprocess.size
+        if batch.ndim != 4 or batch.shape[1:] != (3, size, size):
+            raise ValueError(f"{self.id} expects preprocessed pixels of shape (n, 3, {size}, {size}), got {batch.shape}")
+        if not len(batch):
+            return np.zeros((0, self.dim), np.float32)
+        return l2_normalize(self._encode_arrays(batch))
 
     def encode_texts(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
         """Texts -> (n, dim) L2-normalised float32."""
@@ -103,37 +117,14 @@ class Encoder(ABC):
         return self._encode_images(images, batch_size, strict=False)
 
     def _encode_images(self, images: Sequence[ImageInput], batch_size: int, strict: bool) -> EncodeResult:
-        """Decode batch i+1 in a helper thread while the model encodes batch i (decoding and the
-        model both release the GIL), so a batch job pays for the slower of the two, not both."""
-        chunks = list(batched(enumerate(images), batch_size))
-
-        def load(chunk: list) -> tuple[list[int], list[np.ndarray], list[tuple[int, str]]]:
-            ok, arrays, failures = [], [], []
-            for pos, img in chunk:
-                try:
-                    arrays.append(self.preprocess.to_array(load_image(img)))
-                    ok.append(pos)
-                except ImageLoadError as exc:
-                    if strict:
-                        raise
-                    log.warning("skipping image: %s", exc)
-                    failures.append((pos, str(exc)))
-            return ok, arrays, failures
-
+        """One decode thread, one batch ahead: batch i+1 decodes while the model encodes batch i."""
         result = EncodeResult(vectors=np.zeros((0, self.dim), np.float32), ok=[])
-        vectors = []
-        with ThreadPoolExecutor(1, thread_name_prefix="decode") as pool:
-            pending = pool.submit(load, chunks[0]) if chunks else None
-            for i in range(len(chunks)):
-                ok, arrays, failures = pending.result()
-                if i + 1 < len(chunks):
-                    pending = pool.submit(load, chunks[i + 1])
-                if arrays:
-                    vectors.append(self._encode_arrays(np.stack(arrays)))
-                result.ok += ok
-                result.failures += failures
-        if vectors:
-            result.vectors = l2_normalize(np.concatenate(vectors))
+        vectors = [result.vectors]
+        for batch in decode_batches(self.preprocess, images, batch_size=batch_size, strict=strict):
+            vectors.append(self.encode_arrays(batch.arrays))
+            result.ok += batch.ok
+            result.failures += batch.failures
+        result.vectors = np.concatenate(vectors)
         return result
 
     def describe(self) -> dict:
@@ -144,13 +135,4 @@ class Encoder(ABC):
         return f"{type(self).__name__}(id={self.id!r}, dim={self.dim})"
 
 
-def batched(items: Iterable, size: int):
-    """Yield lists of up to `size` items."""
-    batch = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+__all__ = ["Encoder", "EncodeResult", "ImageInput", "Preprocess", "batched", "l2_normalize"]

@@ -12,85 +12,20 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import socket
 from pathlib import Path
-from typing import Any, Callable
-from urllib.parse import urlparse
+from typing import Any
 
 import numpy as np
 
 from rsrag.config import torch_device
 from rsrag.encoders.base import Encoder, Preprocess
+from rsrag.encoders.hub import CLIP_MEAN, CLIP_STD, host_reachable, hub_offline, load_from_hub, run_image_tower, torch_dtype
 from rsrag.encoders.registry import register_backend
 
 log = logging.getLogger(__name__)
 
-OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
-_TRUE = {"1", "true", "yes", "on"}
 # PIL resampling codes used in HF preprocessor configs
 _RESAMPLE = {2: "bilinear", 3: "bicubic"}
-
-
-def hub_offline() -> bool:
-    """True when the user has marked the Hugging Face hub offline (checked now, not at import)."""
-    if any(os.environ.get(v, "").strip().lower() in _TRUE for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")):
-        return True
-    try:
-        from huggingface_hub import constants
-    except ImportError:
-        return False
-    return bool(constants.HF_HUB_OFFLINE)
-
-
-def host_reachable(url: str | None = None, timeout: float = 3.0) -> bool:
-    """Quick TCP probe of the hub (or `url`) so an offline machine fails at once.
-
-    huggingface_hub retries failed connections with back-off for most of a minute per file; probing
-    first turns that wait into an immediate, clear error. Behind a proxy the probe is skipped.
-    """
-    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY")):
-        return True
-    parsed = urlparse(url or os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-    port = parsed.port or (443 if parsed.scheme == "https" else 80)
-    try:
-        socket.create_connection((parsed.hostname or "", port), timeout=timeout).close()
-    except OSError:
-        return False
-    return True
-
-
-def _offline_advice(model: str) -> str:
-    return (
-        f"download it on a connected machine (`huggingface-cli download {model}`) and copy the hub cache, "
-        "or pass the path of a folder saved with save_pretrained"
-    )
-
-
-def load_from_hub(loader: Callable[..., Any], model: str, local_only: bool, what: str, **kwargs) -> Any:
-    """Call a transformers `from_pretrained` cache-first; go online only when allowed.
-
-    `local_only` is True for local folders and offline hubs, so nothing can wait on the network.
-    """
-    try:
-        return loader(model, local_files_only=True, **kwargs)
-    except (OSError, ValueError) as exc:
-        if local_only:
-            where = "folder" if Path(model).expanduser().exists() else "local hub cache (hub is offline)"
-            raise RuntimeError(f"cannot load the {what} of {model!r} from the {where}: {exc}") from exc
-        first = exc
-    if not host_reachable():
-        raise RuntimeError(
-            f"{what} of {model!r} is not cached locally ({first}) and the hub is unreachable; " + _offline_advice(model)
-        ) from first
-    try:
-        return loader(model, local_files_only=False, **kwargs)
-    except Exception as exc:  # noqa: BLE001 - network, auth and missing-repo errors all mean "not available"
-        raise RuntimeError(
-            f"{what} of {model!r} is not cached locally ({first}) and could not be downloaded ({exc}); "
-            + _offline_advice(model)
-        ) from exc
 
 
 def _read_preprocessor_config(model: str, is_local: bool, local_only: bool, cache_dir: str | None) -> dict:
@@ -139,12 +74,9 @@ class HFClipEncoder(Encoder):
         local_files_only: bool | None = None,
         cache_dir: str | None = None,
     ) -> None:
-        import torch
         from transformers import AutoTokenizer, CLIPModel
 
-        dtypes = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-        if precision not in dtypes:
-            raise ValueError(f"precision must be one of {tuple(dtypes)}, got {precision!r}")
+        dtype = torch_dtype(precision)
         model = str(model)
         path = Path(model).expanduser()
         is_local = path.exists()
@@ -160,26 +92,24 @@ class HFClipEncoder(Encoder):
         pp = _read_preprocessor_config(source, is_local, local_only, cache_dir)
 
         self.device = device or torch_device()
-        self.dtype = dtypes[precision]
+        self.dtype = dtype
         self.model = net.to(device=self.device, dtype=self.dtype).eval()
         self.max_length = int(net.config.text_config.max_position_embeddings)
         size = int(net.config.vision_config.image_size)
         self.preprocess = Preprocess(
             size=size,
-            mean=tuple(float(x) for x in pp.get("image_mean", OPENAI_MEAN)),
-            std=tuple(float(x) for x in pp.get("image_std", OPENAI_STD)),
+            mean=tuple(float(x) for x in pp.get("image_mean", CLIP_MEAN)),
+            std=tuple(float(x) for x in pp.get("image_std", CLIP_STD)),
             resample=_RESAMPLE.get(pp.get("resample"), "bicubic"),
         )
         self.dim = int(net.config.projection_dim)
         self.id = f"hf-clip:{path.name if is_local else model}"
 
     def _encode_arrays(self, batch: np.ndarray) -> np.ndarray:
-        import torch
+        def forward(pixels: Any) -> Any:
+            return _features(self.model.get_image_features(pixel_values=pixels))
 
-        with torch.inference_mode():
-            pixels = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device, self.dtype)
-            feats = _features(self.model.get_image_features(pixel_values=pixels))
-        return feats.float().cpu().numpy()
+        return run_image_tower(forward, batch, self.device, self.dtype)
 
     def _encode_text_batch(self, texts: list[str]) -> np.ndarray:
         import torch

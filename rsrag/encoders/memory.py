@@ -18,13 +18,13 @@ The memory ships as int8 with a scale per row (keys and values of 10,177 RSICD +
 from __future__ import annotations
 
 import functools
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from rsrag.encoders import weights as store
 from rsrag.encoders.base import l2_normalize
 
 FORMAT = 1
@@ -97,31 +97,21 @@ class PairMemory:
             raise ValueError(f"{int((counts == 0).sum())} memory image(s) have no caption")
         return cls(l2_normalize(image_emb), l2_normalize(sums.astype(np.float32)), encoder_id, **params)
 
-    def save(self, path: Path, card: dict | None = None) -> None:
-        """`path` (.safetensors, int8 + row scales) and a JSON card beside it (`path` with .json)."""
-        from safetensors.numpy import save_file
-
-        from rsrag.fileio import atomic_write, atomic_write_json
-
+    def save(self, path: str | Path, card: dict | None = None) -> Path:
+        """The weights store entry `path` (a name in rsrag/weights or a .safetensors path): int8 keys
+        and values with their row scales, and a JSON card with the blending parameters."""
         keys, key_scale = _quantize(self.keys)
         values, value_scale = _quantize(self.values)
         tensors = {"keys": keys, "key_scale": key_scale, "values": values, "value_scale": value_scale}
-        atomic_write(Path(path), lambda tmp: save_file(tensors, str(tmp)))
-        atomic_write_json(Path(path).with_suffix(".json"), {
+        return store.save(path, tensors, {
             "format": FORMAT, "encoder_id": self.encoder_id, "n": len(self.keys), "dim": self.dim,
             "k": self.k, "beta": self.beta, "temperature": self.temperature, **(card or {})})
 
     @classmethod
-    def load(cls, path: Path) -> "PairMemory":
-        from safetensors.numpy import load_file
-
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"no pair memory at {path}; build one with `rsrag train memory`")
-        card = json.loads(path.with_suffix(".json").read_text())
+    def load(cls, path: str | Path) -> "PairMemory":
+        t, card = store.load(path, what="pair memory", fix="build one with `rsrag train memory`", framework="np")
         if card.get("format") != FORMAT:
             raise ValueError(f"{path}: memory format {card.get('format')!r}, this rsrag reads {FORMAT}")
-        t = load_file(str(path))
         return cls(t["keys"].astype(np.float32) * t["key_scale"], t["values"].astype(np.float32) * t["value_scale"],
                    card["encoder_id"], k=int(card["k"]), beta=float(card["beta"]),
                    temperature=float(card["temperature"]))

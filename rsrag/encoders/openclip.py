@@ -27,15 +27,19 @@ import numpy as np
 
 from rsrag.config import WEIGHTS_DIR, torch_device
 from rsrag.encoders.base import Encoder, Preprocess
-from rsrag.encoders.hf_clip import host_reachable, hub_offline
+from rsrag.encoders.hub import (
+    CLIP_MEAN,
+    CLIP_STD,
+    host_reachable,
+    hub_offline,
+    require_hub,
+    run_image_tower,
+    torch_dtype,
+)
 from rsrag.encoders.registry import register_backend
 
 log = logging.getLogger(__name__)
 
-OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
-
-_PRECISIONS = ("fp32", "fp16", "bf16")
 # innermost ${VAR} or ${VAR:-default}; nested defaults are expanded inside-out
 _ENV_REF = re.compile(r"\$\{(\w+)(?::-([^${}]*))?\}")
 
@@ -265,16 +269,6 @@ def _load_model_config(model: str, model_config: dict | str | os.PathLike | None
     return cfg, dict(cfg.pop("preprocess_cfg", {}))
 
 
-def _require_hub(name: str, what: str) -> None:
-    """Fail fast where open_clip itself reads from the HF hub and would retry for a minute offline."""
-    if hub_offline() or host_reachable():
-        return
-    raise RuntimeError(
-        f"{what} comes from the Hugging Face hub ({name!r}), which is unreachable; if it is in the local "
-        "cache set HF_HUB_OFFLINE=1 before starting Python, otherwise download it on a connected machine"
-    )
-
-
 def _build_model(model: str, cfg: dict) -> Any:
     """Instantiate the architecture with random weights on CPU in fp32, never fetching tower weights."""
     from open_clip import CLIP, CoCa, CustomTextCLIP
@@ -287,7 +281,7 @@ def _build_model(model: str, cfg: dict) -> Any:
     if "timm_model_name" in vision_cfg:
         vision_cfg["timm_model_pretrained"] = False
     if hf_text:
-        _require_hub(text_cfg["hf_model_name"], f"the text tower of {model!r}")
+        require_hub(text_cfg["hf_model_name"], f"the text tower of {model!r}")
     custom_text = cfg.pop("custom_text", False) or hf_text
     cls = (CoCa if "multimodal_cfg" in cfg else CustomTextCLIP) if custom_text else CLIP
     try:
@@ -304,7 +298,7 @@ def _build_tokenizer(model: str, cfg: dict, builtin: bool) -> Any:
     text_cfg = cfg.get("text_cfg", {})
     try:
         if text_cfg.get("hf_tokenizer_name"):
-            _require_hub(text_cfg["hf_tokenizer_name"], f"the tokenizer of {model!r}")
+            require_hub(text_cfg["hf_tokenizer_name"], f"the tokenizer of {model!r}")
         if builtin:
             return open_clip.get_tokenizer(model)
         context_length = text_cfg.get("context_length", 77)
@@ -330,8 +324,8 @@ def _preprocess_from(net: Any, *overrides: dict) -> tuple[Preprocess, dict]:
         size = size[0]
     cfg: dict[str, Any] = {
         "size": int(size),
-        "mean": OPENAI_MEAN,
-        "std": OPENAI_STD,
+        "mean": CLIP_MEAN,
+        "std": CLIP_STD,
         "interpolation": "bicubic",
         "resize_mode": "shortest",
     }
@@ -375,10 +369,7 @@ class OpenClipEncoder(Encoder):
         random_init: bool = False,
         weights_source: str | None = None,
     ) -> None:
-        import torch
-
-        if precision not in _PRECISIONS:
-            raise ValueError(f"precision must be one of {_PRECISIONS}, got {precision!r}")
+        dtype = torch_dtype(precision)
         if checkpoint and pretrained:
             raise ValueError("give either checkpoint (a local file) or pretrained (an open_clip tag), not both")
 
@@ -407,7 +398,7 @@ class OpenClipEncoder(Encoder):
             load_weights(net, read_state_dict(ckpt_path, weights_only=weights_only), str(ckpt_path))
 
         self.device = device or torch_device()
-        self.dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+        self.dtype = dtype
         self.model = net.to(device=self.device, dtype=self.dtype).eval()
         self.tokenizer = _build_tokenizer(model, cfg, builtin=model_config is None)
         self.preprocess, self.openclip_preprocess_cfg = _preprocess_from(net, tag_cfg, config_preprocess)
@@ -416,12 +407,7 @@ class OpenClipEncoder(Encoder):
         self.checkpoint = ckpt_path
 
     def _encode_arrays(self, batch: np.ndarray) -> np.ndarray:
-        import torch
-
-        with torch.inference_mode():
-            pixels = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device, self.dtype)
-            feats = self.model.encode_image(pixels)
-        return feats.float().cpu().numpy()
+        return run_image_tower(self.model.encode_image, batch, self.device, self.dtype)
 
     def _encode_text_batch(self, texts: list[str]) -> np.ndarray:
         import torch

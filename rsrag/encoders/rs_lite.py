@@ -17,30 +17,29 @@ keeps everything in PyTorch (and uses a GPU when present).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import warnings
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
+from typing import Callable, Mapping
 
 import numpy as np
 import torch
 from torch import nn
 
-from rsrag.config import WEIGHTS_DIR, cache_dir, torch_device
+from rsrag.config import cache_dir, torch_device
+from rsrag.encoders import weights as store
 from rsrag.encoders.base import Encoder, Preprocess, l2_normalize
+from rsrag.encoders.hub import LITE_MEAN, LITE_STD
 from rsrag.encoders.memory import PairMemory
 from rsrag.encoders.registry import register_backend
+from rsrag.encoders.weights import weights_path
 from rsrag.fileio import atomic_write
 
 log = logging.getLogger(__name__)
 
-# EfficientNet-Lite was trained on inputs scaled to [-1, 1] (mean 127, std 128 in the TF original).
-LITE_MEAN = (0.5, 0.5, 0.5)
-LITE_STD = (0.5, 0.5, 0.5)
 LITE_SIZES = {"lite0": 224, "lite1": 240, "lite2": 260}
 # dihedral transforms (see `dihedral`) averaged at inference for each allowed number of views
 VIEW_SETS = {1: (0,), 2: (0, 2), 4: (0, 1, 2, 3), 8: tuple(range(8))}
@@ -62,6 +61,11 @@ class RSLiteConfig:
     @property
     def image_size(self) -> int:
         return LITE_SIZES[self.tower]
+
+    @property
+    def preprocess(self) -> Preprocess:
+        """The image tower's input: the whole image at `image_size`, scaled to [-1, 1]."""
+        return Preprocess(size=self.image_size, mean=LITE_MEAN, std=LITE_STD)
 
 
 def _lite_weights_path(tower: str) -> str:
@@ -133,6 +137,17 @@ def dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
     if k >= 4:
         x = x.flip(-1)
     return torch.rot90(x, k % 4, dims=(-2, -1))
+
+
+def random_dihedral(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """An independent random dihedral transform of each sample (training augmentation)."""
+    ks = torch.randint(0, 8, (x.shape[0],), generator=generator)
+    out = torch.empty_like(x)
+    for k in range(8):
+        mask = ks == k
+        if mask.any():
+            out[mask] = dihedral(x[mask], k)
+    return out
 
 
 class RSLiteImageModel(nn.Module):
@@ -207,55 +222,37 @@ def load_text_tower(device: str = "cpu"):
     return SentenceTransformer(text_tower_path(), device=device)
 
 
-def weights_path(name: str | Path) -> Path:
-    """rsrag/weights/NAME.safetensors, or NAME itself when it already is a .safetensors path."""
-    return Path(name) if str(name).endswith(".safetensors") else WEIGHTS_DIR / f"{name}.safetensors"
+WEIGHTS_FIX = "train them with `rsrag train encoder` (see rsrag/weights/README.md for the exact command)"
 
 
-def card_path(name: str) -> Path:
-    return WEIGHTS_DIR / f"{name}.json"
-
-
-def save_weights(heads: RSLiteHeads, config: RSLiteConfig, name: str, card: dict) -> Path:
+def save_weights(heads: RSLiteHeads, config: RSLiteConfig, name: str | Path, card: dict) -> Path:
     """Store the trained parts in fp16 (a few MB) plus a JSON card (config, seed, command, metrics)."""
-    from safetensors.torch import save_file
-
-    WEIGHTS_DIR.mkdir(parents=True, exist_ok=True)
     # BatchNorm running statistics are float buffers and are kept; integer step counters are not.
-    state = {k: v.detach().to(torch.float16).contiguous() for k, v in heads.state_dict().items() if v.is_floating_point()}
-    path = weights_path(name)
-    save_file(state, str(path))
-    card = {**card, "config": asdict(config)}
-    card_path(name).write_text(json.dumps(card, indent=2) + "\n")
-    return path
+    state = {k: v for k, v in heads.state_dict().items() if v.is_floating_point()}
+    return store.save(name, store.fp16(state), {**card, "config": asdict(config)})
 
 
-def load_weights(heads: RSLiteHeads, name_or_path: str | Path) -> str:
-    """Load trained parts into `heads`; returns a short content hash used in the encoder id."""
-    from safetensors.torch import load_file
+def read_weights(name: str | Path) -> tuple[dict[str, torch.Tensor], RSLiteConfig, str]:
+    """The trained parts of a set of rs-lite weights (fp32), the architecture they were trained with
+    (from the card; the default one without a card) and their content hash, used in encoder ids."""
+    state, card = store.load(name, what="rs-lite weights", fix=WEIGHTS_FIX, card_required=False)
+    config = RSLiteConfig(**card["config"]) if "config" in card else RSLiteConfig()
+    return store.fp32(state), config, store.digest(name)
 
-    path = Path(name_or_path)
-    if not path.suffix:
-        path = weights_path(str(name_or_path))
-    if not path.exists():
-        raise FileNotFoundError(
-            f"rs-lite weights not found at {path}. Train them with `rsrag train encoder` "
-            "(see rsrag/weights/README.md for the exact command)."
-        )
-    state = {k: v.float() for k, v in load_file(str(path)).items()}
+
+def load_heads(heads: RSLiteHeads, state: Mapping[str, torch.Tensor], source: str | Path) -> None:
+    """Load trained parts (`read_weights`) into `heads`, and so into the towers they share modules with."""
     missing, unexpected = heads.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.endswith("num_batches_tracked")]
     if missing or unexpected:
-        raise ValueError(f"rs-lite weights {path} do not match the model: missing {missing}, unexpected {unexpected}")
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:10]
+        raise ValueError(f"rs-lite weights {source} do not match the model: missing {missing}, unexpected {unexpected}")
 
 
-def read_config(name: str) -> RSLiteConfig:
-    """The architecture a set of committed weights was trained with."""
-    path = card_path(name)
-    if path.exists():
-        return RSLiteConfig(**json.loads(path.read_text())["config"])
-    return RSLiteConfig()
+def load_image_parts(image_model: RSLiteImageModel, state: Mapping[str, torch.Tensor]) -> None:
+    """Load only the image side of trained parts (tuned tail + image projection) into `image_model`,
+    for users that never need the text tower (the captioner)."""
+    for prefix, module in (("tail.", image_model.tail), ("image_proj.", image_model.proj)):
+        module.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
 
 
 def export_onnx(module: nn.Module, inputs: dict[str, torch.Tensor], path: Path, output: str,
@@ -270,6 +267,33 @@ def export_onnx(module: nn.Module, inputs: dict[str, torch.Tensor], path: Path, 
 
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, write)
+
+
+def onnx_file(file_name: str) -> Path:
+    """Where the ONNX exports of rs-lite encoders live: `cache_dir()/onnx/file_name`."""
+    return cache_dir() / "onnx" / file_name
+
+
+def exported(path: Path, export: Callable[[Path], None]) -> Path:
+    """`path`, made by `export(path)` the first time it is asked for."""
+    if not path.exists():
+        log.info("exporting %s", path)
+        export(path)
+    return path
+
+
+def onnx_session(path: Path, export: Callable[[Path], None], threads: int | None = None, cpu_only: bool = False):
+    """An ONNX Runtime session over `exported(path, export)`, on `threads` intra-op threads (None:
+    ONNX Runtime's default, one per core), on the GPU when ONNX Runtime has one unless `cpu_only`."""
+    import onnxruntime as ort
+
+    exported(path, export)
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+    wanted = ("CPUExecutionProvider",) if cpu_only else ("CUDAExecutionProvider", "CPUExecutionProvider")
+    providers = [p for p in wanted if p in ort.get_available_providers()]
+    return ort.InferenceSession(str(path), opts, providers=providers)
 
 
 def quantize_text_onnx(fp32_path: Path, path: Path) -> None:
@@ -338,14 +362,14 @@ class RSLiteEncoder(Encoder):
             raise ValueError(f"text_precision must be one of {TEXT_PRECISIONS}, not {text_precision!r}")
         if views not in VIEW_SETS:
             raise ValueError(f"views must be one of {sorted(VIEW_SETS)}, not {views!r}")
-        self.config = read_config(Path(weights).stem)
+        state, self.config, digest = read_weights(weights)
         self.device = device or torch_device()
         self.runtime = runtime
         self.image_model = RSLiteImageModel(self.config).eval()
         self.image_model.views = views
         self._text_tower = load_text_tower(self.device).eval()
         self.heads = RSLiteHeads(self.image_model, self.config, self._text_tower).eval()
-        digest = load_weights(self.heads, weights)
+        load_heads(self.heads, state, weights_path(weights))
         self.id = f"rs-lite:{Path(weights).stem}@{digest}" + (f"+views{views}" if views > 1 else "")
         self.name = "rs-lite"
         self.memory: PairMemory | None = None
@@ -357,40 +381,19 @@ class RSLiteEncoder(Encoder):
             self.id += f"+mem:{path.stem}"
             self.name = "rs-lite-mem" if memory == MEMORY else "rs-lite"  # what reopens an index with it
         self.dim = self.config.dim
-        self.preprocess = Preprocess(size=self.config.image_size, mean=LITE_MEAN, std=LITE_STD)
+        self.preprocess = self.config.preprocess
         self._threads = threads
         self.text_precision = text_precision
         self._session = None
         self._text_sessions: dict | None = {}  # by thread count, made on first use (see _text_onnx)
         self._onnx_tag = digest
         if runtime == "onnx":
-            self._session = self._onnx_session(
-                f"rs-lite-{self.config.tower}-{digest}-v{views}.onnx",
+            self._session = onnx_session(
+                onnx_file(f"rs-lite-{self.config.tower}-{digest}-v{views}.onnx"),
                 lambda path: export_image_onnx(self.image_model, self.config.image_size, path), threads)
         else:
             self.image_model.to(self.device)
         self.heads.text_proj.to(self.device)
-
-    @staticmethod
-    def _onnx_file(file_name: str, export) -> Path:
-        """`cache_dir()/onnx/file_name`, made by `export(path)` the first time it is asked for."""
-        path = cache_dir() / "onnx" / file_name
-        if not path.exists():
-            log.info("exporting %s", path)
-            export(path)
-        return path
-
-    def _onnx_session(self, file_name: str, export, threads: int | None = None):
-        """An ONNX Runtime session over `_onnx_file(file_name, export)`, on `threads` intra-op
-        threads (None: ONNX Runtime's default, one per core)."""
-        import onnxruntime as ort
-
-        path = self._onnx_file(file_name, export)
-        opts = ort.SessionOptions()
-        if threads:
-            opts.intra_op_num_threads = threads
-        providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
-        return ort.InferenceSession(str(path), opts, providers=providers)
 
     def _text_onnx(self, n_texts: int):
         """The ONNX text path (`TextPath`) for a call with `n_texts` texts, or None where PyTorch
@@ -416,9 +419,9 @@ class RSLiteEncoder(Encoder):
             name = f"rs-lite-text-{self._onnx_tag}.onnx"
             export = partial(export_onnx, path_module, inputs, output="embedding", dynamic=dynamic)
             if self.text_precision == "int8":  # quantized from the fp32 export
-                export = partial(quantize_text_onnx, self._onnx_file(name, export))
+                export = partial(quantize_text_onnx, exported(onnx_file(name), export))
                 name = f"rs-lite-text-{self._onnx_tag}-int8.onnx"
-            self._text_sessions[threads] = self._onnx_session(name, export, threads)
+            self._text_sessions[threads] = onnx_session(onnx_file(name), export, threads)
         return self._text_sessions[threads]
 
     def _encode_arrays(self, batch: np.ndarray) -> np.ndarray:

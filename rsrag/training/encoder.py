@@ -2,8 +2,8 @@
 
 Why cached features: the frozen part of the image tower (stem + early blocks) costs most of the
 compute, and its output never changes during training. We run it once per image, keep the
-(C, 7, 7) activation in fp16 under `cache_dir()/features`, and train only the tail blocks and the
-projection heads. Augmentation uses the 8 dihedral transforms (flips and 90 degree rotations) of the
+(C, 7, 7) activation in fp16 (`rsrag.encoders.features`, shared with the captioner and VQA), and
+train only the tail blocks and the projection heads. Augmentation uses the 8 dihedral transforms (flips and 90 degree rotations) of the
 cached activation maps: overhead imagery has no canonical orientation.
 
 The text tower is frozen too, so caption embeddings are cached once as well.
@@ -11,36 +11,30 @@ The text tower is frozen too, so caption embeddings are cached once as well.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from rsrag.config import cache_dir
-from rsrag.data import ImageRecord, load_dataset
-from rsrag.encoders.base import Preprocess
+from rsrag.data import load_dataset
+from rsrag.encoders.features import cache_text_features, cache_trunk_features, trunk_cache_key
 from rsrag.encoders.rs_lite import (
-    LITE_MEAN,
-    LITE_STD,
     RSLiteConfig,
     RSLiteHeads,
     RSLiteImageModel,
-    dihedral,
-    export_image_onnx,
     freeze_text_tower_below_tail,
     load_text_tower,
+    random_dihedral,
     save_weights,
 )
+from rsrag.encoders.weights import run_card
 from rsrag.metrics.retrieval import retrieval_metrics
-from rsrag.imageio import ImageLoadError
-from rsrag.index.pipeline import decoded_batches
+from rsrag.models.fitting import EarlyStopping, warmup_cosine
 
 log = logging.getLogger(__name__)
 
@@ -64,87 +58,6 @@ class EncoderTrainConfig:
     limit: int | None = None  # images per split, for quick runs and tests
 
 
-# ---------------------------------------------------------------- feature caches
-
-
-def trunk_cache_key(dataset: str, split: str, limit: int | None = None) -> str:
-    """Name of one dataset split's trunk-activation cache ("rsicd_train", "ucm_val_limit8"): every
-    model trained on these features (encoder, captioner, VQA) asks for the same key, so one cache serves all."""
-    return f"{dataset}_{split}" + (f"_limit{limit}" if limit else "")
-
-
-def _feature_dir(model: RSLiteConfig) -> Path:
-    path = cache_dir() / "features" / f"{model.tower}-tail{model.tail_blocks}"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def cache_trunk_features(records: list[ImageRecord], model: RSLiteConfig, key: str,
-                         image_model: RSLiteImageModel, batch_size: int = 64) -> np.ndarray:
-    """Frozen-trunk activations (n, C, H, W) fp16 for `records`, computed once and reused.
-
-    The trunk runs through ONNX Runtime (several times faster than PyTorch on CPU) while a thread
-    pool decodes the next images.
-    """
-    import onnxruntime as ort
-
-    out_dir = _feature_dir(model)
-    path = out_dir / f"{key}.npy"
-    ids_path = out_dir / f"{key}.ids.json"
-    ids = [r.id for r in records]
-    if path.exists() and ids_path.exists() and json.loads(ids_path.read_text()) == ids:
-        return np.load(path, mmap_mode="r")
-
-    onnx_path = out_dir / "trunk.onnx"
-    if not onnx_path.exists():
-        export_image_onnx(image_model.trunk, model.image_size, onnx_path)
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    prep = Preprocess(size=model.image_size, mean=LITE_MEAN, std=LITE_STD)
-
-    chunks = []
-    batches = decoded_batches(prep, records, batch_size=batch_size)
-    for _, arrays, failures in tqdm(batches, total=-(-len(records) // batch_size), desc=f"trunk features {key}",
-                                    unit="batch"):
-        if failures:  # training data must be complete: features are aligned with captions by position
-            raise ImageLoadError(f"cannot cache features for {key}: {failures[0][1]}")
-        chunks.append(session.run(None, {"pixels": np.stack(arrays)})[0].astype(np.float16))
-    feats = np.concatenate(chunks)
-    tmp = path.with_suffix(".tmp.npy")
-    np.save(tmp, feats)
-    tmp.replace(path)
-    ids_path.write_text(json.dumps(ids))
-    return feats
-
-
-def cache_text_features(texts: list[str], key: str, model: RSLiteConfig) -> np.ndarray:
-    """Frozen MiniLM sentence embeddings (n, 384) fp32 for `texts`, cached by key."""
-    out_dir = cache_dir() / "features" / "minilm-l6"  # the frozen text tower's output does not depend on the image side
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{key}.text.npy"
-    texts_path = out_dir / f"{key}.text.json"
-    if path.exists() and texts_path.exists() and json.loads(texts_path.read_text()) == texts:
-        return np.load(path)
-    tower = load_text_tower("cpu")
-    feats = tower.encode(texts, batch_size=256, show_progress_bar=True, convert_to_numpy=True).astype(np.float32)
-    np.save(path, feats)
-    texts_path.write_text(json.dumps(texts))
-    return feats
-
-
-# ---------------------------------------------------------------- augmentation
-
-
-def random_dihedral(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Apply an independent random dihedral transform to each sample."""
-    ks = torch.randint(0, 8, (x.shape[0],), generator=generator)
-    out = torch.empty_like(x)
-    for k in range(8):
-        mask = ks == k
-        if mask.any():
-            out[mask] = dihedral(x[mask], k)
-    return out
-
-
 # ---------------------------------------------------------------- training
 
 
@@ -160,13 +73,11 @@ def prepare_split(names: tuple[str, ...], split: str, cfg: EncoderTrainConfig, i
     feats, texts, owners, captions = [], [], [], []
     offset = 0
     for name in names:
-        records = load_dataset(name, split=split)
-        if cfg.limit:
-            records = records[: cfg.limit]
+        records = load_dataset(name, split=split, limit=cfg.limit)
         key = trunk_cache_key(name, split, cfg.limit)
         feats.append(np.asarray(cache_trunk_features(records, cfg.model, key, image_model)))
         caps = [c for r in records for c in r.captions]
-        texts.append(cache_text_features(caps, key, cfg.model))
+        texts.append(cache_text_features(caps, key))
         captions.extend(caps)
         owners.extend(offset + i for i, r in enumerate(records) for _ in r.captions)
         offset += len(records)
@@ -236,13 +147,9 @@ def train_encoder(cfg: EncoderTrainConfig, weights_name: str | None = "rs-lite-l
         {"params": head_params, "lr": cfg.lr_heads},
         {"params": text_params, "lr": cfg.lr_text},
     ], weight_decay=cfg.weight_decay)
-    steps_per_epoch = math.ceil(len(train.feats) / cfg.batch_size)
-    total = steps_per_epoch * cfg.epochs
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / cfg.warmup_steps) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total))
-    )
+    sched = warmup_cosine(opt, cfg.warmup_steps, math.ceil(len(train.feats) / cfg.batch_size) * cfg.epochs)
 
-    history, best, best_state, bad = [], -1.0, None, 0
+    history, stopping = [], EarlyStopping(cfg.patience)
     for epoch in range(cfg.epochs):
         heads.train()
         # BatchNorm keeps its ImageNet running statistics: with few steps and momentum 0.01 they
@@ -272,20 +179,16 @@ def train_encoder(cfg: EncoderTrainConfig, weights_name: str | None = "rs-lite-l
         history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "val_mR": metrics["mR"]})
         log.info("epoch %d loss %.4f val mR %.2f", epoch + 1, np.mean(losses), metrics["mR"])
         print(f"epoch {epoch + 1}: loss {np.mean(losses):.4f}  val mR {metrics['mR']:.2f}", flush=True)
-        if metrics["mR"] > best:
-            best, bad = metrics["mR"], 0
-            best_state = {k: v.detach().clone() for k, v in heads.state_dict().items()}
+        if stopping.improved(metrics["mR"], heads):
             if weights_name:  # keep the best so far on disk: a long run stopped early still leaves weights
                 save_weights(heads, cfg.model, weights_name,
-                             _card(cfg, command, {"history": history, "best_val_mR": best, "finished": False}))
-        else:
-            bad += 1
-            if bad >= cfg.patience:
-                break
-    heads.load_state_dict(best_state)
+                             run_card(cfg, command, {"history": history, "best_val_mR": stopping.best, "finished": False}))
+        elif stopping.stop:
+            break
+    stopping.restore(heads)
     result = {
         "history": history,
-        "best_val_mR": best,
+        "best_val_mR": stopping.best,
         "train_images": int(len(train.feats)),
         "train_captions": int(len(train.text)),
         "feature_seconds": round(feature_s, 1),
@@ -293,13 +196,7 @@ def train_encoder(cfg: EncoderTrainConfig, weights_name: str | None = "rs-lite-l
         "finished": True,
     }
     if weights_name:
-        save_weights(heads, cfg.model, weights_name, _card(cfg, command, result))
+        save_weights(heads, cfg.model, weights_name, run_card(cfg, command, result))
     result["heads"] = heads
     result["text_model"] = text_model
     return result
-
-
-def _card(cfg: EncoderTrainConfig, command: str, result: dict) -> dict:
-    """What the weights card records about a run: seed, full config, command line, results."""
-    config = json.loads(json.dumps(asdict(cfg), default=str))
-    return {"seed": cfg.seed, "train_config": config, "command": command, "result": result}

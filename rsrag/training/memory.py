@@ -11,7 +11,8 @@ import numpy as np
 from rsrag.data.benchmarks import load_dataset
 from rsrag.encoders import create_encoder
 from rsrag.encoders.memory import PairMemory
-from rsrag.encoders.rs_lite import MEMORY, weights_path
+from rsrag.encoders.rs_lite import MEMORY
+from rsrag.encoders.weights import weights_path
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,6 @@ embeddings of its training images (see `memory.py`).
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -17,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rsrag.config import WEIGHTS_DIR
+from rsrag.encoders import weights as store
 from rsrag.encoders.base import ImageInput
 from rsrag.models.captioner.decoding import beam_decode
 from rsrag.models.captioner.features import ImageFeatures, ImageTower
@@ -101,57 +100,46 @@ class Captioner:
 # ---------------------------------------------------------------- weights
 
 
-def weights_file(name: str | Path) -> Path:
-    path = Path(name)
-    return path if path.suffix == ".safetensors" else WEIGHTS_DIR / f"{name}.safetensors"
-
-
 def memory_file(weights: Path) -> Path:
+    """The caption memory shipped beside the weights of a retrieval-augmented captioner."""
     return weights.with_suffix(".memory.safetensors")
 
 
 def save_captioner(model: CaptionModel, vocab: Vocab, name: str, card: dict, encoder_weights: str,
                    memory: CaptionMemory | None = None, encoder_id: str = "") -> Path:
     """fp16 weights + card (+ the int8 caption memory for the retrieval-augmented variant)."""
-    from safetensors.torch import save_file
-
-    path = weights_file(name)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(path))
     card = {**card, "config": asdict(model.cfg), "encoder_weights": encoder_weights, "vocab": list(vocab.words)}
-    path.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
+    path = store.save(name, store.fp16(model.state_dict()), card)
     if memory is not None:
         memory.save(memory_file(path), encoder_id)
     return path
 
 
-def load_captioner(name: str | Path | None = None, *, index: str | None = None,
+def load_captioner(name: str | Path | None = None, *, library=None, index: str | None = None,
                    index_root: str | Path | None = None) -> Captioner:
     """A trained captioner: `name` is a file in rsrag/weights (default `DEFAULT_CAPTIONER`) or a path.
 
     The retrieval-augmented variant retrieves neighbour captions from the shipped training-image
-    memory (captions read from the data root), or from the rsrag index `index` when given.
+    memory (captions read from the data root), or from an rsrag index when given: `library`, an
+    opened `rsrag.index.Library` (models sit below the index, so callers open it), or, for the
+    commands that still pass names, the index `index` under `index_root`.
     Raises FileNotFoundError, naming the file and how to reproduce it, when weights are missing.
     """
-    from safetensors.torch import load_file
-
-    path = weights_file(name or DEFAULT_CAPTIONER)
-    card_path = path.with_suffix(".json")
-    for p in (path, card_path):
-        if not p.exists():
-            raise FileNotFoundError(f"captioner file not found: {p}; {REPRODUCE_HINT}")
-    card = json.loads(card_path.read_text())
+    name = name or DEFAULT_CAPTIONER
+    path = store.weights_path(name)
+    state, card = store.load(name, what="captioner", fix=REPRODUCE_HINT)
     cfg = CaptionerConfig(**card["config"])
     model = CaptionModel(cfg)
-    model.load_state_dict({k: v.float() for k, v in load_file(str(path)).items()})
+    model.load_state_dict(store.fp32(state))
     tower = ImageTower(card["encoder_weights"])
     retriever: Retriever | None = None
     if cfg.neighbours:
-        if index is not None:
+        if library is None and index is not None:  # to go once the commands pass `library`
             from rsrag.index import Library
 
-            retriever = LibraryRetriever(Library.open(index_root, index), tower.encoder_id)
+            library = Library.open(index_root, index)
+        if library is not None:
+            retriever = LibraryRetriever(library, tower.encoder_id)
         else:
             mem = memory_file(path)
             if not mem.exists():

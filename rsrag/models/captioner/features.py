@@ -1,14 +1,13 @@
 """rs-lite's image side as the captioner sees it: spatial map + shared-space embedding.
 
-Training reads the frozen-trunk activations cached by `rsrag.training.encoder.cache_trunk_features`
-(shared with encoder training), runs the tuned tail and keeps its 7x7 map before pooling. At
+Training reads the frozen-trunk activations cached by `rsrag.encoders.features.cache_trunk_features`
+(shared with encoder and VQA training), runs the tuned tail and keeps its 7x7 map before pooling. At
 inference the same path runs on decoded pixels. Only the image parts of the rs-lite weights are
 loaded, so the text tower is never needed here.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -17,15 +16,9 @@ import torch
 import torch.nn.functional as F
 
 from rsrag.data import ImageRecord
-from rsrag.encoders.base import ImageInput, Preprocess
-from rsrag.encoders.rs_lite import (
-    LITE_MEAN,
-    LITE_STD,
-    RSLiteImageModel,
-    read_config,
-    weights_path,
-)
-from rsrag.imageio import load_image
+from rsrag.encoders.base import ImageInput
+from rsrag.encoders.features import cache_trunk_features
+from rsrag.encoders.rs_lite import RSLiteImageModel, load_image_parts, read_weights
 
 ENCODER_WEIGHTS = "rs-lite-lite0"
 
@@ -47,20 +40,11 @@ class ImageTower:
     """Frozen rs-lite image model (trunk + tuned tail + projection) in eval mode."""
 
     def __init__(self, weights: str = ENCODER_WEIGHTS):
-        path = weights_path(weights)
-        if not path.exists():
-            raise FileNotFoundError(f"rs-lite weights not found at {path}; the captioner reads its image "
-                                    "features from them (see rsrag/weights/README.md)")
-        from safetensors.torch import load_file
-
-        self.config = read_config(weights)
+        state, self.config, self.digest = read_weights(weights)
         self.model = RSLiteImageModel(self.config).eval().requires_grad_(False)
-        state = load_file(str(path))
-        for prefix, module in (("tail.", self.model.tail), ("image_proj.", self.model.proj)):
-            module.load_state_dict({k[len(prefix):]: v.float() for k, v in state.items() if k.startswith(prefix)})
-        self.digest = hashlib.sha256(path.read_bytes()).hexdigest()[:10]
+        load_image_parts(self.model, state)
         self.encoder_id = f"rs-lite:{weights}@{self.digest}"  # what an index built with this encoder records
-        self.preprocess = Preprocess(size=self.config.image_size, mean=LITE_MEAN, std=LITE_STD)
+        self.preprocess = self.config.preprocess
 
     @torch.inference_mode()
     def from_trunk(self, acts: torch.Tensor) -> ImageFeatures:
@@ -72,7 +56,7 @@ class ImageTower:
     @torch.inference_mode()
     def from_images(self, images: Sequence[ImageInput]) -> ImageFeatures:
         """Decode (raising `ImageLoadError` on a bad image), preprocess, run trunk + tail."""
-        arrays = np.stack([self.preprocess.to_array(load_image(img)) for img in images])
+        arrays = self.preprocess.stack(images)
         return self.from_trunk(self.model.trunk(torch.from_numpy(arrays)))
 
     def from_cache(self, acts: np.ndarray, batch_size: int = 256) -> ImageFeatures:
@@ -83,7 +67,5 @@ class ImageTower:
 
 
 def cached_trunk(tower: ImageTower, records: list[ImageRecord], key: str) -> np.ndarray:
-    """Trunk activations of `records` from the feature cache shared with encoder training."""
-    from rsrag.training.encoder import cache_trunk_features
-
+    """Trunk activations of `records` from the feature cache shared with encoder and VQA training."""
     return np.asarray(cache_trunk_features(records, tower.config, key, tower.model))

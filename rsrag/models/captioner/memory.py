@@ -87,9 +87,12 @@ class CaptionMemory:
         """int8 embeddings + ids; the encoder id guards against a memory from other rs-lite weights."""
         from safetensors.numpy import save_file
 
+        from rsrag.fileio import atomic_write
+
         scale = np.abs(self.embeddings).max(axis=1, keepdims=True).clip(min=1e-12)
         q = np.round(self.embeddings / scale * 127).astype(np.int8)
-        save_file({"embeddings": q}, str(path), metadata={"ids": json.dumps(self.ids), "encoder_id": encoder_id})
+        meta = {"ids": json.dumps(self.ids), "encoder_id": encoder_id}
+        atomic_write(Path(path), lambda tmp: save_file({"embeddings": q}, str(tmp), metadata=meta))
 
     @classmethod
     def load(cls, path: Path, encoder_id: str) -> CaptionMemory:

@@ -17,13 +17,16 @@ import json
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from rsrag.data import load_dataset
+from rsrag.encoders.features import trunk_cache_key
+from rsrag.encoders.rs_lite import random_dihedral
+from rsrag.encoders.weights import run_card
 from rsrag.metrics.caption import score_captions
 from rsrag.models.captioner.api import Captioner, pad_ids, save_captioner
 from rsrag.models.captioner.features import (
@@ -35,7 +38,7 @@ from rsrag.models.captioner.features import (
 from rsrag.models.captioner.memory import CaptionMemory, top_k
 from rsrag.models.captioner.model import CaptionerConfig, CaptionModel
 from rsrag.models.captioner.vocab import Vocab
-from rsrag.training.encoder import trunk_cache_key
+from rsrag.models.fitting import EarlyStopping, warmup_cosine
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +80,7 @@ def load_split(tower: ImageTower, names: tuple[str, ...], split: str, limit: int
     """Records of `names`/`split` with their cached trunk activations (computed on first use)."""
     ids, trunks, captions = [], [], []
     for name in names:
-        records = load_dataset(name, split=split)[:limit] if limit else load_dataset(name, split=split)
+        records = load_dataset(name, split=split, limit=limit)
         trunks.append(cached_trunk(tower, records, trunk_cache_key(name, split, limit)))
         ids += [r.id for r in records]
         captions += [list(r.captions) for r in records]
@@ -116,7 +119,7 @@ def _trim(ids: np.ndarray) -> torch.Tensor:
 
 def val_scores(captioner: Captioner, feats: ImageFeatures, references: list[list[str]]) -> dict:
     """Greedy BLEU-4 and CIDEr with a pure-Python tokenizer: model selection only. Reported metrics
-    come from `rsrag.eval.caption` with the toolkit's PTB tokenizer."""
+    come from `rsrag.metrics.caption` with the toolkit's PTB tokenizer."""
     return score_captions(references, captioner.caption_many(feats, beam_size=1), metrics=("bleu", "cider"), ptb=False)
 
 
@@ -151,14 +154,10 @@ def train_captioner(cfg: CaptionerTrainConfig, weights_name: str | None = None, 
     captioner = Captioner(model, vocab, tower, memory, name=weights_name or "captioner")
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(train.ids) / cfg.batch_size)
-    total = steps_per_epoch * cfg.epochs
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / cfg.warmup_steps) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
-
-    from rsrag.training.encoder import random_dihedral
+    sched = warmup_cosine(opt, cfg.warmup_steps, steps_per_epoch * cfg.epochs)
 
     history: list[dict] = []
-    best, best_state, bad = -1.0, None, 0
+    stopping = EarlyStopping(cfg.patience)
     for epoch in range(cfg.epochs):
         model.train()
         order = torch.randperm(len(train.ids), generator=gen).numpy()
@@ -196,29 +195,20 @@ def train_captioner(cfg: CaptionerTrainConfig, weights_name: str | None = None, 
         log.info("epoch %s", json.dumps(row))
         if on_epoch is not None:
             on_epoch(row)
-        if score > best:
-            best, bad = score, 0
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        if stopping.improved(score, model):
             if weights_name:  # the best so far stays on disk: a run stopped early still leaves weights
-                save_captioner(model, vocab, weights_name, _card(cfg, command, {"history": history, "finished": False}),
+                save_captioner(model, vocab, weights_name, run_card(cfg, command, {"history": history, "finished": False}),
                                cfg.encoder_weights, memory, tower.encoder_id)
-        else:
-            bad += 1
-            if bad >= cfg.patience:
-                break
-    model.load_state_dict(best_state)
-    result = {"history": history, "best_val_cider": best, "train_images": len(train.ids), "vocab_size": len(vocab),
+        elif stopping.stop:
+            break
+    stopping.restore(model)
+    result = {"history": history, "best_val_cider": stopping.best, "train_images": len(train.ids), "vocab_size": len(vocab),
               "parameters": sum(p.numel() for p in model.parameters()),
               "feature_seconds": round(feature_s, 1), "train_seconds": round(time.time() - t0 - feature_s, 1),
               "finished": True}
     if weights_name:
-        path = save_captioner(model, vocab, weights_name, _card(cfg, command, result), cfg.encoder_weights, memory,
+        path = save_captioner(model, vocab, weights_name, run_card(cfg, command, result), cfg.encoder_weights, memory,
                               tower.encoder_id)
         result["weights"] = str(path)
     result["captioner"] = captioner
     return result
-
-
-def _card(cfg: CaptionerTrainConfig, command: str, result: dict) -> dict:
-    return {"seed": cfg.seed, "train_config": json.loads(json.dumps(asdict(cfg))), "command": command,
-            "result": result}

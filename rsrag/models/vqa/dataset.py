@@ -111,11 +111,7 @@ def generate_items(records: Sequence[ImageRecord], rates: dict[str, dict[str, fl
 
 def load_records(split: str, datasets: Sequence[str] = DATASETS, limit: int | None = None) -> list[ImageRecord]:
     """The images of one split of every dataset (`limit` per dataset, for quick runs and tests)."""
-    out: list[ImageRecord] = []
-    for name in datasets:
-        records = load_dataset(name, split=split)
-        out.extend(records[:limit] if limit else records)
-    return out
+    return [r for name in datasets for r in load_dataset(name, split=split, limit=limit)]
 
 
 def build_vqa(split: str, seed: int = 0, datasets: Sequence[str] = DATASETS,

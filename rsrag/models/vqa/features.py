@@ -1,14 +1,13 @@
-"""VQA image features of whole dataset splits, from the encoder-training trunk caches.
+"""VQA image features of whole dataset splits, from the shared trunk caches.
 
 The frozen trunk's activations of RSICD / UCM images are cached once by
-`rsrag.training.encoder.cache_trunk_features` (shared with encoder and captioner training); here
+`rsrag.encoders.features.cache_trunk_features` (shared with encoder and captioner training); here
 they go through rs-lite's tuned tail and projection (`image_features_from_map`), optionally
 under several dihedral transforms for augmentation, and the result is cached per encoder version.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 
 import numpy as np
@@ -16,9 +15,9 @@ import torch
 
 from rsrag.config import cache_dir
 from rsrag.data import ImageRecord
+from rsrag.encoders.features import cache_trunk_features, cached_array, trunk_cache_key
 from rsrag.encoders.rs_lite import dihedral
 from rsrag.models.vqa.model import image_features_from_map
-from rsrag.training.encoder import trunk_cache_key
 
 FEATURES = "emb-mean-max"  # names the feature recipe in cache file names
 
@@ -42,22 +41,14 @@ def dataset_image_features(encoder, records: Sequence[ImageRecord], limit: int |
     for key, group in _split_keys(records, limit):
         digest = encoder.id.split("@")[-1]
         path = cache_dir() / "features" / "vqa" / f"{key}-{digest}-{FEATURES}-v{''.join(map(str, views))}.npy"
-        ids_path = path.with_suffix(".ids.json")
         ids = [r.id for r in group]
-        if path.exists() and ids_path.exists() and json.loads(ids_path.read_text()) == ids:
-            feats = np.load(path)
-        else:
-            feats = _compute(encoder, group, key, views, batch_size)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            np.save(path, feats)
-            ids_path.write_text(json.dumps(ids))
+        feats = cached_array(path, path.with_suffix(".ids.json"), ids,
+                             lambda: _compute(encoder, group, key, views, batch_size))
         out.update((image_id, feats[:, row]) for row, image_id in enumerate(ids))
     return out
 
 
 def _compute(encoder, group: list[ImageRecord], key: str, views: Sequence[int], batch_size: int) -> np.ndarray:
-    from rsrag.training.encoder import cache_trunk_features
-
     model = encoder.image_model
     trunk = cache_trunk_features(group, encoder.config, key, model)
     feats = []

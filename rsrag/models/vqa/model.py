@@ -19,7 +19,6 @@ space.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -29,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from rsrag.config import WEIGHTS_DIR
+from rsrag.encoders import weights as store
 from rsrag.encoders.base import ImageInput
 from rsrag.imageio import load_image
 from rsrag.models.vqa.questions import QUESTION_TYPES, question_fits_type
@@ -116,36 +115,15 @@ class VQAAnswer:
         }
 
 
-def weights_path(name: str) -> Path:
-    return WEIGHTS_DIR / f"{name}.safetensors"
-
-
-def card_path(name: str) -> Path:
-    return WEIGHTS_DIR / f"{name}.json"
-
-
-def _resolve(name: str | None) -> tuple[Path, Path]:
-    """Weights and card paths for a name in rsrag/weights, or for a path to a .safetensors file."""
-    name = name or DEFAULT_VQA
-    path = Path(name)
-    if path.suffix == ".safetensors":
-        return path, path.with_suffix(".json")
-    return weights_path(name), card_path(name)
+MISSING_FIX = "train it with `rsrag train vqa` (see rsrag/weights/README.md), or pass the name of an existing model"
 
 
 def save_vqa(net: VQANet, cfg: VQAConfig, calibration: Calibration, question_bank: np.ndarray,
-             name: str, card: dict) -> Path:
+             name: str | Path, card: dict) -> Path:
     """Weights (fp16) plus the training-question embeddings (for rejection) and a JSON card."""
-    from safetensors.torch import save_file
-
-    wpath, cpath = _resolve(name)
-    wpath.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().to(torch.float16).contiguous() for k, v in net.state_dict().items()}
-    state["question_bank"] = torch.from_numpy(np.asarray(question_bank, np.float16)).contiguous()
-    save_file(state, str(wpath))
+    state = {**net.state_dict(), "question_bank": torch.from_numpy(np.asarray(question_bank, np.float32))}
     card = {**card, "config": asdict(cfg), "calibration": asdict(calibration)}
-    cpath.write_text(json.dumps(card, indent=2) + "\n")
-    return wpath
+    return store.save(name, store.fp16(state), card)
 
 
 class VQAModel:
@@ -186,7 +164,7 @@ class VQAModel:
         """(n, image_dim) features; raises `rsrag.imageio.ImageLoadError` for an undecodable image."""
         decoded = [load_image(img) for img in images]  # bad input fails before the encoder loads
         enc = self.encoder
-        arrays = np.stack([enc.preprocess.to_array(img) for img in decoded])
+        arrays = enc.preprocess.stack(decoded)
         model = enc.image_model
         device = next(model.parameters()).device
         with torch.inference_mode():
@@ -248,21 +226,13 @@ def load_vqa(name: str | None = None, *, encoder=None) -> VQAModel:
     `encoder`: an already loaded rs-lite encoder of the same weights, to share with the caller.
     Raises FileNotFoundError naming the file and the command that trains it if the weights are missing.
     """
-    from safetensors.torch import load_file
-
-    wpath, cpath = _resolve(name)
-    if not wpath.is_file() or not cpath.is_file():
-        missing = wpath if not wpath.is_file() else cpath
-        raise FileNotFoundError(
-            f"VQA model file not found: {missing}. Train it with `rsrag train vqa` "
-            "(see rsrag/weights/README.md), or pass the name of an existing model."
-        )
-    card = json.loads(cpath.read_text())
+    name = name or DEFAULT_VQA
+    state, card = store.load(name, what="VQA model", fix=MISSING_FIX)
     raw = card["config"]
     cfg = VQAConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
-    state = {k: v.float() for k, v in load_file(str(wpath)).items()}
+    state = store.fp32(state)
     bank = state.pop("question_bank").numpy()
     net = VQANet(cfg)
     net.load_state_dict(state)
-    return VQAModel(net, cfg, Calibration(**card["calibration"]), bank, encoder=encoder, name=wpath.stem,
-                    encoder_id=card.get("encoder_id"))
+    return VQAModel(net, cfg, Calibration(**card["calibration"]), bank, encoder=encoder,
+                    name=store.weights_path(name).stem, encoder_id=card.get("encoder_id"))

@@ -7,7 +7,6 @@ the small fusion MLP. Early stopping and calibration (`Calibration`) use the val
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Sequence
@@ -17,6 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from rsrag.encoders.weights import run_card
+from rsrag.models.fitting import EarlyStopping
 from rsrag.models.vqa.dataset import DATASETS, VQAItem, build_vqa, counts_by_type
 from rsrag.models.vqa.features import dataset_image_features
 from rsrag.models.vqa.model import Calibration, VQAConfig, VQAModel, VQANet, save_vqa
@@ -169,7 +170,7 @@ def train_vqa(cfg: VQATrainConfig, name: str | None = "vqa-rs-lite", command: st
     n = len(train.items)
     steps = cfg.epochs * -(-n // cfg.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps, pct_start=0.1)
-    history, best, best_state, bad = [], -1.0, None, 0
+    history, stopping = [], EarlyStopping(cfg.patience)
     t1 = time.time()
     for epoch in range(cfg.epochs):
         net.train()
@@ -190,14 +191,9 @@ def train_vqa(cfg: VQATrainConfig, name: str | None = "vqa-rs-lite", command: st
         val_acc = accuracy_by_type((logits.argmax(-1) == val.answer_idx).numpy(), val.items)
         history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "val": val_acc})
         log.info("epoch %d loss %.4f val %s", epoch + 1, np.mean(losses), {k: round(v, 1) for k, v in val_acc.items()})
-        if val_acc["overall"] > best:
-            best, bad = val_acc["overall"], 0
-            best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
-        else:
-            bad += 1
-            if bad >= cfg.patience:
-                break
-    net.load_state_dict(best_state)
+        if not stopping.improved(val_acc["overall"], net) and stopping.stop:
+            break
+    stopping.restore(net)
     train_s = time.time() - t1
     bank = train.questions.numpy()
     calibration = calibrate(net, val, bank, encoder)
@@ -212,8 +208,7 @@ def train_vqa(cfg: VQATrainConfig, name: str | None = "vqa-rs-lite", command: st
     }
     model = VQAModel(net, model_cfg, calibration, bank, encoder=encoder, name=name or "vqa", encoder_id=encoder.id)
     if name:
-        card = {"seed": cfg.seed, "encoder_id": encoder.id, "train_config": json.loads(json.dumps(asdict(cfg))),
-                "command": command, "result": result}
+        card = run_card(cfg, command, result, encoder_id=encoder.id)
         path = save_vqa(net, model_cfg, calibration, bank, name, card)
         result["weights"] = str(path)
         result["weights_bytes"] = path.stat().st_size
