@@ -52,7 +52,18 @@ from rsrag.fileio import atomic_write
 
 log = logging.getLogger(__name__)
 _ptr = faiss.swig_ptr
-DEFAULT_THREADS = faiss.omp_get_max_threads()  # FAISS' default (all cores or OMP_NUM_THREADS), read before rsrag changes it
+
+
+def _openmp_default() -> int:
+    """What OpenMP gives a new thread: OMP_NUM_THREADS, else the cores this process may run on. Not
+    read from the importing thread, whose count another library (torch) may already have changed."""
+    try:
+        return max(1, int(os.environ.get("OMP_NUM_THREADS", "").split(",")[0]))
+    except ValueError:
+        return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
+DEFAULT_THREADS = _openmp_default()  # FAISS' default for batch searches and builds
 _FLOAT32 = np.dtype(np.float32)
 
 FLAT_MAX = 50_000
