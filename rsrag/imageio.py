@@ -387,11 +387,17 @@ def _pillow_pixel_bytes(mode: str) -> int:
 
 def _reduce_pillow(img: Image.Image, factor: int) -> Image.Image:
     """`img` reduced by `factor`: box-averaged, except palette, bilevel and 16-bit images (which
-    Pillow cannot average), which keep every factor-th pixel."""
+    Pillow cannot average), which keep every factor-th pixel. Averaged a band of rows at a time, as
+    Pillow averages images with alpha through a full premultiplied copy."""
     size = (math.ceil(img.width / factor), math.ceil(img.height / factor))
     if img.mode in ("1", "P", "PA") or img.mode.startswith("I;16"):
         return img.resize(size, Image.Resampling.NEAREST)
-    return img.reduce(factor)
+    out = Image.new(img.mode, size)
+    out.info = dict(img.info)  # e.g. a transparency key
+    rows = factor * max(1, 512 // factor)  # a multiple of factor: the same blocks as one whole reduce
+    for top in range(0, img.height, rows):
+        out.paste(img.crop((0, top, img.width, min(top + rows, img.height))).reduce(factor), (0, top // factor))
+    return out
 
 
 def _pil_to_rgb(img: Image.Image, name: str, bands: Bands | None) -> Image.Image:
