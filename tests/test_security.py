@@ -116,15 +116,19 @@ def zero_png(path: Path, width: int, height: int, channels: int = 3) -> Path:
     return path
 
 
-def zero_tiff(path: Path, bands: int, layout: str, side: int = 4000, rows: int = 100) -> Path:
+def zero_tiff(path: Path, bands: int, layout: str, side: int = 4000, rows: int = 100, geo: bool = False) -> Path:
     """A zlib TIFF of `bands` x side x side uint16 zeros (one band per page, planar or contiguous),
-    in strips of `rows` rows; every strip is the same compressed bytes, so making it is instant."""
+    in strips of `rows` rows; every strip is the same compressed bytes, so making it is instant.
+    `geo`: with GeoTIFF tags (pixel scale, tie point), so GDAL reads it."""
     samples = bands if layout == "contig" else 1
     strip = zlib.compress(bytes(rows * side * samples * 2))
     n_strips = -(-side // rows) * (1 if layout == "contig" else bands)
     shape = (side, side, bands) if layout == "contig" else (bands, side, side)
     options = {} if layout == "pages" else {"photometric": "minisblack",
                                             "planarconfig": "contig" if layout == "contig" else "separate"}
+    if geo:
+        options["extratags"] = [(33550, "d", 3, (10.0, 10.0, 0.0)), (33922, "d", 6, (0.0, 0.0, 0.0, 500000.0, 4e6, 0.0)),
+                                (34735, "H", 8, (1, 1, 0, 1, 1024, 0, 1, 2))]  # GeoKeyDirectory: geographic
     tifffile.imwrite(path, (strip for _ in range(n_strips)), shape=shape, dtype=np.uint16, compression="zlib",
                      rowsperstrip=rows, **options)
     return path
@@ -138,6 +142,8 @@ def hostile(tmp_path_factory) -> dict[str, Path]:
             "planar40": zero_tiff(tmp / "planar40.tif", 40, "planar"),
             "contig8": zero_tiff(tmp / "contig8.tif", 8, "contig"),
             "contig40": zero_tiff(tmp / "contig40.tif", 40, "contig"),
+            "geo40": zero_tiff(tmp / "geo40.tif", 40, "planar", geo=True),
+            "geo8": zero_tiff(tmp / "geo8.tif", 8, "contig", geo=True),
             "png49": zero_png(tmp / "png49.png", 7000, 7000, 3),
             "png49rgba": zero_png(tmp / "png49rgba.png", 7000, 7000, 4)}
 
@@ -163,8 +169,10 @@ def test_many_band_tiffs_decode_only_the_bands_kept(hostile):
     """A 40-band file is not 40 bands of work: one band per page and planar files decode 3 bands;
     a contiguous file decodes them all, so above the budget it is refused from its header."""
     limits = UploadLimits()
-    for name in ("pages40", "planar40", "contig8"):
+    for name in ("pages40", "planar40", "contig8", "geo40", "geo8"):
         data = hostile[name].read_bytes()
+        with tifffile.TiffFile(hostile[name]) as tif:
+            assert tif.pages[0].is_geotiff == name.startswith("geo")  # GeoTIFFs go through GDAL
         assert len(data) < 2 * MiB
         started = time.perf_counter()
         image = ImageDecoder(limits).check(data).image
@@ -206,13 +214,14 @@ print(json.dumps({"above_idle": status("VmHWM:") - idle, "size": image.size}))
 
 
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="measures peak RSS through Linux /proc")
-@pytest.mark.parametrize("name", ["pages40", "planar40", "contig8", "png49", "png49rgba"])
+@pytest.mark.parametrize("name", ["pages40", "planar40", "contig8", "geo40", "geo8", "png49", "png49rgba"])
 def test_peak_rss_of_the_worst_allowed_uploads(hostile, name):
     """Peak RSS above idle while the service's decoder takes the upload, in a fresh process."""
     out = subprocess.run([sys.executable, "-c", _RSS_SCRIPT, str(hostile[name])], capture_output=True, text=True,
                          timeout=120, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     assert out.returncode == 0, out.stderr[-2000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
+    print(f"{name}: peak RSS {result['above_idle'] / 1e6:.0f} MB above idle")
     assert result["above_idle"] < RSS_BOUND, (name, result)
 
 
