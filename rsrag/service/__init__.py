@@ -7,9 +7,10 @@ filters), upload and request limits (`uploads`), the error shape and client-faci
 (`batching`), lazily loaded models (`components`), the server's connection limits and timeouts
 (`server`) and the web page (`static/`).
 
-May import: `rsrag.index` (its public API: `Library`, `Hit`, errors), `rsrag.imageio`,
-`rsrag.data`, `rsrag.encoders.cache`, and the model packages (`rsrag.rag`, `rsrag.models`) lazily,
-through `components`. Nothing else in rsrag imports the service, except the CLI's `serve` command.
+May import: `rsrag.index` (its public API: `Library`, `Hit`, the errors; never `store` or other
+private members), `rsrag.imageio`, `rsrag.data`, `rsrag.encoders` (`cache`, `encoder_accepts`), and
+the model packages (`rsrag.rag`, `rsrag.models`) lazily, through `components`. Nothing else in
+rsrag imports the service, except the CLI's `serve` command.
 """
 
 from rsrag.service.app import create_app

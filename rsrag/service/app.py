@@ -54,7 +54,7 @@ def create_app(library: Library, *, token: str | None = None, ask: Callable | No
         "details}}`. Writes (`POST /items`, `DELETE /items/{id}`) need `Authorization: Bearer $RSRAG_API_TOKEN`."))
     app.state.service = Service(
         handle=LibraryHandle(library),
-        settings=Settings(token=token, limits=limits, thumb_size=thumb_size, generators=tuple(generators)),
+        settings=Settings(token=token, thumb_size=thumb_size, generators=tuple(generators)),
         decoder=ImageDecoder(limits),
         components=default_components(ask, captioner, vqa))
     install_error_handlers(app)

@@ -10,7 +10,7 @@ a worker thread.
 from __future__ import annotations
 
 import hmac
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Sequence
 
 from fastapi import Depends, Request
@@ -19,7 +19,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from rsrag.service.components import Component
 from rsrag.service.errors import ApiError
 from rsrag.service.state import LibraryHandle
-from rsrag.service.uploads import ImageDecoder, UploadLimits
+from rsrag.service.uploads import ImageDecoder
 
 TOKEN_ENV = "RSRAG_API_TOKEN"
 
@@ -29,14 +29,14 @@ class Settings:
     """The operator's choices for one app (see `create_app`)."""
 
     token: str = ""  # bearer token for writes; empty: writes are off
-    limits: UploadLimits = field(default_factory=UploadLimits)
     thumb_size: int = 256
     generators: Sequence[str] = ("extractive",)
 
 
 @dataclass
 class Service:
-    """Everything the routes share: the index, the settings, the decoder and the models."""
+    """Everything the routes share: the index, the settings, the decoder (which holds the upload
+    limits) and the models."""
 
     handle: LibraryHandle
     settings: Settings
