@@ -19,7 +19,6 @@ import json
 import logging
 import os
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -212,10 +211,12 @@ class BodyTimeoutMiddleware:
             nonlocal deadline, done
             if done:
                 return await receive()
-            deadline = deadline or time.monotonic() + self.timeout
+            loop = asyncio.get_running_loop()
+            deadline = deadline or loop.time() + self.timeout
             try:
-                message = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
-            except asyncio.TimeoutError:
+                async with asyncio.timeout_at(deadline):  # a timer, not a task per read
+                    message = await receive()
+            except TimeoutError:
                 raise ApiError(408, f"the request body did not arrive within {self.timeout:g} seconds",
                                headers={"Connection": "close"}) from None
             done = message["type"] != "http.request" or not message.get("more_body", False)
