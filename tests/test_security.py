@@ -435,6 +435,29 @@ def test_partial_body_is_answered_408_and_closed(base_url):
         assert c.get("/health").status_code == 200
 
 
+def test_client_that_keeps_sending_after_a_413_is_cut_off(library):
+    app = create_app(library, token="", limits=UploadLimits(max_bytes=1000))  # bodies up to about 1 MiB
+    with running_server(app, limits=ServerLimits(header_timeout=1.0)) as url:
+        sock = connect(url)
+        sock.sendall(b"POST /qa HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+                     b"Transfer-Encoding: chunked\r\n\r\n")
+        chunk = b"%x\r\n%s\r\n" % (64 * 1024, b" " * 64 * 1024)
+        for _ in range(20):  # 1.25 MiB: over the limit, answered 413
+            sock.sendall(chunk)
+        sock.settimeout(5)
+        assert sock.recv(4096).startswith(b"HTTP/1.1 413")
+        started = time.monotonic()
+        closed = False
+        while time.monotonic() - started < 5 and not closed:  # then dribble more body, forever
+            try:
+                sock.sendall(b"1\r\n \r\n")
+                time.sleep(0.2)
+            except OSError:
+                closed = True
+        closed = closed or closed_within(sock, 0.5)[0]
+        assert closed and time.monotonic() - started < 3
+
+
 def test_connection_limit(library):
     app = create_app(library, token="")
     with running_server(app, limits=ServerLimits(max_connections=3, header_timeout=5)) as url:

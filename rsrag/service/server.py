@@ -37,10 +37,13 @@ class ServerLimits:
 
 def _protocol_class(header_timeout: float) -> type:
     """uvicorn's h11 protocol with a deadline for each request head."""
-    import h11
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
     class HeaderTimeoutProtocol(H11Protocol):
+        """Closes a connection on which no complete request head arrived within `header_timeout`
+        of connecting or of the previous response (a client dribbling a head, or still sending
+        the rest of a body the server already answered)."""
+
         _head_timer: asyncio.TimerHandle | None = None
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -49,17 +52,20 @@ def _protocol_class(header_timeout: float) -> type:
 
         def data_received(self, data: bytes) -> None:
             super().data_received(data)
-            if self.conn.their_state is not h11.IDLE:  # the request head is complete
+            if self._request_in_progress():
                 self._cancel_head_timer()
 
         def on_response_complete(self) -> None:
             super().on_response_complete()
-            if not self.transport.is_closing() and self.conn.their_state is h11.IDLE:
+            if not self.transport.is_closing():
                 self._arm_head_timer()  # the next request on this connection gets its own deadline
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._cancel_head_timer()
             super().connection_lost(exc)
+
+        def _request_in_progress(self) -> bool:
+            return self.cycle is not None and not self.cycle.response_complete
 
         def _arm_head_timer(self) -> None:
             self._cancel_head_timer()
@@ -72,7 +78,7 @@ def _protocol_class(header_timeout: float) -> type:
 
         def _head_timed_out(self) -> None:
             self._head_timer = None
-            if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+            if not self._request_in_progress() and not self.transport.is_closing():
                 self.logger.info("closing a connection that sent no complete request head in %gs", header_timeout)
                 self.transport.close()
 

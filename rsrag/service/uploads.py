@@ -176,8 +176,7 @@ class BodyLimitMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    raise ApiError(413, f"request body exceeds the limit of {self.max_bytes:,} bytes",
-                                   headers={"Connection": "close"})  # the rest of the body is not read
+                    raise ApiError(413, f"request body exceeds the limit of {self.max_bytes:,} bytes")
             return message
 
         await self.app(scope, limited, send)
