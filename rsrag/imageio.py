@@ -35,6 +35,21 @@ RGBA, LA, PA and images with a transparency key -> composited onto black (transp
 black, which is how remote-sensing tiles mark "no data"); P -> its palette colours; CMYK, YCbCr,
 LAB -> Pillow's RGB conversion.
 
+Bounded decoding (what a server needs from untrusted uploads; both are off by default):
+- `max_decode_bytes`: refuse, from the header and before any pixel is decoded, an image whose decode
+  would produce more than this many bytes: width x height x the bands the reader must decode x
+  bytes per sample (for Pillow, its in-memory bytes per pixel: 4 for RGB and other multi-band
+  modes). Only the bands the band rule keeps are decoded where the layout allows it (planar TIFFs,
+  one band per page, GeoTIFFs); contiguous TIFFs decode every band of a strip, so all count.
+- `size_hint`: the longest side the caller needs. A larger image is read reduced by the largest
+  integer factor that keeps its longest side at least `size_hint`: JPEG by DCT scaling, TIFF by
+  keeping every n-th row and column of each strip or tile as it is decoded (GeoTIFFs: GDAL's
+  decimated read, which uses overviews when present), other Pillow formats by reducing right after
+  decoding. Images under twice `size_hint` are not reduced, so the output is unchanged for them.
+Either failure is an `ImageTooLargeError` (a subclass of ImageLoadError) whose message states the limit.
+TIFF pixels are decoded strip by strip (or tile by tile), so a TIFF never holds more than one decoded
+strip of the bands it does not keep.
+
 Size guard: images with more than `max_pixels` pixels (default `DEFAULT_MAX_PIXELS`, 100 MP, e.g.
 10,000 x 10,000) are refused from the header, before any pixel data is decoded or allocated.
 Pillow's own decompression-bomb guard also applies to Pillow-decoded files: its hard error (above
@@ -45,6 +60,7 @@ by the `max_pixels` check. To load larger images raise both limits.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import warnings
@@ -73,10 +89,22 @@ _GDAL_NODATA_TAG = 42113
 _PERCENTILE_SAMPLE = 1_000_000
 _HIGH_DEPTH_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
 _WARNINGS_LOCK = threading.Lock()
+_GDAL_CACHE_MB = 64  # GDAL's block cache (default: 5% of RAM) holds decoded blocks of every band read
 
 
 class ImageLoadError(ValueError):
-    """An image could not be decoded; the message names the file."""
+    """An image could not be decoded; the message names the file.
+
+    `reason` is what is wrong, in terms anyone sending the image understands; the message adds the
+    file's name and, for decoder failures, the decoder's own words (for logs, not for clients)."""
+
+    def __init__(self, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason or message
+
+
+class ImageTooLargeError(ImageLoadError):
+    """The image is above `max_pixels` or `max_decode_bytes`; the message states the limit."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -88,8 +116,11 @@ def load_image(
     *,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     bands: Bands | None = None,
+    max_decode_bytes: int | None = None,
+    size_hint: int | None = None,
 ) -> Image.Image:
-    """Decode `source` into a mode "RGB" PIL image following the module's band and bit-depth rules."""
+    """Decode `source` into a mode "RGB" PIL image following the module's band and bit-depth rules
+    (`max_decode_bytes`, `size_hint`: see "Bounded decoding" in the module doc)."""
     name = _describe(source)
     if isinstance(source, Image.Image):
         _check_size(source.size, max_pixels, name)
@@ -99,9 +130,10 @@ def load_image(
         _check_size((stack.shape[1], stack.shape[0]), max_pixels, name)
         return _stack_to_rgb(stack, _select_bands(stack.shape[2], name, bands), name)
     src = _file_source(source, name)
+    limits = _Limits(max_pixels, max_decode_bytes, size_hint)
     if _is_tiff(src):
-        return _load_tiff(src, name, max_pixels, bands)
-    return _load_with_pillow(src, name, max_pixels, bands)
+        return _load_tiff(src, name, limits, bands)
+    return _load_with_pillow(src, name, limits, bands)
 
 
 def image_size(source: ImageSource) -> tuple[int, int]:
@@ -149,8 +181,14 @@ def _describe(source: object) -> str:
     return f"<{type(source).__name__}>"
 
 
-def _fail(name: str, reason: str) -> ImageLoadError:
-    return ImageLoadError(f"cannot load image {name}: {reason}")
+def _fail(name: str, reason: str, detail: str | None = None) -> ImageLoadError:
+    """The error for `name`: `reason` for anyone, `detail` (a decoder's own message) only in the text."""
+    message = f"cannot load image {name}: {reason}" + (f" ({detail})" if detail else "")
+    return ImageLoadError(message, reason)
+
+
+def _too_large(name: str, reason: str) -> ImageTooLargeError:
+    return ImageTooLargeError(f"cannot load image {name}: {reason}", reason)
 
 
 def _file_source(source: object, name: str) -> Path | bytes:
@@ -194,14 +232,15 @@ def _decode_errors(name: str) -> Iterator[None]:
     except ImageLoadError:
         raise
     except Image.DecompressionBombError as exc:
-        raise _fail(name, f"image too large (Pillow decompression-bomb guard: {exc})") from exc
+        raise ImageTooLargeError(f"cannot load image {name}: image too large (Pillow decompression-bomb guard: {exc})",
+                                 f"image too large (above {2 * (Image.MAX_IMAGE_PIXELS or 0):,} pixels)") from exc
     except UnidentifiedImageError as exc:
         raise _fail(name, "unsupported or unrecognised image format") from exc
     except MemoryError as exc:
         raise _fail(name, "not enough memory to decode it") from exc
     except Exception as exc:  # noqa: BLE001 - decoders raise OSError, SyntaxError, struct.error, ...
-        reason = f"corrupt, truncated or unsupported image data ({type(exc).__name__}: {exc})"
-        raise _fail(name, reason) from exc
+        detail = f"{type(exc).__name__}: {exc}"
+        raise _fail(name, "corrupt, truncated or unsupported image data", detail) from exc
 
 
 @contextmanager
@@ -220,7 +259,31 @@ def _check_size(size: tuple[int, int], max_pixels: int, name: str) -> None:
         raise _fail(name, f"empty image ({width}x{height})")
     if width * height > max_pixels:
         pixels = f"{width}x{height} = {width * height:,} pixels"
-        raise _fail(name, f"image too large: {pixels} exceeds max_pixels={max_pixels:,}")
+        raise _too_large(name, f"image too large: {pixels} exceeds max_pixels={max_pixels:,}")
+
+
+@dataclass(frozen=True)
+class _Limits:
+    """What one `load_image` call may cost: see "Bounded decoding" in the module doc."""
+
+    max_pixels: int
+    max_decode_bytes: int | None = None
+    size_hint: int | None = None
+
+    def check_decode(self, name: str, width: int, height: int, pixel_bytes: int, how: str) -> None:
+        """Refuse, before decoding, a decode of width x height x `pixel_bytes` above the budget
+        (`how`: what makes up a pixel's bytes, for the message)."""
+        total = width * height * pixel_bytes
+        if self.max_decode_bytes is not None and total > self.max_decode_bytes:
+            raise _too_large(name, f"image too large to decode: {width}x{height} pixels x {pixel_bytes} bytes "
+                                   f"per pixel ({how}) = {total:,} bytes exceeds the decode limit of "
+                                   f"{self.max_decode_bytes:,} bytes")
+
+    def factor(self, width: int, height: int) -> int:
+        """The integer reduction for `size_hint`: the longest side stays at least `size_hint`."""
+        if not self.size_hint:
+            return 1
+        return max(1, max(width, height) // max(1, self.size_hint))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -300,12 +363,41 @@ def _open_pillow(src: Path | bytes, name: str) -> Iterator[Image.Image]:
         yield img
 
 
-def _load_with_pillow(src: Path | bytes, name: str, max_pixels: int, bands: Bands | None) -> Image.Image:
+def _load_with_pillow(src: Path | bytes, name: str, limits: _Limits, bands: Bands | None) -> Image.Image:
     with _open_pillow(src, name) as img:
-        _check_size(img.size, max_pixels, name)
+        _check_size(img.size, limits.max_pixels, name)
+        factor = limits.factor(*img.size)
+        if factor > 1 and img.format == "JPEG":
+            with _decode_errors(name):  # DCT scaling (1/2, 1/4, 1/8): decoded at the smaller size
+                img.draft(img.mode, (math.ceil(img.width / factor), math.ceil(img.height / factor)))
+            factor = limits.factor(*img.size)
+        limits.check_decode(name, img.width, img.height, _pillow_pixel_bytes(img.mode), f"mode {img.mode}")
         with _decode_errors(name):
-            img.load()  # the pixel data is decoded here, after the size check
-        return _pil_to_rgb(img, name, bands)
+            img.load()  # the pixel data is decoded here, after the size checks
+            reduced = _reduce_pillow(img, factor) if factor > 1 else img
+        return _pil_to_rgb(reduced, name, bands)
+
+
+def _pillow_pixel_bytes(mode: str) -> int:
+    """Bytes per pixel of a decoded Pillow image (multi-band modes are stored 4 bytes per pixel)."""
+    if mode in ("1", "L", "P"):
+        return 1
+    return 2 if mode.startswith("I;16") else 4
+
+
+def _reduce_pillow(img: Image.Image, factor: int) -> Image.Image:
+    """`img` reduced by `factor`: box-averaged, except palette, bilevel and 16-bit images (which
+    Pillow cannot average), which keep every factor-th pixel. Averaged a band of rows at a time, as
+    Pillow averages images with alpha through a full premultiplied copy."""
+    size = (math.ceil(img.width / factor), math.ceil(img.height / factor))
+    if img.mode in ("1", "P", "PA") or img.mode.startswith("I;16"):
+        return img.resize(size, Image.Resampling.NEAREST)
+    out = Image.new(img.mode, size)
+    out.info = dict(img.info)  # e.g. a transparency key
+    rows = factor * max(1, 512 // factor)  # a multiple of factor: the same blocks as one whole reduce
+    for top in range(0, img.height, rows):
+        out.paste(img.crop((0, top, img.width, min(top + rows, img.height))).reduce(factor), (0, top // factor))
+    return out
 
 
 def _pil_to_rgb(img: Image.Image, name: str, bands: Bands | None) -> Image.Image:
@@ -369,28 +461,31 @@ def _tifffile_info(tif) -> _TiffInfo:
     )
 
 
-def _load_tiff(src: Path | bytes, name: str, max_pixels: int, bands: Bands | None) -> Image.Image:
+def _load_tiff(src: Path | bytes, name: str, limits: _Limits, bands: Bands | None) -> Image.Image:
     """tifffile for plain TIFFs, rasterio for GeoTIFFs and whatever tifffile cannot decode."""
     import tifffile
 
     try:
         tif = tifffile.TiffFile(_stream(src))
     except Exception as exc:  # noqa: BLE001 - not parseable by tifffile: let GDAL try
-        return _rasterio_fallback(src, name, max_pixels, bands, exc)
+        return _rasterio_fallback(src, name, limits, bands, exc)
     with tif:
         with _decode_errors(name):
             info = _tifffile_info(tif)
-        _check_size((info.width, info.height), max_pixels, name)
+        _check_size((info.width, info.height), limits.max_pixels, name)
         if info.count < 0:
             raise _fail(name, f"unsupported band layout: TIFF series of shape {tif.series[0].shape} "
                         f"(axes {tif.series[0].axes}) has more than three dimensions")
         if info.needs_gdal:
-            return _load_with_rasterio(src, name, max_pixels, bands)
+            return _load_with_rasterio(src, name, limits, bands)
         if info.is_picture:
-            return _load_with_pillow(src, name, max_pixels, bands)
+            return _load_with_pillow(src, name, limits, bands)
         index = _select_bands(info.count, name, bands)
+        wanted = sorted(set(index))
         try:
-            data = tif.series[0].asarray()
+            stack = _read_tiff_bands(tif, info, wanted, limits, name)
+        except ImageLoadError:
+            raise  # our own verdict (the decode budget)
         except MemoryError as exc:
             raise _fail(name, "not enough memory to decode it") from exc
         except Exception as exc:  # noqa: BLE001 - e.g. a codec tifffile lacks; GDAL has more
@@ -398,23 +493,87 @@ def _load_tiff(src: Path | bytes, name: str, max_pixels: int, bands: Bands | Non
         else:
             tifffile_error = None
     if tifffile_error is not None:
-        return _rasterio_fallback(src, name, max_pixels, bands, tifffile_error)
-    stack = data.transpose(info.order).reshape(info.height, info.width, -1)
-    return _stack_to_rgb(stack, index, name, info.nodata)
+        return _rasterio_fallback(src, name, limits, bands, tifffile_error)
+    return _stack_to_rgb(stack, [wanted.index(b) for b in index], name, info.nodata)
+
+
+def _read_tiff_bands(tif, info: _TiffInfo, wanted: list[int], limits: _Limits, name: str) -> np.ndarray:
+    """(H', W', len(wanted)): the `wanted` bands (0-based, sorted) of a plain TIFF, every `factor`-th
+    row and column (`limits.factor`), decoded strip by strip (or tile by tile) into the output.
+
+    Only the strips of wanted bands are read and decoded where bands are separate (one band per
+    page, or planar samples); contiguous samples are decoded together, so the budget counts them all.
+    Layouts beyond these (volumes, odd series) are decoded whole, with every band counted."""
+    series = tif.series[0]
+    pages, key = series.pages, series.keyframe
+    height, width = info.height, info.width
+    itemsize = np.dtype(key.dtype).itemsize
+    factor = limits.factor(width, height)
+    out = np.zeros((math.ceil(height / factor), math.ceil(width / factor), len(wanted)), key.dtype)
+    spp = key.samplesperpixel
+    plain_pages = key.imagedepth == 1 and all(p is not None for p in pages)
+    if plain_pages and spp == 1 and len(pages) == info.count:  # one band per page (or a single band)
+        limits.check_decode(name, width, height, len(wanted) * itemsize,
+                            f"{len(wanted)} of {info.count} bands x {itemsize} bytes")
+        for channel, band in enumerate(wanted):
+            segments = range(len(pages[band].dataoffsets))
+            _decode_segments(tif, pages[band], segments, factor, out, lambda plane, c=channel: ([c], [0]))
+    elif plain_pages and len(pages) == 1 and spp == info.count and key.planarconfig == 2:  # planar samples
+        limits.check_decode(name, width, height, len(wanted) * itemsize,
+                            f"{len(wanted)} of {info.count} bands x {itemsize} bytes")
+        per_plane = len(key.dataoffsets) // spp
+        segments = [plane * per_plane + i for plane in wanted for i in range(per_plane)]
+        _decode_segments(tif, key, segments, factor, out, lambda plane: ([wanted.index(plane)], [0]))
+    elif plain_pages and len(pages) == 1 and spp == info.count:  # contiguous samples
+        limits.check_decode(name, width, height, spp * itemsize, f"all {spp} bands x {itemsize} bytes")
+        channels = list(range(len(wanted)))
+        _decode_segments(tif, key, range(len(key.dataoffsets)), factor, out, lambda plane: (channels, wanted))
+    else:
+        limits.check_decode(name, width, height, info.count * itemsize, f"all {info.count} bands x {itemsize} bytes")
+        data = series.asarray()
+        stack = data.transpose(info.order).reshape(height, width, -1)
+        out[:] = stack[::factor, ::factor][:, :, wanted]
+    return out
+
+
+def _decode_segments(tif, page, segments, factor: int, out: np.ndarray, route) -> None:
+    """Read and decode the given strips/tiles of `page` one at a time, writing every `factor`-th
+    row and column of the samples `route(plane)` names into the channels it names."""
+    keyframe = page.keyframe
+    fh = tif.filehandle
+    decode_args = {}
+    if keyframe.compression in (6, 7, 34892, 33007):  # JPEG: tables live in the IFD
+        decode_args = {"jpegtables": page.jpegtables, "jpegheader": keyframe.jpegheader}
+    height, width = keyframe.imagelength, keyframe.imagewidth
+    segments = list(segments)
+    offsets = [page.dataoffsets[i] for i in segments]
+    counts = [page.databytecounts[i] for i in segments]
+    for data, index in fh.read_segments(offsets, counts, indices=segments, lock=fh.lock, sort=True):
+        segment, (plane, _, y0, x0, _), _ = keyframe.decode(data, index, **decode_args)
+        if segment is None:  # an empty (sparse) segment: zeros, as tifffile fills it
+            continue
+        rows, cols = min(segment.shape[1], height - y0), min(segment.shape[2], width - x0)  # (depth, rows, cols, samples)
+        dy, dx = (-y0) % factor, (-x0) % factor  # first row/column on the output grid
+        if dy >= rows or dx >= cols:
+            continue
+        channels, samples = route(plane)
+        block = segment[0, dy:rows:factor, dx:cols:factor][:, :, samples]
+        oy, ox = (y0 + dy) // factor, (x0 + dx) // factor
+        out[oy:oy + block.shape[0], ox:ox + block.shape[1], channels] = block
 
 
 def _rasterio_fallback(
-    src: Path | bytes, name: str, max_pixels: int, bands: Bands | None, tifffile_error: Exception
+    src: Path | bytes, name: str, limits: _Limits, bands: Bands | None, tifffile_error: Exception
 ) -> Image.Image:
     """Let GDAL try a TIFF tifffile failed on; if it fails too, report both reasons."""
     log.debug("tifffile cannot read %s (%s); trying rasterio", name, tifffile_error)
     try:
-        return _load_with_rasterio(src, name, max_pixels, bands)
+        return _load_with_rasterio(src, name, limits, bands)
     except ImageLoadError as exc:
         if exc.__cause__ is None:
             raise  # our own verdict (size, band layout), not a decoder failure
         reason = f"tifffile: {tifffile_error}; rasterio: {exc.__cause__}"
-        raise _fail(name, f"corrupt, truncated or unsupported TIFF ({reason})") from exc
+        raise _fail(name, "corrupt, truncated or unsupported TIFF", reason) from exc
 
 
 @contextmanager
@@ -425,6 +584,7 @@ def _open_rasterio(src: Path | bytes):
     from rasterio.io import MemoryFile
 
     with ExitStack() as cleanup:
+        cleanup.enter_context(rasterio.Env(GDAL_CACHEMAX=_GDAL_CACHE_MB))
         with _ignoring(NotGeoreferencedWarning):  # rasterio warns while opening a plain TIFF
             if isinstance(src, bytes):
                 memfile = cleanup.enter_context(MemoryFile(src))
@@ -442,11 +602,24 @@ def _rgb_from_colorinterp(colorinterp) -> Bands | None:
     return None
 
 
-def _load_with_rasterio(src: Path | bytes, name: str, max_pixels: int, bands: Bands | None) -> Image.Image:
+def _load_with_rasterio(src: Path | bytes, name: str, limits: _Limits, bands: Bands | None) -> Image.Image:
+    """GDAL reads only the bands shown, decimated to `limits.factor` (from overviews when present)."""
+    from rasterio.enums import Resampling
+
     with _decode_errors(name), _open_rasterio(src) as ds:
-        _check_size((ds.width, ds.height), max_pixels, name)
+        _check_size((ds.width, ds.height), limits.max_pixels, name)
         index = _select_bands(ds.count, name, bands, _rgb_from_colorinterp(ds.colorinterp))
-        data = ds.read([i + 1 for i in index])  # only the bands shown: (k, H, W)
+        itemsize = max(np.dtype(t).itemsize for t in ds.dtypes)
+        pixel_interleaved = ds.count > 1 and getattr(ds.interleaving, "name", "") == "pixel"
+        decoded = ds.count if pixel_interleaved else len(set(index))  # pixel-interleaved blocks hold every band
+        limits.check_decode(name, ds.width, ds.height, decoded * itemsize,
+                            f"{decoded} of {ds.count} bands x {itemsize} bytes")
+        factor = limits.factor(ds.width, ds.height)
+        shape = (len(index), math.ceil(ds.height / factor), math.ceil(ds.width / factor))
+        if factor > 1:
+            data = ds.read([i + 1 for i in index], out_shape=shape, resampling=Resampling.nearest)
+        else:
+            data = ds.read([i + 1 for i in index])  # only the bands shown: (k, H, W)
         nodata = ds.nodata
     stack = np.moveaxis(data, 0, -1)
     return _stack_to_rgb(stack, list(range(stack.shape[2])), name, nodata)

@@ -16,3 +16,7 @@ def data_root() -> Path:
     if not root.is_dir():
         pytest.skip(f"shared data not found at {root} (set RSRAG_DATA)")
     return root
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "fuzz: bounded schemathesis runs against the API (loopback / in-process)")

@@ -7,6 +7,7 @@ used for real when they are installed; a few unit tests inject fakes to pin the 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import io
@@ -24,6 +25,7 @@ from PIL import Image
 from rsrag.index import Library, build_index
 from rsrag.service import UploadLimits, create_app, running_server
 from rsrag.service.batching import BatchingEncoder
+from rsrag.service.errors import flat_routes
 
 TOKEN = "s3cret-token"
 LIMITS = UploadLimits(max_bytes=2 * 1024 * 1024, max_pixels=20_000_000)
@@ -128,7 +130,7 @@ def test_search_text_modes_and_filters(client):
 
 def test_search_by_image_and_items(client, library):
     target = library.get(["ucm/river50"])[0] if library.get(["ucm/river50"]) else library.get(
-        [library.store.scan(["id"]).column("id")[0].as_py()])[0]
+        [library.rows(["id"]).column("id")[0].as_py()])[0]
     data = dataset_image(library, target.id)
     # the filename is hostile and the declared type wrong: both are ignored, the content decides
     body = client.post("/search/image", files={"file": ("../../../etc/passwd", data, "text/plain")},
@@ -395,8 +397,8 @@ def test_injected_components_contract(library):
 
 def test_batching_encoder_merges_concurrent_queries():
     """Queries arriving while the encoder is busy are encoded together, by at most `workers` calls
-    at once; answers are per query; a repeated query is served from the cache; an encoder error
-    reaches the caller."""
+    at once; answers are per query (and read-only: the cache shares them); a repeated query is
+    served from the cache; an encoder error reaches the caller, sync or async."""
 
     class SlowEncoder:
         id, dim = "slow@1", 3
@@ -424,17 +426,20 @@ def test_batching_encoder_merges_concurrent_queries():
     enc = BatchingEncoder(slow, workers=2)
     texts = [f"query {'a' * i}" for i in range(12)]
     with ThreadPoolExecutor(12) as pool:
-        out = list(pool.map(lambda t: enc.encode_texts([t]), texts))
+        out = list(pool.map(enc.encode, texts))
     for text, vec in zip(texts, out):
-        assert vec.shape == (1, 3) and vec[0].tolist() == [len(text), text.count("a"), 1.0]
+        assert vec.shape == (3,) and vec.tolist() == [len(text), text.count("a"), 1.0]
+        assert not vec.flags.writeable
     assert sum(len(c) for c in slow.calls) == 12 and len(slow.calls) < 12
     assert slow.most_running == 2  # both workers encoded, never more at once
     calls = len(slow.calls)
-    assert enc.encode_texts([texts[3]]).tolist() == out[3].tolist() and len(slow.calls) == calls
-    assert enc.encode_texts(texts[:2]).shape == (2, 3)  # several texts: straight to the encoder
-    assert enc.id == "slow@1" and enc.dim == 3
+    assert enc.encode(texts[3]).tolist() == out[3].tolist() and len(slow.calls) == calls
+    assert asyncio.run(enc.encode_async(texts[4])).tolist() == out[4].tolist() and len(slow.calls) == calls
+    assert asyncio.run(enc.encode_async("fresh")).tolist() == [5.0, 0.0, 1.0] and len(slow.calls) == calls + 1
     with pytest.raises(RuntimeError, match="encoder failed"):
-        enc.encode_texts(["boom"])
+        enc.encode("boom")
+    with pytest.raises(RuntimeError, match="encoder failed"):
+        asyncio.run(enc.encode_async("boom"))
 
 
 def test_serve_command_runs_uvicorn(tmp_path, monkeypatch):
@@ -453,7 +458,7 @@ def test_serve_command_runs_uvicorn(tmp_path, monkeypatch):
                                       "--host", "127.0.0.1", "--port", "8123"])
     assert result.exit_code == 0, result.output
     assert seen["host"] == "127.0.0.1" and seen["port"] == 8123 and seen["workers"] == 1
-    assert {r.path for r in seen["app"].routes} >= {"/", "/health", "/search", "/qa", "/items"}
+    assert {r.path for r in flat_routes(seen["app"].routes)} >= {"/", "/health", "/search", "/qa", "/items"}
     missing = CliRunner().invoke(cli, ["serve", "--index", "nope", "--root", str(tmp_path / "indexes")])
     assert missing.exit_code == 2 and "no index named 'nope'" in missing.output
 

@@ -8,6 +8,8 @@ request goes straight through (no added wait), every core encodes under load, an
 encodings run at once than there are cores. Measured at 8 clients on 2 cores (`/search` p50): one
 worker 31 ms, two workers 25 ms, encoding in every request thread 32 ms.
 Recent queries are also remembered (LRU), as a web page re-runs the same query with other options.
+
+An endpoint awaits `encode_async(query)` and hands the vector to `Library.search_text(vector=...)`.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import os
 import queue
 import threading
 from concurrent.futures import Future
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -25,38 +27,38 @@ from rsrag.encoders.cache import TextVectorCache
 
 
 class BatchingEncoder:
-    """Wraps an `Encoder`: `encode_texts` of one text goes through the batcher and the cache;
-    everything else (images, `id`, `dim`, ...) is the wrapped encoder's."""
+    """One query text in, its embedding out, encoded together with the other queries waiting."""
 
     def __init__(self, encoder: Any, max_batch: int = 64, cache_size: int = 4096, workers: int | None = None) -> None:
-        """`workers` encoder threads (default: one per core, at most 4) share the waiting queries."""
-        workers = workers or min(4, os.cpu_count() or 1)
+        """`encoder`: anything with `encode_texts(list[str]) -> (n, dim)`. `workers` encoder threads
+        (default: one per core, at most 4) share the waiting queries."""
         self.encoder = encoder
         self.max_batch = max_batch
-        self.workers = workers
+        self.workers = workers or min(4, os.cpu_count() or 1)
         self._cache = TextVectorCache(cache_size)
         self._queue: queue.SimpleQueue[tuple[str, Future]] = queue.SimpleQueue()
         self.batches = 0  # encoder calls made, for tests and curiosity
-        for i in range(workers):
+        for i in range(self.workers):
             threading.Thread(target=self._work, name=f"query-encoder-{i}", daemon=True).start()
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.encoder, name)
-
-    def encode_texts(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
-        if isinstance(texts, str) or len(texts) != 1:
-            return self.encoder.encode_texts(texts, batch_size=batch_size)
-        text = str(texts[0])
+    def encode(self, text: str) -> np.ndarray:
+        """The (dim,) embedding of `text`, blocking until it is encoded. Read-only: it is shared
+        with the cache."""
         vector = self._cache.get(text)
         if vector is None:
-            vector = self._cache.put(text, self._submit(text).result())
-        return vector[None].copy()
+            vector = self._remember(text, self._submit(text).result())
+        return vector
 
-    async def prepare(self, text: str) -> None:
-        """Encode `text` into the cache without blocking an event loop: an async endpoint awaits
-        this, then searches inline (the search's `encode_texts` finds the vector cached)."""
-        if self._cache.get(text) is None:
-            self._cache.put(text, await asyncio.wrap_future(self._submit(text)))
+    async def encode_async(self, text: str) -> np.ndarray:
+        """`encode` for an event loop: waits without blocking it."""
+        vector = self._cache.get(text)
+        if vector is None:
+            vector = self._remember(text, await asyncio.wrap_future(self._submit(text)))
+        return vector
+
+    def _remember(self, text: str, vector: np.ndarray) -> np.ndarray:
+        vector.flags.writeable = False
+        return self._cache.put(text, vector)
 
     def _submit(self, text: str) -> Future:
         future: Future = Future()
@@ -74,11 +76,11 @@ class BatchingEncoder:
                     break
             texts = list(dict.fromkeys(t for t, _ in batch))
             try:
-                vectors = dict(zip(texts, self.encoder.encode_texts(texts)))
+                vectors = dict(zip(texts, np.asarray(self.encoder.encode_texts(texts), np.float32)))
             except BaseException as exc:  # noqa: BLE001 - handed to the waiting requests, which raise it
                 for _, future in batch:
                     future.set_exception(exc)
                 continue
             self.batches += 1
             for text, future in batch:
-                future.set_result(vectors[text])
+                future.set_result(vectors[text].copy())

@@ -1,8 +1,8 @@
 """The models behind /qa, /caption and /vqa, loaded on first use (or injected, e.g. by tests).
 
 Loading a captioner or VQA model takes seconds and memory, and an API that only serves search
-should not pay for them; a component whose module or weights are missing answers 503 with the
-reason instead of failing the whole server.
+should not pay for them; a component whose module or weights are missing answers 503 (the reason,
+which names files on the server, goes to the log) instead of failing the whole server.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ class Component:
     def state(self) -> str:
         if self._instance is not None:
             return "loaded"
-        return f"unavailable: {self._error}" if self._error else "not loaded"
+        return "unavailable" if self._error else "not loaded"
 
     def get(self) -> Any:
         if self._instance is None:
@@ -47,7 +47,7 @@ class Component:
                         log.warning("%s is unavailable: %s", self.name, exc)
                         self._error = f"{type(exc).__name__}: {exc}"
         if self._instance is None:
-            raise ApiError(503, f"{self.name} is not available on this server ({self._error})")
+            raise ApiError(503, f"{self.name} is not available on this server")
         return self._instance
 
 

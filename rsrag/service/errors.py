@@ -3,12 +3,15 @@
 Handlers cover FastAPI's own errors (unknown route, wrong method, validation), the errors rsrag
 raises on purpose (bad filter, busy index, undecodable image) and, last, anything unexpected, which
 is logged with its traceback and answered with a 500 that reveals nothing about the server.
+
+Messages say what was wrong in the client's terms. What only the operator needs (generated SQL,
+decoder messages, the index folder, a lock holder's pid, the full column list) goes to the log.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Iterable, Iterator
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -16,14 +19,21 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
-from rsrag.imageio import ImageLoadError
-from rsrag.index.errors import IndexBusyError, IndexNotFoundError, LibraryError
+from rsrag.imageio import ImageLoadError, ImageTooLargeError
+from rsrag.index import FilterError, IndexBusyError, IndexNameError, IndexNotFoundError, LibraryError, RecordError
 
 log = logging.getLogger(__name__)
 
 CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
-         409: "conflict", 413: "payload_too_large", 415: "unsupported_media_type", 422: "validation_error",
-         500: "internal_error", 503: "unavailable"}
+         408: "request_timeout", 409: "conflict", 413: "payload_too_large", 415: "unsupported_media_type",
+         422: "validation_error", 500: "internal_error", 503: "unavailable"}
+
+#: Filter errors of `rsrag.index.filters` that describe the client's own input; any other filter
+#: error (e.g. the query engine refusing the generated SQL) is answered with `FILTER_FAILED`.
+_CLIENT_FILTER_MESSAGES = ("filter value ", "cannot parse filter ", "list column ", "a list of values ",
+                           "bbox ", "a bounding-box filter ")
+FILTER_FAILED = "the filters cannot be applied to this index; check each value against its column's type"
+BUSY = "the index is busy with another write; try again in a moment"
 
 
 class ApiError(HTTPException):
@@ -58,14 +68,46 @@ def library_error_status(exc: LibraryError) -> int:
         return 503
     if isinstance(exc, IndexNotFoundError):
         return 404
-    return 400
+    return 400  # FilterError, RecordError, IndexNameError, ...: the request's values
+
+
+def library_error_message(exc: LibraryError) -> str:
+    """What a client is told about a library error (the full text goes to the log)."""
+    message = str(exc)
+    if isinstance(exc, IndexBusyError):
+        return BUSY
+    if isinstance(exc, FilterError):
+        return message if message.startswith(_CLIENT_FILTER_MESSAGES) else FILTER_FAILED
+    if isinstance(exc, (RecordError, IndexNameError)):
+        return message  # about a value the client sent
+    if isinstance(exc, IndexNotFoundError):
+        return "the index is not available"
+    return "the index cannot serve this request"
+
+
+def image_error(exc: ImageLoadError, field: str = "image") -> "ApiError":
+    """413 for an image above a limit (the message states it), else 400 naming what is wrong."""
+    if isinstance(exc, ImageTooLargeError):
+        return ApiError(413, f"{field}: {exc.reason}")
+    return ApiError(400, f"{field}: cannot decode image: {exc.reason}", code="bad_image")
+
+
+def flat_routes(routes: Iterable[Any]) -> Iterator[Any]:
+    """Every route, descending into included routers (FastAPI includes an APIRouter lazily, as one
+    entry holding the `original_router`; the service includes its routers without a prefix)."""
+    for route in routes:
+        original = getattr(route, "original_router", None)
+        if original is not None:
+            yield from flat_routes(original.routes)
+        else:
+            yield route
 
 
 def _allowed_methods(request: Request) -> str:
     """The methods of the route this path resolves to, across every route sharing its template.
     Starlette names only the first route's, which is wrong where two routes share a template
     (GET and DELETE /items/{id})."""
-    routes = request.app.router.routes
+    routes = list(flat_routes(request.app.router.routes))
     first = next((r for r in routes if r.matches(request.scope)[0] is not Match.NONE), None)
     template = getattr(first, "path", None)
     methods = {m for r in routes if getattr(r, "path", None) == template for m in (getattr(r, "methods", None) or ())}
@@ -93,13 +135,15 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ImageLoadError)
     async def _image(request: Request, exc: ImageLoadError) -> JSONResponse:
-        status = 413 if "too large" in str(exc) else 400
-        return error_response(status, str(exc).replace("<bytes>", "upload"), code="bad_image" if status == 400 else None)
+        log.info("image refused on %s %s: %s", request.method, request.url.path, exc)
+        return await _http(request, image_error(exc))
 
     @app.exception_handler(LibraryError)
     async def _library(request: Request, exc: LibraryError) -> JSONResponse:
         status = library_error_status(exc)
-        return error_response(status, str(exc), headers={"Retry-After": "1"} if status == 503 else None)
+        log.log(logging.WARNING if status >= 500 else logging.INFO, "%s on %s %s: %s: %s", status, request.method,
+                request.url.path, type(exc).__name__, exc)
+        return error_response(status, library_error_message(exc), headers={"Retry-After": "1"} if status == 503 else None)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

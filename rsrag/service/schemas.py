@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+from rsrag.service.public import RESERVED_KEYS
 
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 Scalar = Union[Annotated[str, StringConstraints(max_length=200)], bool, int, FiniteFloat]
@@ -120,10 +122,19 @@ class ItemIn(BaseModel):
     captions: Annotated[list[Caption], Field(max_length=20)] = []
     split: Optional[Annotated[str, StringConstraints(max_length=32)]] = None
     metadata: Annotated[dict[MetaKey, Optional[Scalar]], Field(max_length=32)] = Field(
-        {}, description="extra columns (filterable); a value must fit the column's type when it already exists")
+        {}, description="extra columns (filterable); a value must fit the column's type when it already exists; "
+                        "not id, label, captions, split, path, rid or vector")
     replace: bool = Field(False, description="replace an item with the same id instead of answering 409")
     image_base64: Optional[str] = Field(None, description="JSON only: the image file, base64-encoded (required)",
                                         examples=[TINY_PNG_BASE64])
+
+    @field_validator("metadata")
+    @classmethod
+    def _no_reserved_keys(cls, metadata: dict) -> dict:
+        reserved = sorted(RESERVED_KEYS & set(metadata))
+        if reserved:
+            raise ValueError(f"metadata keys {', '.join(reserved)} are reserved (item fields or internal columns)")
+        return metadata
 
 
 class ItemCreated(BaseModel):

@@ -2,10 +2,11 @@
 
 `Library` objects reload themselves in place when another writer commits, which is fine for one
 thread but not for many sharing one object. So searches here go to a snapshot: a Library opened with
-`auto_refresh=False`, which never changes after it is opened. After every commit (the manifest's change stamp moves) the next request
-opens a fresh snapshot and swaps it in; requests already running finish on the old one, which is
-dropped when they are done. Searches therefore never block on writes and never see half a write.
-Snapshots encode query texts through one shared `BatchingEncoder`.
+`auto_refresh=False`, which never changes after it is opened. After every commit (the manifest's
+change stamp moves) the next request opens a fresh snapshot and swaps it in; requests already
+running finish on the old one, which is dropped when they are done. Searches therefore never block
+on writes and never see half a write. Snapshots share the writable Library's encoder; query texts
+are encoded by one `BatchingEncoder` and passed to `search_text` as vectors.
 
 Writes go to the one writable Library passed to `create_app`, one at a time (a process-wide lock
 in front of the index's own writer lock, so threads queue instead of timing out), and the snapshot
@@ -28,14 +29,14 @@ class LibraryHandle:
     def __init__(self, library: Library) -> None:
         self.library = library
         self.query_encoder = BatchingEncoder(library.encoder)
-        self.query_encoder.encode_texts(["warm-up"])  # first-call costs (model sessions) before serving
+        self.query_encoder.encode("warm-up")  # first-call costs (model sessions) before serving
         self._write_lock = threading.Lock()
         self._reload_lock = threading.Lock()
         self._snapshot = self._open()
 
     def _open(self) -> Library:
         lib = self.library
-        return Library(lib.folder, encoder=self.query_encoder, lock_timeout=lib.lock_timeout, auto_refresh=False).preload()
+        return Library(lib.folder, encoder=lib.encoder, lock_timeout=lib.lock_timeout, auto_refresh=False).preload()
 
     def reader(self) -> Library:
         """The newest snapshot. When the index changed, one thread reopens it while the others keep
