@@ -61,12 +61,10 @@ def report(result: dict, output: Path | None, default_name: str, as_json: bool,
            print_table: Callable[[dict], None]) -> Path:
     """The end of every evaluation command: write the JSON result file, print the result (as JSON
     or with `print_table`), then say on stderr where the file is."""
-    from rich.console import Console
-
     path = write_result(result, output, default_name)
     if as_json:
         typer.echo(json.dumps(result, indent=2, ensure_ascii=False))
     else:
         print_table(result)
-    Console(stderr=True).print(f"wrote {path}")
+    typer.echo(f"wrote {path}", err=True)  # whole, never wrapped: a path to copy
     return path
