@@ -64,6 +64,22 @@ def resolve_source(source: str | Path, split: str | None = None, limit: int | No
     return records
 
 
+def open_for_build(root: str | Path | None, name: str, encoder: Encoder | str | None, index_type: str,
+                   create: bool) -> Library:
+    """The index a build writes to: created when missing (and `create`), else opened with the given
+    encoder, which must match it; an explicit new index type rebuilds FAISS."""
+    if create and not (indexes_root(root) / name / MANIFEST).is_file():
+        return Library.create(root, name, encoder=encoder, index_type=index_type)
+    if isinstance(encoder, str):
+        from rsrag.encoders import create_encoder
+
+        encoder = create_encoder(encoder)
+    lib = Library.open(root, name, encoder=encoder)
+    if index_type != "auto" and str(IndexSpec.parse(index_type)) != str(lib.spec):
+        lib.rebuild(index_type)
+    return lib
+
+
 def build_index(source: str | Path | Sequence, name: str, root: str | Path | None = None, *,
                 encoder: Encoder | str | None = None, index_type: str = "auto", split: str | None = None,
                 limit: int | None = None, upsert: bool = False, create: bool = True, batch_size: int = 64,
@@ -76,16 +92,7 @@ def build_index(source: str | Path | Sequence, name: str, root: str | Path | Non
     """
     validate_index_name(name)  # before reading a possibly large source
     records = list(source) if isinstance(source, (list, tuple)) else resolve_source(source, split, limit)
-    if create and not (indexes_root(root) / name / MANIFEST).is_file():
-        lib = Library.create(root, name, encoder=encoder, index_type=index_type)
-    else:
-        if isinstance(encoder, str):
-            from rsrag.encoders import create_encoder
-
-            encoder = create_encoder(encoder)
-        lib = Library.open(root, name, encoder=encoder)
-        if index_type != "auto" and str(IndexSpec.parse(index_type)) != str(lib.spec):
-            lib.rebuild(index_type)
+    lib = open_for_build(root, name, encoder, index_type, create)
     report = lib.add(records, upsert=upsert, batch_size=batch_size, workers=workers, chunk_size=chunk_size,
                      progress=progress)
     lib.note_build(str(source) if isinstance(source, (str, Path)) else f"{len(records)} records", report)
@@ -132,14 +139,7 @@ def build_scene_index(sources: str | Path | Sequence[str | Path], name: str, roo
     from rsrag.geo import Tiling, index_scenes
 
     validate_index_name(name)
-    if create and not (indexes_root(root) / name / MANIFEST).is_file():
-        lib = Library.create(root, name, encoder=encoder, index_type=index_type)
-    else:
-        if isinstance(encoder, str):
-            from rsrag.encoders import create_encoder
-
-            encoder = create_encoder(encoder)
-        lib = Library.open(root, name, encoder=encoder)
+    lib = open_for_build(root, name, encoder, index_type, create)
     items = [sources] if isinstance(sources, (str, Path)) else list(sources)
     report = index_scenes(lib, items, tiling=tiling or Tiling(), bands=bands, sensor=sensor, datetime=datetime,
                           batch_size=batch_size, chunk_size=chunk_size, progress=progress)

@@ -25,6 +25,7 @@ from rsrag.generators import Evidence, GenerationRequest, Generator, create_gene
 from rsrag.knowledge import KnowledgeBase
 from rsrag.rag.answer import Answer, QAInputError
 from rsrag.rag.describe import image_to_text
+from rsrag.rag.perlibrary import PerLibrary
 from rsrag.rag.prompt import TASKS, PromptBuilder, estimate_tokens
 from rsrag.rag.retrieval import KnowledgeRetriever, Retrieval, RetrievalConfig
 from rsrag.rerankers import Reranker, create_reranker
@@ -231,17 +232,12 @@ class Answerer:
         )
 
 
-_ANSWERERS: "weakref.WeakKeyDictionary[Library, Answerer]" = weakref.WeakKeyDictionary()
-_ANSWERERS_LOCK = threading.Lock()
+_ANSWERERS: PerLibrary[Answerer] = PerLibrary(Answerer)
 
 
 def answerer_for(library: Library) -> Answerer:
     """The library's shared answerer (one per library object; forgotten with the library)."""
-    with _ANSWERERS_LOCK:
-        answerer = _ANSWERERS.get(library)
-        if answerer is None:
-            answerer = _ANSWERERS[library] = Answerer(library)
-        return answerer
+    return _ANSWERERS.get(library)
 
 
 def ask(

@@ -10,13 +10,12 @@ in a weak map (it goes away with the library) rather than on the library itself.
 
 from __future__ import annotations
 
-import threading
-import weakref
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
 from rsrag.encoders.cache import TextVectorCache
+from rsrag.rag.perlibrary import PerLibrary
 
 if TYPE_CHECKING:  # importing rsrag.rag stays light: the index is imported by whoever opens a library
     from rsrag.encoders.base import ImageInput
@@ -25,17 +24,12 @@ if TYPE_CHECKING:  # importing rsrag.rag stays light: the index is imported by w
 
 CAPTION_CACHE = 8192  # caption embeddings kept per library (16 MB at 512 dims)
 
-_CAPTION_VECTORS: "weakref.WeakKeyDictionary[Library, TextVectorCache]" = weakref.WeakKeyDictionary()
-_LOCK = threading.Lock()
+_CAPTION_VECTORS: PerLibrary[TextVectorCache] = PerLibrary(lambda library: TextVectorCache(CAPTION_CACHE))
 
 
 def caption_vectors(library: Library) -> TextVectorCache:
     """The library's caption-embedding cache (one per library object, shared by every thread)."""
-    with _LOCK:
-        cache = _CAPTION_VECTORS.get(library)
-        if cache is None:
-            cache = _CAPTION_VECTORS[library] = TextVectorCache(CAPTION_CACHE)
-        return cache
+    return _CAPTION_VECTORS.get(library)
 
 
 def image_to_text(library: Library, image: ImageInput, k: int = 5, *, n_captions: int = 5, filters: Filters = None,
