@@ -1,12 +1,16 @@
 """Scenes: chip throughput and memory on a full Sentinel-2-sized tile, and relevance-feedback gain.
 
-    python bench/geo.py [--json] [--parts throughput,feedback] [--size 10980] [--split test]
+    python bench/geo.py [--json] [--parts throughput,filters,feedback] [--size 10980] [--split test]
 
 throughput  Writes a synthetic 4-band uint16 GeoTIFF the size of a Sentinel-2 tile (10,980 x 10,980 px
             at 10 m, tiled and deflate-compressed like a COG; cached in RSRAG_CACHE), then indexes it
             with the default encoder in a child process (224 px chips, no overlap) and reports chips/s end
             to end against the encoder's model-alone rate on the same chips measured in the same run,
             and the child's peak RSS. Targets: >= 85% of model-alone, peak RSS < 1.5 GB.
+filters     Geo filter latency at 100k chips: an index of 100,000 synthetic chip records (real footprints
+            on a 316 x 316 grid of 1 km chips in UTM, 10 dates, random unit vectors) searched by text
+            (hybrid, the query's text encoding included) with no filter, a bbox, a point + radius, a
+            GeoJSON polygon and a time range; p50 / p90 over 50 queries each, new query text each time.
 feedback    A labelled area: the UCM images of one split laid out as a mosaic GeoTIFF (one 256 px cell per
             image, 0.3 m, UTM), indexed as 256 px chips, so every chip's class is known. For each class,
             start from one example chip; each round shows the 10 best unseen chips, the simulated user
@@ -21,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -118,6 +121,71 @@ def bench_throughput(size: int) -> dict:
     return result
 
 
+def bench_filters(n: int = 100_000, queries: int = 50) -> dict:
+    from rasterio.warp import transform as warp
+    from shapely import box
+
+    from rsrag.data import ImageRecord
+    from rsrag.encoders import create_encoder
+    from rsrag.geo.filters import Place
+    from rsrag.geo.footprint import footprint
+    from rsrag.index import Library
+
+    encoder = create_encoder()
+    side = int(np.ceil(np.sqrt(n / 10)))  # cells per axis; 10 dates per cell
+    rng = np.random.default_rng(0)
+    records = []
+    places = {}
+    for i in range(side):
+        for j in range(side):
+            x0, y0 = 500_000.0 + j * 1000.0, 4_000_000.0 + i * 1000.0
+            places[(i, j)] = footprint("EPSG:32633", (x0, y0, x0 + 1000.0, y0 + 1000.0))
+    cells = list(places)
+    for k in range(n):
+        cell = cells[k % len(cells)]
+        fp = places[cell]
+        year = 2011 + k // len(cells)
+        records.append(ImageRecord(f"c{k}", Path(f"scene_{year}.tif"), label=None, metadata={
+            "footprint": fp.geometry.wkt, "minx": fp.bbox[0], "miny": fp.bbox[1], "maxx": fp.bbox[2],
+            "maxy": fp.bbox[3], "lon": fp.lon, "lat": fp.lat, "datetime": f"{year}-06-01T00:00:00Z",
+            "scene": f"scene_{year}"}))
+    vectors = rng.standard_normal((n, encoder.dim)).astype(np.float32)
+    centre = places[(side // 2, side // 2)]
+    lon, lat = centre.lon, centre.lat
+    (x1, x2), (y1, y2) = warp("EPSG:32633", "EPSG:4326", [500_000.0 + 100_000, 500_000.0 + 130_000],
+                              [4_000_000.0 + 100_000, 4_000_000.0 + 130_000])
+    area = box(x1, y1, x2, y2).buffer(0.05).simplify(0.01)
+    cases = {
+        "no filter": None,
+        "bbox 0.3 x 0.3 deg": Place.of(bbox=(lon - 0.15, lat - 0.15, lon + 0.15, lat + 0.15)),
+        "near 20 km": Place.of(near=(lon, lat, 20_000.0)),
+        "within polygon": Place.of(within=area.__geo_interface__),
+        "time range 2 years": Place.of(after="2014-01-01", before="2015-12-31"),
+        "near 20 km + after 2016": Place.of(near=(lon, lat, 20_000.0), after="2016-01-01"),
+    }
+    words = ["farmland", "river", "forest", "town", "lake", "road", "field", "bare land", "harbour", "houses"]
+    out: dict = {"records": n}
+    with tempfile.TemporaryDirectory() as root:
+        lib = Library.create(root, "chips", encoder=encoder)
+        t0 = time.perf_counter()
+        lib.add_embedded(records, vectors)
+        out["build_s"] = round(time.perf_counter() - t0, 1)
+        encoder.encode_texts(["warm up"])
+        for name, place in cases.items():
+            times, counts = [], []
+            for q in range(queries):
+                text = f"{words[q % 10]} near {words[(q * 7) % 10]} {q}"
+                t1 = time.perf_counter()
+                hits = lib.search_text(text, k=10, place=place)
+                times.append((time.perf_counter() - t1) * 1000)
+                counts.append(len(hits))
+            out[name] = {"p50_ms": round(float(np.percentile(times, 50)), 2),
+                         "p90_ms": round(float(np.percentile(times, 90)), 2),
+                         "first_query_ms": round(times[0], 2),
+                         "matching_chips": lib.count(place=place) if place else n}
+    return out
+
+
 def ucm_mosaic(split: str, folder: Path) -> tuple[Path, dict[str, str]]:
     """The UCM images of a split as one GeoTIFF mosaic; returns it and window -> class label."""
     import rasterio
@@ -184,7 +252,7 @@ def bench_feedback(split: str, rounds: int = 3, shown: int = 10) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--parts", default="throughput,feedback")
+    ap.add_argument("--parts", default="throughput,filters,feedback")
     ap.add_argument("--size", type=int, default=S2_SIZE, help="side of the synthetic tile in pixels")
     ap.add_argument("--split", default="test", help="UCM split of the feedback area (choose settings on val)")
     ap.add_argument("--json", action="store_true")
@@ -193,6 +261,8 @@ def main() -> None:
     parts = args.parts.split(",")
     if "throughput" in parts:
         result["throughput"] = bench_throughput(args.size)
+    if "filters" in parts:
+        result["filters"] = bench_filters()
     if "feedback" in parts:
         result["feedback"] = bench_feedback(args.split)
     out = results_dir() / "bench_geo.json"
@@ -203,9 +273,16 @@ def main() -> None:
         return
     if "throughput" in result:
         t = result["throughput"]
-        print(f"| scene | chips | chips/s end to end | model alone | ratio | peak RSS |\n| --- | --- | --- | --- | --- | --- |")
+        print("| scene | chips | chips/s end to end | model alone | ratio | peak RSS |\n| --- | --- | --- | --- | --- | --- |")
         print(f"| {t['scene_px']}^2 px, 4 x uint16 | {t['chips']} | {t['chips_per_s']:.1f} | {t['model_alone_per_s']:.1f} "
               f"| {t['ratio_vs_model_alone']:.2f} | {t['peak_rss_mb']:.0f} MB |")
+    if "filters" in result:
+        f = result["filters"]
+        print(f"\nhybrid text search at {f['records']:,} chips, text encoding included (ms)\n"
+              "| filter | matching chips | p50 | p90 | first query |\n| --- | --- | --- | --- | --- |")
+        for name, row in f.items():
+            if isinstance(row, dict):
+                print(f"| {name} | {row['matching_chips']:,} | {row['p50_ms']} | {row['p90_ms']} | {row['first_query_ms']} |")
     if "feedback" in result:
         f = result["feedback"]
         print(f"\nrelevance feedback, UCM {f['split']} mosaic ({f['chips']} chips, {f['classes']} classes): "
