@@ -463,3 +463,35 @@ def test_cli_builds_scenes_and_searches_by_place_and_time(tmp_path):
     assert like.exit_code == 0, like.output and (tmp_path / "like.parquet").is_file()
     bad = runner.invoke(cli, ["search", "red", "--index", "area", "--root", root, "--near", "1,2"])
     assert bad.exit_code == 2 and "near" in bad.output and "Traceback" not in bad.output
+
+
+def test_api_search_by_place_and_time_as_geojson(tmp_path):
+    """`POST /search` takes bbox / near / within / after / before and answers GeoJSON on request."""
+    import httpx
+
+    from rsrag.service import create_app, running_server
+
+    scenes = tmp_path / "scenes"
+    scenes.mkdir()
+    for year in (2019, 2021):
+        write_tif(scenes / f"area_{year}0601.tif", gradient(3, 200, 200, np.uint16, seed=year))
+    lib = Library.create(tmp_path / "idx", "area", encoder=HashEncoder())
+    index_scenes(lib, [scenes], tiling=Tiling(size=100))
+    row = lib.rows(["lon", "lat"]).to_pylist()[0]
+    with running_server(create_app(lib, token="")) as url, httpx.Client(base_url=url, timeout=60) as c:
+        out = c.post("/search", json={"query": "red", "k": 10, "mode": "dense", "after": "2020",
+                                      "near": [row["lon"], row["lat"], 50.0]})
+        assert out.status_code == 200, out.text
+        hits = out.json()["hits"]
+        assert hits and all(h["metadata"]["datetime"].startswith("2021") for h in hits)
+        assert len(hits) == 1  # only the chip at that point, and only its 2021 date
+        geo = c.post("/search", json={"query": "red", "k": 3, "mode": "dense"},
+                     headers={"Accept": "application/geo+json"})
+        assert geo.status_code == 200 and geo.headers["content-type"].startswith("application/geo+json")
+        fc = geo.json()
+        assert fc["type"] == "FeatureCollection" and len(fc["features"]) == 3
+        assert fc["features"][0]["geometry"]["type"] == "Polygon" and "path" not in fc["features"][0]["properties"]
+        bad = c.post("/search", json={"query": "red", "near": [500, 0, 10]})
+        assert bad.status_code == 400 and "near" in bad.json()["error"]["message"]
+        bad = c.post("/search", json={"query": "red", "within": {"type": "Polygon", "coordinates": "x"}})
+        assert bad.status_code == 400

@@ -23,7 +23,10 @@ PROPERTIES = ("id", "rank", "score", "label", "captions", "scene", "datetime", "
 
 
 def _as_dict(result: Any) -> dict:
-    return dict(result.to_dict() if hasattr(result, "to_dict") else result)
+    """A result's fields, with a nested `metadata` mapping (the API's hit shape) lifted to the top."""
+    row = dict(result.to_dict() if hasattr(result, "to_dict") else result)
+    nested = row.pop("metadata", None)
+    return {**nested, **row} if isinstance(nested, dict) else row
 
 
 def _geometry(row: Mapping[str, Any]):

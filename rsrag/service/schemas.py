@@ -58,6 +58,7 @@ class SearchRequest(BaseModel):
         {"query": "boats in a harbor", "k": 10, "mode": "hybrid"},
         {"query": "airplanes", "k": 5, "mode": "dense", "filters": {"split": "test"}},
         {"query": "river", "filters": ["label=river,beach", "split!=train"]},
+        {"query": "small lakes in farmland", "near": [-99.16, 47.02, 2000], "after": "2015-01-01"},
     ]})
 
     query: str = Field(min_length=1, max_length=1000, description="free text")
@@ -70,7 +71,17 @@ class SearchRequest(BaseModel):
         None, description="{column: value or list of values} (ANDed), or strings 'column<op>value' with op one of "
                           "= != > >= < <= ('label=a,b' means either)")
     bbox: Optional[tuple[FiniteFloat, FiniteFloat, FiniteFloat, FiniteFloat]] = Field(
-        None, description="min_lon, min_lat, max_lon, max_lat over the items' lon/lat metadata")
+        None, description="min_lon, min_lat, max_lon, max_lat: items whose footprint (or lon/lat point) "
+                          "overlaps it; min_lon > max_lon crosses the antimeridian")
+    near: Optional[tuple[FiniteFloat, FiniteFloat, FiniteFloat]] = Field(
+        None, description="lon, lat, metres: items within that ground distance of the point")
+    within: Optional[dict[str, Any]] = Field(
+        None, description="a GeoJSON geometry (or Feature / FeatureCollection) in lon/lat the item's footprint "
+                          "must intersect")
+    after: Optional[Annotated[str, StringConstraints(max_length=40)]] = Field(
+        None, description="acquired at or after this time (2020, 2020-06-01 or ISO-8601)")
+    before: Optional[Annotated[str, StringConstraints(max_length=40)]] = Field(
+        None, description="acquired at or before this time")
 
 
 class Hit(BaseModel):
