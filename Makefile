@@ -14,7 +14,15 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $@
 
-setup: $(BIN)/.installed
+# the web page's map library (Leaflet), from the npm registry into the package's static files: the page
+# never loads anything from a CDN
+LEAFLET := rsrag/service/static/vendor/leaflet/leaflet.js
+$(LEAFLET): web/package.json web/package-lock.json
+	cd web && npm ci --no-audit --no-fund --loglevel=error
+	mkdir -p $(dir $(LEAFLET))
+	cp -r web/node_modules/leaflet/dist/leaflet.js web/node_modules/leaflet/dist/leaflet.css web/node_modules/leaflet/dist/images $(dir $(LEAFLET))
+
+setup: $(BIN)/.installed $(LEAFLET)
 
 # The main job: measure the default encoder (and rs-lite-mem's zero-shot) on the standard benchmarks (results/ gets the JSON),
 # build a searchable UCM index under ./indexes, query it by text, caption an image, answer a

@@ -100,3 +100,71 @@ def test_question_shows_answer_and_citations(site, page):
     page.wait_for_function("document.getElementById('answer-text').textContent.trim().length > 0")
     assert page.locator("#results .card").count() >= 1
     assert page.locator("#results .card .label").first.inner_text() == records[9].label
+
+
+# ---- the map of a scene index ----------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def geo_site(tmp_path_factory):
+    """An index of two dated colour-mosaic scenes (UTM), served: the map page's data."""
+    import numpy as np
+    import rasterio
+    from rasterio.transform import from_origin
+
+    from rsrag.geo import Tiling, index_scenes
+
+    tmp = tmp_path_factory.mktemp("geo-web")
+    colours = {"r": (220, 20, 20), "g": (20, 200, 20), "b": (20, 20, 220), "w": (230, 230, 230)}
+    grid = ["rgbw", "grbw", "wbgr", "bwrg"]
+    for year in (2019, 2021):
+        data = np.zeros((3, 256, 256), np.uint8)
+        for i, line in enumerate(grid):
+            for j, ch in enumerate(line):
+                data[:, i * 64:(i + 1) * 64, j * 64:(j + 1) * 64] = np.array(colours[ch])[:, None, None]
+        with rasterio.open(tmp / f"area_{year}0601.tif", "w", driver="GTiff", width=256, height=256, count=3,
+                           dtype="uint8", crs="EPSG:32633", transform=from_origin(500_000, 4_600_000, 10, 10)) as ds:
+            ds.write(data)
+    lib = Library.create(tmp / "indexes", "geo", encoder=HashEncoder())
+    index_scenes(lib, [tmp], tiling=Tiling(size=64))
+    with running_server(create_app(lib, token="")) as url:
+        yield url, tmp
+
+
+def test_map_shows_scenes_footprints_similar_and_area(geo_site, page, tmp_path):
+    url, _ = geo_site
+    page.goto(url)
+    page.wait_for_selector("#map-section:not([hidden])")
+    page.wait_for_function("[...document.querySelectorAll('img.scene-overlay')].some(i => i.complete && i.naturalWidth > 0)")
+    assert page.locator("#scene-date option").count() == 2  # two dates; the newest shown
+    assert page.input_value("#scene-date").startswith("2021")
+    page.fill("#query", "red")
+    page.select_option("#mode", "dense")
+    page.click("#search-btn")
+    page.wait_for_selector("#results .card")
+    n_cards = page.locator("#results .card").count()
+    assert page.locator("path.footprint").count() == n_cards > 0
+    assert all(w > 0 for w in loaded_images(page))  # chip thumbnails read from their scene windows
+    # click a footprint: more like that chip
+    page.locator("path.footprint").first.click(force=True)
+    page.wait_for_function("document.getElementById('summary').textContent.includes('chips like')")
+    # shift + drag: only the top-left quarter of the scene
+    box = page.locator("#map").bounding_box()
+    overlay = page.locator("img.scene-overlay").first.bounding_box()
+    x0, y0 = overlay["x"] + 2, overlay["y"] + 2
+    page.keyboard.down("Shift")
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    page.mouse.move(x0 + overlay["width"] / 2 - 4, y0 + overlay["height"] / 2 - 4, steps=5)
+    page.mouse.up()
+    page.keyboard.up("Shift")
+    assert box["width"] > 0 and page.inner_text("#area").startswith("area ")
+    page.click("#search-btn")
+    page.wait_for_function("document.getElementById('summary').textContent.includes('\"red\"')")
+    west, south, east, north = (float(v) for v in page.inner_text("#area").removeprefix("area ").split(","))
+    lons = page.eval_on_selector_all("#results .card", "cs => cs.map(c => c.dataset.id)")
+    assert lons  # hits exist inside the area
+    centres = page.evaluate("""async (ids) => Promise.all(ids.map(async id =>
+        (await (await fetch('/items/' + encodeURIComponent(id))).json()).metadata))""", lons)
+    assert all(west - 0.01 < m["lon"] < east + 0.01 and south - 0.01 < m["lat"] < north + 0.01 for m in centres)
+    shot = tmp_path / "map.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 10_000

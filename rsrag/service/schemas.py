@@ -53,7 +53,24 @@ class ErrorResponse(BaseModel):
     error: ErrorInfo
 
 
-class SearchRequest(BaseModel):
+class PlaceFields(BaseModel):
+    """Where and when (rsrag.geo.filters.Place); every part optional, the parts ANDed."""
+
+    bbox: Optional[tuple[FiniteFloat, FiniteFloat, FiniteFloat, FiniteFloat]] = Field(
+        None, description="min_lon, min_lat, max_lon, max_lat: items whose footprint (or lon/lat point) "
+                          "overlaps it; min_lon > max_lon crosses the antimeridian")
+    near: Optional[tuple[FiniteFloat, FiniteFloat, FiniteFloat]] = Field(
+        None, description="lon, lat, metres: items within that ground distance of the point")
+    within: Optional[dict[str, Any]] = Field(
+        None, description="a GeoJSON geometry (or Feature / FeatureCollection) in lon/lat the item's footprint "
+                          "must intersect")
+    after: Optional[Annotated[str, StringConstraints(max_length=40)]] = Field(
+        None, description="acquired at or after this time (2020, 2020-06-01 or ISO-8601)")
+    before: Optional[Annotated[str, StringConstraints(max_length=40)]] = Field(
+        None, description="acquired at or before this time")
+
+
+class SearchRequest(PlaceFields):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
         {"query": "boats in a harbor", "k": 10, "mode": "hybrid"},
         {"query": "airplanes", "k": 5, "mode": "dense", "filters": {"split": "test"}},
@@ -70,18 +87,6 @@ class SearchRequest(BaseModel):
                                                           Field(max_length=20)], None] = Field(
         None, description="{column: value or list of values} (ANDed), or strings 'column<op>value' with op one of "
                           "= != > >= < <= ('label=a,b' means either)")
-    bbox: Optional[tuple[FiniteFloat, FiniteFloat, FiniteFloat, FiniteFloat]] = Field(
-        None, description="min_lon, min_lat, max_lon, max_lat: items whose footprint (or lon/lat point) "
-                          "overlaps it; min_lon > max_lon crosses the antimeridian")
-    near: Optional[tuple[FiniteFloat, FiniteFloat, FiniteFloat]] = Field(
-        None, description="lon, lat, metres: items within that ground distance of the point")
-    within: Optional[dict[str, Any]] = Field(
-        None, description="a GeoJSON geometry (or Feature / FeatureCollection) in lon/lat the item's footprint "
-                          "must intersect")
-    after: Optional[Annotated[str, StringConstraints(max_length=40)]] = Field(
-        None, description="acquired at or after this time (2020, 2020-06-01 or ISO-8601)")
-    before: Optional[Annotated[str, StringConstraints(max_length=40)]] = Field(
-        None, description="acquired at or before this time")
 
 
 class Hit(BaseModel):
@@ -233,3 +238,25 @@ class Health(BaseModel):
     encoder: str
     writes_enabled: bool
     components: dict[str, str]
+
+
+class LikeRequest(PlaceFields):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"id": "m_4709963_se_14_1_20200831:s1:r224:c0", "k": 10, "near": [-99.17, 47.02, 20000]}]})
+
+    id: Annotated[str, StringConstraints(min_length=1, max_length=300)] = Field(description="a stored item's id")
+    k: int = Field(10, ge=1, le=100, description="number of hits")
+
+
+class Scene(BaseModel):
+    scene: str
+    datetime: Optional[str] = None
+    chips: int
+    bbox: list[float] = Field(description="min_lon, min_lat, max_lon, max_lat of its chips' footprints")
+    overlay_bounds: Optional[list[float]] = Field(None, description="south, west, north, east of the image overlay")
+    image_url: str
+
+
+class ScenesResponse(BaseModel):
+    tile_url: Optional[str] = Field(None, description="an XYZ tile server for the basemap (RSRAG_TILE_URL)")
+    scenes: list[Scene]

@@ -28,10 +28,12 @@ from rsrag.service.deps import Settings, get_decoder, get_handle, get_settings, 
 from rsrag.service.errors import ApiError
 from rsrag.service.routes import error_docs
 from rsrag.service.state import LibraryHandle
+from rsrag.geo.chips import ChipSource
 from rsrag.service.uploads import ImageDecoder, UploadedImage
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["items"])
+_CHIPS = ChipSource()  # scene chips read back from their windows (a few scenes kept open)
 
 
 def find(handle: LibraryHandle, item_id: str) -> Hit:
@@ -56,14 +58,39 @@ def _thumbnail(decoder: ImageDecoder, path: str, mtime_ns: int, size: int) -> by
 def item_image(item_id: str, request: Request, size: int | None = Query(None, ge=16, le=1024, description="longest side"),
                handle: LibraryHandle = Depends(get_handle), settings: Settings = Depends(get_settings),
                decoder: ImageDecoder = Depends(get_decoder)) -> Response:
-    """A JPEG thumbnail of an item's image (default size: the server's thumbnail size)."""
-    path = find(handle, item_id).path
+    """A JPEG thumbnail of an item's image (default size: the server's thumbnail size); a scene chip's
+    is read from its window of the scene."""
+    hit = find(handle, item_id)
+    path = hit.path
     try:
         mtime = os.stat(path).st_mtime_ns
     except (OSError, TypeError):
         raise ApiError(404, f"the image of item {item_id!r} is missing on the server") from None
-    return Response(_thumbnail(decoder, str(path), mtime, size or settings.thumb_size), media_type="image/jpeg",
-                    headers={"Cache-Control": "max-age=3600"})
+    side = size or settings.thumb_size
+    meta = hit.metadata
+    if meta.get("window"):
+        chip = tuple(str(meta.get(k) or "") for k in ("window", "size", "bands", "stretch"))
+        try:
+            data = _chip_thumbnail(str(path), mtime, chip, side)
+        except (OSError, ValueError) as exc:
+            raise ApiError(404, f"the image of item {item_id!r} cannot be read on the server") from exc
+    else:
+        data = _thumbnail(decoder, str(path), mtime, side)
+    return Response(data, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
+
+
+@lru_cache(maxsize=1024)
+def _chip_thumbnail(path: str, mtime_ns: int, chip: tuple[str, str, str, str], size: int) -> bytes:
+    """JPEG thumbnail of a scene chip, read from its window exactly as it was embedded."""
+    from PIL import Image
+
+    window, chip_size, bands, stretch = chip
+    image = Image.fromarray(_CHIPS.read(path, {"window": window, "size": chip_size, "bands": bands,
+                                               "stretch": stretch}))
+    image.thumbnail((size, size))
+    buf = BytesIO()
+    image.save(buf, "JPEG", quality=85)
+    return buf.getvalue()
 
 
 @router.get("/items/{item_id:path}", response_model=S.Item, responses=error_docs(404, 422))

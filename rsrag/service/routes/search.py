@@ -21,7 +21,7 @@ router = APIRouter(tags=["search"])
 GEOJSON = "application/geo+json"
 
 
-def _place(body: S.SearchRequest):
+def place_of(body: S.SearchRequest | S.LikeRequest):
     """The request's place and time filter (rsrag.geo.filters.Place), or None; a bad one is a 400."""
     if body.bbox is None and body.near is None and body.within is None and body.after is None and body.before is None:
         return None
@@ -33,7 +33,7 @@ def _place(body: S.SearchRequest):
         raise ApiError(400, str(exc), code="bad_place") from None
 
 
-def _respond(result: dict, request: Request):
+def respond(result: dict, request: Request):
     """JSON, or a GeoJSON FeatureCollection of the hits when the client accepts application/geo+json."""
     if GEOJSON not in request.headers.get("accept", ""):
         return result
@@ -54,11 +54,11 @@ async def search(body: S.SearchRequest, request: Request, handle: LibraryHandle 
     # inline, which costs less than handing it to a worker thread.
     t0 = time.perf_counter()
     public.check_filters(body.filters, handle.reader())
-    place = _place(body)
+    place = place_of(body)
     vector = await handle.query_encoder.encode_async(body.query) if body.mode != "bm25" else None
     hits = handle.reader().search_text(body.query, body.k, mode=body.mode, filters=body.filters, place=place,
                                        vector=vector)
-    return _respond({"query": body.query, "mode": body.mode, "k": body.k,
+    return respond({"query": body.query, "mode": body.mode, "k": body.k,
                      "took_ms": round((time.perf_counter() - t0) * 1000, 2), "hits": [public.hit(h) for h in hits]},
                     request)
 

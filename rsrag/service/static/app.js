@@ -53,6 +53,126 @@ function showHits(hits, what) {
   const grid = $("results");
   grid.replaceChildren(...hits.map(card));
   $("summary").textContent = `${hits.length} results for ${what}`;
+  drawFootprints(hits);
+}
+
+// ---- the map (scene indexes): imagery overlay, footprints of hits, click for similar, area filter ----
+const geo = { map: null, overlay: null, scenes: [], footprints: null, area: null, areaLayer: null };
+
+function placeFields() {
+  return geo.area ? { bbox: geo.area } : {};
+}
+
+function scenesAt(date) {
+  return geo.scenes.filter((s) => (s.datetime || "") === date);
+}
+
+function showScene(date) {
+  if (geo.overlay) { geo.overlay.remove(); }
+  const layers = scenesAt(date).map((s) => {
+    const b = s.overlay_bounds || [s.bbox[1], s.bbox[0], s.bbox[3], s.bbox[2]];  // south, west, north, east
+    return L.imageOverlay(s.image_url, [[b[0], b[1]], [b[2], b[3]]],
+      { opacity: Number($("opacity").value), className: "scene-overlay" });
+  });
+  geo.overlay = L.layerGroup(layers).addTo(geo.map);
+}
+
+function footprintOf(hit) {
+  const m = hit.metadata || {};
+  if (m.minx === undefined || m.minx === null) { return null; }
+  return m.minx <= m.maxx ? [[m.miny, m.minx], [m.maxy, m.maxx]] : null;
+}
+
+function drawFootprints(hits) {
+  if (!geo.map) { return; }
+  if (geo.footprints) { geo.footprints.remove(); }
+  geo.footprints = L.layerGroup().addTo(geo.map);
+  const all = [];
+  hits.forEach((hit) => {
+    const box = footprintOf(hit);
+    if (!box) { return; }
+    const shape = L.rectangle(box, { color: "#d33", weight: 2, fillOpacity: 0.08, className: "footprint" });
+    shape.bindTooltip(`${hit.id} ${typeof hit.score === "number" ? hit.score.toFixed(3) : ""}`);
+    shape.on("click", () => searchLike(hit.id));
+    shape.addTo(geo.footprints);
+    all.push(...box);
+  });
+  if (all.length && !geo.area) { geo.map.fitBounds(all, { maxZoom: 16, padding: [20, 20] }); }
+}
+
+async function searchLike(id) {
+  try {
+    const body = await call("/search/like", {
+      method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ id, k: 24, ...placeFields() }),
+    });
+    showHits(body.hits, `chips like ${id}`);
+    const first = document.querySelector(`#results .card[data-id="${CSS.escape(id)}"]`);
+    if (first) { first.classList.add("selected"); }
+  } catch (err) { setError(err.message); }
+}
+
+function setArea(bounds) {
+  if (geo.areaLayer) { geo.areaLayer.remove(); geo.areaLayer = null; }
+  geo.area = bounds ? [bounds.getWest(), bounds.getSouth(), bounds.getEast(), bounds.getNorth()] : null;
+  if (bounds) {
+    geo.areaLayer = L.rectangle(bounds, { color: "#36c", weight: 2, fill: false, dashArray: "4", className: "area" })
+      .addTo(geo.map);
+  }
+  $("area").textContent = geo.area ? `area ${geo.area.map((v) => v.toFixed(4)).join(", ")}` : "";
+  show($("clear-area"), Boolean(geo.area));
+}
+
+function enableAreaDrawing(map) {
+  // shift + drag draws a rectangle (Leaflet's own shift-drag zoom is switched off for it)
+  let start = null;
+  let shape = null;
+  map.boxZoom.disable();
+  map.on("mousedown", (e) => {
+    if (!e.originalEvent.shiftKey) { return; }
+    map.dragging.disable();
+    start = e.latlng;
+    shape = L.rectangle([start, start], { color: "#36c", weight: 1, dashArray: "4" }).addTo(map);
+  });
+  map.on("mousemove", (e) => { if (start) { shape.setBounds([start, e.latlng]); } });
+  map.on("mouseup", (e) => {
+    if (!start) { return; }
+    const bounds = L.latLngBounds(start, e.latlng);
+    shape.remove();
+    start = null;
+    map.dragging.enable();
+    if (bounds.getNorth() > bounds.getSouth() && bounds.getEast() > bounds.getWest()) { setArea(bounds); }
+  });
+}
+
+async function initMap() {
+  if (!window.L) { return; }  // the map library was not installed (make setup copies it)
+  let body;
+  try { body = await (await fetch("/scenes")).json(); } catch (err) { return; }
+  if (!body.scenes || !body.scenes.length) { return; }
+  geo.scenes = body.scenes;
+  show($("map-section"), true);
+  const map = L.map("map", { zoomSnap: 0.25 });
+  geo.map = map;
+  const tiles = new URLSearchParams(window.location.search).get("tiles") || body.tile_url;
+  if (tiles) { L.tileLayer(tiles, { maxZoom: 19 }).addTo(map); }  // optional basemap; the imagery is the map otherwise
+  const dates = [...new Set(geo.scenes.map((s) => s.datetime || ""))];
+  $("scene-date").replaceChildren(...dates.map((d) => {
+    const option = document.createElement("option");
+    option.value = d;
+    option.textContent = d ? d.slice(0, 10) : "(no date)";
+    return option;
+  }));
+  $("scene-date").value = dates[dates.length - 1];
+  const all = geo.scenes.map((s) => [[s.bbox[1], s.bbox[0]], [s.bbox[3], s.bbox[2]]]).flat();
+  map.fitBounds(all);
+  showScene($("scene-date").value);
+  $("scene-date").addEventListener("change", () => showScene($("scene-date").value));
+  $("opacity").addEventListener("input", () => {
+    if (geo.overlay) { geo.overlay.eachLayer((l) => l.setOpacity(Number($("opacity").value))); }
+  });
+  $("clear-area").addEventListener("click", () => setArea(null));
+  enableAreaDrawing(map);
 }
 
 function imageFile() {
@@ -67,7 +187,7 @@ async function searchText(event) {
   try {
     const body = await call("/search", {
       method: "POST", headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ query, k: 24, mode: $("mode").value }),
+      body: JSON.stringify({ query, k: 24, mode: $("mode").value, ...placeFields() }),
     });
     showHits(body.hits, `"${query}" (${body.mode}, ${body.took_ms} ms)`);
   } catch (err) { setError(err.message); }
@@ -120,6 +240,7 @@ async function ask() {
   } catch (err) { setError(err.message); show($("answer"), false); }
 }
 
+initMap();
 $("search-form").addEventListener("submit", searchText);
 $("image-search-btn").addEventListener("click", searchImage);
 $("ask-btn").addEventListener("click", ask);
