@@ -26,7 +26,7 @@ ALLOWED: dict[str, set[str]] = {
     "index": BASE | {"imageio", "data", "encoders", "geo"},
     "models": BASE | {"imageio", "data", "encoders", "geo", "index"},  # the captioner's neighbours can be a Library
     "training": BASE | {"imageio", "data", "encoders", "models"},
-    "knowledge": BASE | {"imageio", "data", "encoders", "index"},
+    "knowledge": BASE | {"imageio", "data", "encoders", "geo", "index"},
     "generators": BASE | {"imageio", "data", "encoders", "rerankers", "knowledge", "models"},
     "rag": BASE | {"imageio", "data", "encoders", "geo", "index", "knowledge", "generators", "rerankers", "models"},
     "eval": BASE | {"imageio", "data", "encoders", "geo", "index", "knowledge", "generators", "rerankers", "models",

@@ -495,3 +495,21 @@ def test_api_search_by_place_and_time_as_geojson(tmp_path):
         assert bad.status_code == 400 and "near" in bad.json()["error"]["message"]
         bad = c.post("/search", json={"query": "red", "within": {"type": "Polygon", "coordinates": "x"}})
         assert bad.status_code == 400
+
+
+def test_ask_keeps_to_a_place(tmp_path):
+    """`ask(..., place=...)`: evidence only from library items (and knowledge) inside the place."""
+    from index_helpers import make_records
+    from rsrag.geo.filters import Place
+    from rsrag.rag import ask
+
+    records = make_records(tmp_path / "images", n_per_colour=4)  # img<i> at lon i % 10, lat i // 10
+    lib = Library.create(tmp_path / "idx", "pts", encoder=HashEncoder())
+    lib.add(records)
+    red = records[1].path
+    everywhere = ask(lib, None, str(red), k=3, rerank=False)
+    assert {e["record_id"] for e in everywhere.evidence if e["chunk_type"] == "caption"} & {"img0", "img1", "img2", "img3"}
+    around = Place.of(near=(5.0, 0.0, 120_000.0))  # lon 4..6 at lat 0: img4 (green), img5, img6
+    here = ask(lib, None, str(red), k=3, rerank=False, place=around)
+    assert {e["record_id"] for e in here.evidence if e["record_id"]} <= {"img4", "img5", "img6"}
+    assert here.evidence

@@ -8,7 +8,8 @@ from typing import Optional
 
 import typer
 
-from rsrag.cli.common import LIBRARY_OPTION, ROOT_OPTION, user_errors
+from rsrag.cli.common import (AFTER_OPTION, BBOX_OPTION, BEFORE_OPTION, LIBRARY_OPTION, NEAR_OPTION, ROOT_OPTION,
+                               WITHIN_OPTION, user_errors)
 
 
 def ask_command(
@@ -29,14 +30,21 @@ def ask_command(
     alpha: float = typer.Option(0.5, "--alpha", help="weighted fusion: image weight."),
     no_bm25: bool = typer.Option(False, "--no-bm25", help="Leave BM25 out of the candidates."),
     no_rerank: bool = typer.Option(False, "--no-rerank", help="Skip cross-encoder re-ranking."),
+    bbox: Optional[str] = BBOX_OPTION,
+    near: Optional[str] = NEAR_OPTION,
+    within: Optional[Path] = WITHIN_OPTION,
+    after: Optional[str] = AFTER_OPTION,
+    before: Optional[str] = BEFORE_OPTION,
     as_json: bool = typer.Option(False, "--json", help="Print the answer as JSON."),
 ) -> None:
     """Answer a question about a library's knowledge and/or an image, with citations."""
+    from rsrag.geo.filters import Place
     from rsrag.index import Library
     from rsrag.rag import ask
 
     cfg = {key: value for key, value in (("url", url), ("model", model), ("gguf_file", gguf_file)) if value}
     with user_errors():
+        place = Place.of(bbox=bbox, near=near, within=within, after=after, before=before)
         library = Library.open(root, index)
         answer = ask(
             library,
@@ -51,6 +59,7 @@ def ask_command(
             use_bm25=not no_bm25,
             rerank=not no_rerank,
             generator_config=cfg,
+            place=place,
         )
     if as_json:
         typer.echo(json.dumps(answer.to_dict(), indent=2, ensure_ascii=False))

@@ -68,3 +68,13 @@ def report(result: dict, output: Path | None, default_name: str, as_json: bool,
         print_table(result)
     typer.echo(f"wrote {path}", err=True)  # whole, never wrapped: a path to copy
     return path
+
+
+# where and when (rsrag.geo.filters.Place), for every command that searches
+BBOX_OPTION = typer.Option(None, "--bbox", help="min_lon,min_lat,max_lon,max_lat: footprints (or lon/lat points) "
+                                                "overlapping it; min_lon > max_lon crosses 180.")
+NEAR_OPTION = typer.Option(None, "--near", help="LON,LAT,METRES: within that distance on the ground "
+                                                "(search --like ID --near METRES: around that chip).")
+WITHIN_OPTION = typer.Option(None, "--within", help="A GeoJSON file: footprints (or points) intersecting it.")
+AFTER_OPTION = typer.Option(None, "--after", help="Acquired at or after this time (2020, 2020-06-01, ISO-8601).")
+BEFORE_OPTION = typer.Option(None, "--before", help="Acquired at or before this time.")

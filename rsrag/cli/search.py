@@ -8,7 +8,8 @@ from typing import List, Optional
 
 import typer
 
-from rsrag.cli.common import ROOT_OPTION, user_errors
+from rsrag.cli.common import (AFTER_OPTION, BBOX_OPTION, BEFORE_OPTION, NEAR_OPTION, ROOT_OPTION, WITHIN_OPTION,
+                               user_errors)
 
 
 FORMATS = ("table", "json", "geojson", "geoparquet")
@@ -28,13 +29,11 @@ def search_command(
     filters: List[str] = typer.Option([], "--filter",
                                       help="column=value (also != > >= < <=; a,b = either); repeat to AND."),
     where: Optional[str] = typer.Option(None, "--where", help="Raw SQL filter, e.g. \"label IN ('port', 'beach')\"."),
-    bbox: Optional[str] = typer.Option(None, "--bbox", help="min_lon,min_lat,max_lon,max_lat: footprints (or lon/lat "
-                                                            "points) overlapping it; min_lon > max_lon crosses 180."),
-    near: Optional[str] = typer.Option(None, "--near", help="LON,LAT,METRES: within that distance on the ground "
-                                                            "(with --like: METRES around the chip)."),
-    within: Optional[Path] = typer.Option(None, "--within", help="A GeoJSON file: footprints intersecting it."),
-    after: Optional[str] = typer.Option(None, "--after", help="Acquired at or after this time (2020, 2020-06-01, ISO)."),
-    before: Optional[str] = typer.Option(None, "--before", help="Acquired at or before this time."),
+    bbox: Optional[str] = BBOX_OPTION,
+    near: Optional[str] = NEAR_OPTION,
+    within: Optional[Path] = WITHIN_OPTION,
+    after: Optional[str] = AFTER_OPTION,
+    before: Optional[str] = BEFORE_OPTION,
     output: str = typer.Option("table", "--format", help="table | json | geojson (FeatureCollection on stdout) | "
                                                          "geoparquet (needs --out)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Write the results to this file instead of stdout."),

@@ -31,6 +31,7 @@ import numpy as np
 from rsrag.knowledge.records import IMAGE_CHUNK, Chunk, KnowledgeFormatError, KnowledgeRecord
 
 if TYPE_CHECKING:
+    from rsrag.geo.filters import Place
     from rsrag.index import Hit, Library
 
 log = logging.getLogger(__name__)
@@ -287,22 +288,24 @@ class KnowledgeBase:
             cached = self._has_images = (version, self.index.count(filters=IMAGES_ONLY) > 0)
         return cached[1]
 
-    def search_dense(self, vector: np.ndarray, k: int) -> list[Hit]:
-        """Chunks nearest to a query vector (a question's text embedding or an image's embedding)."""
+    def search_dense(self, vector: np.ndarray, k: int, place: Place | None = None) -> list[Hit]:
+        """Chunks nearest to a query vector (a question's text embedding or an image's embedding),
+        of records inside `place` (their lon/lat) when one is given."""
         if not len(self.index):
             return []
-        return self.index.search_vector(vector, k, filters=CHUNKS_ONLY if self.has_images else None)
+        return self.index.search_vector(vector, k, filters=CHUNKS_ONLY if self.has_images else None, place=place)
 
-    def search_bm25(self, query: str, k: int) -> list[Hit]:
+    def search_bm25(self, query: str, k: int, place: Place | None = None) -> list[Hit]:
         if not len(self.index):
             return []
-        return self.index.search_text(query, k, mode="bm25", filters=CHUNKS_ONLY if self.has_images else None)
+        return self.index.search_text(query, k, mode="bm25", filters=CHUNKS_ONLY if self.has_images else None,
+                                      place=place)
 
-    def search_images(self, vector: np.ndarray, k: int) -> list[Hit]:
+    def search_images(self, vector: np.ndarray, k: int, place: Place | None = None) -> list[Hit]:
         """Knowledge images nearest to a query image's embedding."""
         if not self.has_images:
             return []
-        return self.index.search_vector(vector, k, filters=IMAGES_ONLY)
+        return self.index.search_vector(vector, k, filters=IMAGES_ONLY, place=place)
 
     def chunks_of(self, record_ids: Sequence[str]) -> list[Hit]:
         """Every text chunk of the given records, as hits (score 0)."""

@@ -32,6 +32,7 @@ from rsrag.rerankers import Reranker, create_reranker
 
 if TYPE_CHECKING:  # importing rsrag.rag stays light: the index is imported by whoever opens a library
     from rsrag.encoders.base import ImageInput
+    from rsrag.geo.filters import Place
     from rsrag.index import Library
 
 _CONFIG_KEYS = frozenset(f.name for f in fields(RetrievalConfig))
@@ -43,7 +44,8 @@ class AskOptions:
 
     `task`: question, vqa, caption or classify (default from the inputs); `labels`: the label set
     for classify; `config`: retrieval (fusion, BM25, re-ranking, ...); `reranker`: name or instance;
-    `budget`: prompt tokens; `generator_config`: the generator's config (`url`, `model`, ...).
+    `budget`: prompt tokens; `generator_config`: the generator's config (`url`, `model`, ...);
+    `place`: only evidence from knowledge records and library items inside that place and time.
     """
 
     history: list[dict] | None = None
@@ -55,6 +57,7 @@ class AskOptions:
     reranker: str | Reranker = "cross-encoder"
     budget: int = 1024
     generator_config: dict[str, Any] = field(default_factory=dict)
+    place: Place | None = None  # where and when (rsrag.geo.filters.Place): knowledge and library hits inside it
 
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> "AskOptions":
@@ -140,19 +143,20 @@ class Answerer:
             t0 = time.perf_counter()
             image_vector = kb.index.encoder.encode_images([image])[0] if image is not None else None
             encode_ms = (time.perf_counter() - t0) * 1000
-            found = retriever.retrieve(question, image_vector, config, k=options.k, reranker=reranker)
+            found = retriever.retrieve(question, image_vector, config, k=options.k, reranker=reranker,
+                                       place=options.place)
             found.timings["retrieve"] += encode_ms
             return found
         t0 = time.perf_counter()
         if image is not None:
-            evidence = self.image_evidence(image, options.k)
+            evidence = self.image_evidence(image, options.k, options.place)
         else:
-            evidence = self.caption_evidence(question or "", options.k)
+            evidence = self.caption_evidence(question or "", options.k, options.place)
         return Retrieval(evidence, timings={"retrieve": (time.perf_counter() - t0) * 1000, "rerank": 0.0})
 
-    def image_evidence(self, image: ImageInput, k: int) -> list[Evidence]:
+    def image_evidence(self, image: ImageInput, k: int, place: Place | None = None) -> list[Evidence]:
         """Evidence from the library's own images: the nearest images' captions, then their voted labels."""
-        found = image_to_text(self.library, image, k=k, n_captions=k)
+        found = image_to_text(self.library, image, k=k, n_captions=k, place=place)
         label_of = {h["id"]: h.get("label") for h in found["hits"]}
         evidence = [
             Evidence(f"{c['source']}#caption-{i}", c["text"], c["source"], label_of.get(c["source"]), "caption",
@@ -166,11 +170,11 @@ class Answerer:
             )
         return evidence
 
-    def caption_evidence(self, question: str, k: int) -> list[Evidence]:
+    def caption_evidence(self, question: str, k: int, place: Place | None = None) -> list[Evidence]:
         """Evidence for a text question over a library without knowledge: captions of matching images."""
         return [
             Evidence(f"{h.id}#caption-1", " ".join(h.captions[:2]), h.id, h.label, "caption", h.score, h.label)
-            for h in self.library.search_text(question, k)
+            for h in self.library.search_text(question, k, place=place)
         ]
 
     # ---- answering -------------------------------------------------------------------------------

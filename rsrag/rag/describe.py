@@ -20,6 +20,7 @@ from rsrag.rag.perlibrary import PerLibrary
 if TYPE_CHECKING:  # importing rsrag.rag stays light: the index is imported by whoever opens a library
     from rsrag.encoders.base import ImageInput
     from rsrag.index import Library
+    from rsrag.geo.filters import Place
     from rsrag.index.filters import Filters
 
 CAPTION_CACHE = 8192  # caption embeddings kept per library (16 MB at 512 dims)
@@ -33,13 +34,13 @@ def caption_vectors(library: Library) -> TextVectorCache:
 
 
 def image_to_text(library: Library, image: ImageInput, k: int = 5, *, n_captions: int = 5, filters: Filters = None,
-                  where: str | None = None, bbox: Sequence[float] | None = None) -> dict:
+                  where: str | None = None, bbox: Sequence[float] | None = None, place: Place | None = None) -> dict:
     """What `library` knows about `image` (module doc): {"labels": [{label, score}] (scores sum to 1),
     "captions": [{text, score, source}] best first (at most `n_captions`), "hits": the k nearest
     records as dicts}. Was `Library.image_to_text`."""
     encoder = library.encoder
     vector = encoder.encode_images([image])[0]
-    hits = library.search_vector(vector, k, filters=filters, where=where, bbox=bbox)
+    hits = library.search_vector(vector, k, filters=filters, where=where, bbox=bbox, place=place)
     votes: dict[str, float] = {}
     best: dict[str, tuple[float, str]] = {}  # caption -> (similarity of its best source image, that image's id)
     for hit in hits:

@@ -45,6 +45,7 @@ from rsrag.generators import Evidence
 from rsrag.rerankers import Reranker
 
 if TYPE_CHECKING:
+    from rsrag.geo.filters import Place
     from rsrag.index import Hit
     from rsrag.knowledge import KnowledgeBase
 
@@ -144,8 +145,9 @@ class KnowledgeRetriever:
         image_vector: np.ndarray | None,
         config: RetrievalConfig,
         question_vector: np.ndarray | None = None,
+        place: Place | None = None,
     ) -> tuple[RankedLists, dict[str, Candidate]]:
-        """The raw candidate lists (id, score) and a pool id -> Candidate."""
+        """The raw candidate lists (id, score) and a pool id -> Candidate (only knowledge inside `place`)."""
         pool: dict[str, Candidate] = {}
         lists: RankedLists = {}
 
@@ -161,12 +163,12 @@ class KnowledgeRetriever:
             if config.use_dense:
                 if question_vector is None:
                     question_vector = self.kb.index.encoder.encode_texts([question])[0]
-                take("text", self.kb.search_dense(question_vector, config.depth))
+                take("text", self.kb.search_dense(question_vector, config.depth, place))
             if config.use_bm25:
-                take("bm25", self.kb.search_bm25(question, config.depth))
+                take("bm25", self.kb.search_bm25(question, config.depth, place))
         if image_vector is not None:
-            take("image", self.kb.search_dense(image_vector, config.depth))
-            kimg = self.kb.search_images(image_vector, config.depth)
+            take("image", self.kb.search_dense(image_vector, config.depth, place))
+            kimg = self.kb.search_images(image_vector, config.depth, place)
             best: dict[str, float] = {}
             for hit in kimg:
                 rid = str(hit.metadata.get("record_id"))
@@ -260,12 +262,13 @@ class KnowledgeRetriever:
         config: RetrievalConfig | None = None,
         k: int = 5,
         reranker: Reranker | None = None,
+        place: Place | None = None,
     ) -> Retrieval:
         """Gather, fuse, re-rank (with `reranker`, default the retriever's) and expand; everything
         found is returned in the `Retrieval`."""
         config = config or RetrievalConfig()
         t0 = time.perf_counter()
-        lists, pool = self.candidate_lists(question, image_vector, config)
+        lists, pool = self.candidate_lists(question, image_vector, config, place=place)
         fused = self.fuse(lists, pool, config)
         t1 = time.perf_counter()
         within = config.rerank_within_records
