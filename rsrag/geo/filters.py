@@ -76,7 +76,7 @@ def read_geojson(source: str | Path | Mapping[str, Any]) -> Geometry:
             geom = shape(data["geometry"]) if data.get("geometry") else None
         else:
             geom = shape(data)
-    except (KeyError, TypeError, ValueError, AttributeError, shapely.errors.GEOSException) as exc:
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError, shapely.errors.GEOSException) as exc:
         raise PlaceError(f"not a GeoJSON geometry: {exc}") from None
     if geom is None or geom.is_empty:
         raise PlaceError("the GeoJSON holds no geometry")
