@@ -1,18 +1,23 @@
 """Footprints: where a window of a scene lies on the Earth, as a WGS84 (lon/lat) polygon.
 
 The window's outline is densified in the scene's own CRS (so a UTM square becomes the slightly curved
-shape it is in lon/lat), then reprojected by GDAL with antimeridian cutting: a footprint that crosses
-180 degrees becomes a MultiPolygon of its two sides, and its bbox is written with min_lon > max_lon,
-the convention the bbox filter understands. A footprint that contains a pole gets the full longitude
-range and reaches latitude +-90.
+shape it is in lon/lat), then reprojected with pyproj (one cached transformer per CRS: this runs once
+per chip) and cut at the antimeridian: a footprint that crosses 180 degrees becomes a MultiPolygon of
+its two sides, and its bbox is written with min_lon > max_lon, the convention the bbox filter
+understands. A footprint that contains a pole becomes the cap from its outline to the pole, with the
+full longitude range, reaching latitude +-90.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from functools import lru_cache
 
+import numpy as np
+import shapely
+import shapely.affinity
 from shapely import Geometry, MultiPolygon, Point, Polygon, box, segmentize
-from shapely.geometry import mapping, shape
 
 WGS84 = "EPSG:4326"
 DENSIFY = 16  # points per window edge
@@ -37,39 +42,51 @@ class Footprint:
         return self.bbox[0] > self.bbox[2]
 
 
-def _transform_geom(src_crs, geom: Geometry) -> Geometry:
-    from rasterio.errors import CRSError
-    from rasterio.warp import transform_geom
+@lru_cache(maxsize=64)
+def _to_lonlat(crs_key: str):
+    """A cached pyproj transformer from a CRS (its WKT / user string) to lon/lat."""
+    from pyproj import CRS, Transformer
+    from pyproj.exceptions import CRSError
 
     try:
-        out = transform_geom(src_crs, WGS84, mapping(geom), antimeridian_cutting=True, antimeridian_offset=0.0)
-    except (CRSError, ValueError, RuntimeError) as exc:
-        raise FootprintError(f"cannot reproject from {src_crs} to lon/lat: {exc}") from None
-    result = shape(out)
-    if result.is_empty or not result.is_valid and not result.buffer(0).is_valid:
-        raise FootprintError(f"the footprint from {src_crs} is not a valid lon/lat polygon")
-    return result if result.is_valid else result.buffer(0)
+        return Transformer.from_crs(CRS.from_user_input(crs_key), WGS84, always_xy=True)
+    except CRSError as exc:
+        raise FootprintError(f"cannot reproject from {crs_key[:80]} to lon/lat: {exc}") from None
 
 
-def _transform_point(src_crs, x: float, y: float) -> tuple[float, float]:
-    from rasterio.warp import transform
+@lru_cache(maxsize=64)
+def _poles_in(crs_key: str) -> tuple[tuple[int, float, float], ...]:
+    """Where the north and south poles are in a CRS ((sign, x, y) for those it can place)."""
+    from pyproj import CRS, Transformer
 
-    xs, ys = transform(src_crs, WGS84, [x], [y])
-    return float(xs[0]), float(ys[0])
-
-
-def _contains_pole(src_crs, outline: Polygon) -> int:
-    """+1 / -1 when the outline (in the source CRS) contains the north / south pole, else 0."""
-    from rasterio.warp import transform
-
+    try:
+        back = Transformer.from_crs(WGS84, CRS.from_user_input(crs_key), always_xy=True)
+    except Exception:  # noqa: BLE001 - a CRS pyproj cannot invert has no pole to offer
+        return ()
+    out = []
     for sign in (1, -1):
         try:
-            xs, ys = transform(WGS84, src_crs, [0.0], [90.0 * sign])
-        except Exception:  # the pole has no place in that projection (e.g. Mercator)
+            x, y = back.transform(0.0, 90.0 * sign, errcheck=True)
+        except Exception:  # noqa: BLE001 - the pole has no place in that projection (e.g. Mercator)
             continue
-        if all(map(lambda v: v == v and abs(v) != float("inf"), (xs[0], ys[0]))) and outline.contains(Point(xs[0], ys[0])):
-            return sign
-    return 0
+        if math.isfinite(x) and math.isfinite(y):
+            out.append((sign, float(x), float(y)))
+    return tuple(out)
+
+
+def _crs_key(crs) -> str:
+    return crs if isinstance(crs, str) else crs.to_wkt()
+
+
+def _cut_at_antimeridian(lons: np.ndarray, lats: np.ndarray) -> Geometry:
+    """A ring whose longitudes jump across 180 degrees, as a MultiPolygon of its two sides."""
+    shifted = Polygon(zip(np.where(lons < 0, lons + 360.0, lons), lats))
+    if not shifted.is_valid:
+        shifted = shifted.buffer(0)
+    east = shifted.intersection(box(-180.0, -90.0, 180.0, 90.0))
+    west = shapely.affinity.translate(shifted.intersection(box(180.0, -90.0, 540.0, 90.0)), xoff=-360.0)
+    parts = [g for part in (east, west) for g in getattr(part, "geoms", [part]) if not g.is_empty and g.area > 0]
+    return MultiPolygon(parts) if len(parts) > 1 else parts[0]
 
 
 def footprint(crs, bounds: tuple[float, float, float, float]) -> Footprint:
@@ -77,13 +94,26 @@ def footprint(crs, bounds: tuple[float, float, float, float]) -> Footprint:
     left, bottom, right, top = bounds
     outline = box(min(left, right), min(bottom, top), max(left, right), max(bottom, top))
     edge = max(abs(right - left), abs(top - bottom)) / DENSIFY
-    geom = _transform_geom(crs, segmentize(outline, edge) if edge > 0 else outline)
-    lon, lat = _transform_point(crs, (left + right) / 2, (bottom + top) / 2)
-    pole = _contains_pole(crs, outline)
-    if pole:
-        lats = [geom.bounds[1], geom.bounds[3]]
-        bbox = (-180.0, min(lats) if pole > 0 else -90.0, 180.0, 90.0 if pole > 0 else max(lats))
-        return Footprint(geom, bbox, lon, lat)
+    ring = np.asarray((segmentize(outline, edge) if edge > 0 else outline).exterior.coords)
+    key = _crs_key(crs)
+    transformer = _to_lonlat(key)
+    lons, lats = transformer.transform(ring[:, 0], ring[:, 1])
+    lons, lats = np.asarray(lons, float), np.asarray(lats, float)
+    if not (np.isfinite(lons).all() and np.isfinite(lats).all()):
+        raise FootprintError(f"the footprint of {bounds} in {key[:60]} has no place in lon/lat")
+    lon, lat = transformer.transform((left + right) / 2, (bottom + top) / 2)
+    pole = next((sign for sign, x, y in _poles_in(key) if outline.contains(Point(x, y))), 0)
+    crosses = not pole and np.abs(np.diff(lons)).max(initial=0.0) > 180.0
+    geom = _cut_at_antimeridian(lons, lats) if crosses else Polygon(zip(lons, lats))
+    if pole:  # a ring around a pole: the cap from the ring to the pole, every longitude
+        order = np.argsort(lons)
+        cap_lat = 90.0 * pole
+        geom = Polygon([(-180.0, cap_lat), *zip(lons[order], lats[order]), (180.0, cap_lat)])
+        lats_all = list(lats)
+        bbox = (-180.0, min(lats_all) if pole > 0 else -90.0, 180.0, 90.0 if pole > 0 else max(lats_all))
+        return Footprint(geom if geom.is_valid else geom.buffer(0), bbox, float(lon), float(lat))
+    if not geom.is_valid:
+        geom = geom.buffer(0)
     parts = list(geom.geoms) if isinstance(geom, MultiPolygon) else [geom]
     min_lat = min(p.bounds[1] for p in parts)
     max_lat = max(p.bounds[3] for p in parts)
@@ -93,7 +123,7 @@ def footprint(crs, bounds: tuple[float, float, float, float]) -> Footprint:
         bbox = (min(p.bounds[0] for p in east), min_lat, max(p.bounds[2] for p in west), max_lat)
     else:
         bbox = (min(p.bounds[0] for p in parts), min_lat, max(p.bounds[2] for p in parts), max_lat)
-    return Footprint(geom, bbox, lon, lat)
+    return Footprint(geom, bbox, float(lon), float(lat))
 
 
 def bbox_polygon(bbox: tuple[float, float, float, float]) -> Geometry:

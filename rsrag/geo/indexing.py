@@ -1,8 +1,9 @@
 """Indexing scenes: stream every chip of every scene into a Library, reading while the model computes.
 
 One reader thread walks the scenes window by window (never a whole scene in memory), reads each chip
-through GDAL at the chip size, drops chips that are mostly nodata, and hands batches to the caller's
-thread, which embeds them and commits them to the index in chunks. The queue between the two is short,
+through GDAL at the chip size, drops chips that are mostly nodata, computes its footprint and the
+model's input, and hands batches to the caller's thread, which only runs the model and commits the
+vectors to the index in chunks. The queue between the two is short,
 so memory stays bounded by a few batches whatever the scene size. Chips whose ids are already in the
 index are not read again, so an interrupted build resumes where it stopped. A scene that cannot be
 opened, or a window that cannot be read (a corrupt tile of a COG), is reported and skipped; the rest
@@ -77,8 +78,12 @@ def open_scenes(sources: Iterable[str | Path], report: SceneIndexReport, *, sens
 
 
 def _chips(scenes: Sequence[Scene], tiling: Tiling, bands: str | Sequence[str | int] | None, existing: set[str],
-           report: SceneIndexReport) -> Iterator[tuple[Any, np.ndarray]]:
-    """(record, RGB chip) for every chip worth embedding, scene by scene, window by window."""
+           report: SceneIndexReport, preprocess: Any) -> Iterator[tuple[Any, np.ndarray]]:
+    """(record, model input) for every chip worth embedding, scene by scene, window by window: read,
+    checked for nodata, placed and preprocessed here, in the reader thread, so the model's thread
+    only runs the model."""
+    from PIL import Image
+
     for scene in scenes:
         try:
             picked = scene.pick(bands)
@@ -110,7 +115,8 @@ def _chips(scenes: Sequence[Scene], tiling: Tiling, bands: str | Sequence[str | 
                 except FootprintError as exc:
                     report.failed.append((chip_id(scene, chip), f"{scene.source}: {exc}"))
                     continue
-                yield chip_record(scene, chip, tiling.size, names, reader.stretch, place), image
+                tensor = preprocess.to_array(Image.fromarray(image))
+                yield chip_record(scene, chip, tiling.size, names, reader.stretch, place), tensor
 
 
 def _batches_in_background(items: Iterator, size: int, depth: int = 3) -> Iterator[list]:
@@ -190,9 +196,10 @@ def index_scenes(library, sources: Iterable[str | Path], *, tiling: Tiling = Til
             pending_vectors.clear()
 
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES):
-        for batch in _batches_in_background(_chips(scenes, tiling, bands, existing, report), batch_size):
+        chips = _chips(scenes, tiling, bands, existing, report, encoder.preprocess)
+        for batch in _batches_in_background(chips, batch_size):
             t1 = time.perf_counter()
-            vectors = encoder.encode_images([image for _, image in batch], batch_size=batch_size)
+            vectors = encoder.encode_arrays(np.stack([tensor for _, tensor in batch]))
             report.encode_seconds += time.perf_counter() - t1
             pending_records.extend(record for record, _ in batch)
             pending_vectors.append(vectors)

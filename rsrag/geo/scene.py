@@ -382,16 +382,26 @@ class SceneReader:
                     left, top = window_transform(ref, self.scene.transform) @ (0, 0)
                     right, bottom = window_transform(ref, self.scene.transform) @ (width, height)
                     win = from_bounds(left, bottom, right, top, transform=ds.transform)
+                # a window inside the raster is read directly (GDAL's block cache serves neighbouring
+                # chips); only one that hangs over the edge takes rasterio's slower boundless path
+                outside = (win.col_off < 0 or win.row_off < 0 or win.col_off + win.width > ds.width
+                           or win.row_off + win.height > ds.height)
+                resampling = Resampling.average if shrink else Resampling.bilinear
                 try:
-                    data = ds.read(src.index, window=win, out_shape=(out_h, out_w), boundless=True,
-                                   fill_value=ds.nodata if ds.nodata is not None else 0,
-                                   resampling=Resampling.average if shrink else Resampling.bilinear,
-                                   masked=True)
+                    values = ds.read(src.index, window=win, out_shape=(out_h, out_w), boundless=outside,
+                                     fill_value=ds.nodata if ds.nodata is not None else 0,
+                                     resampling=resampling).astype(np.float32, copy=False)
+                    mask = ~np.isfinite(values)
+                    if ds.nodata is not None and np.isfinite(ds.nodata):
+                        mask |= values == np.float32(ds.nodata)
+                    if _has_mask_band(ds, src.index):  # an internal mask or alpha band
+                        mask |= ds.read_masks(src.index, window=win, out_shape=(out_h, out_w), boundless=outside,
+                                              resampling=Resampling.nearest) == 0
+                    elif outside:  # the fill beyond the edge is nodata even without a nodata value
+                        mask |= _outside_mask(win, ds, (out_h, out_w))
                 except (RasterioIOError, ValueError) as exc:
                     raise SceneError(f"{self.scene.source}: cannot read window {window} of band "
                                      f"{band.name or band.index} ({exc})") from None
-                values = np.ma.getdata(data).astype(np.float32, copy=False)
-                mask = np.ma.getmaskarray(data) | ~np.isfinite(values)
                 cache[key] = values, mask
             values, mask = cache[key]
             stack[c] = values
@@ -404,22 +414,60 @@ class SceneReader:
         return self.stretch.apply(stack, valid), float(valid.mean()) if valid.size else 0.0
 
 
+def _has_mask_band(ds, index: int) -> bool:
+    from rasterio.enums import MaskFlags
+
+    flags = ds.mask_flag_enums[index - 1]
+    return MaskFlags.per_dataset in flags or MaskFlags.alpha in flags
+
+
+def _outside_mask(win, ds, shape: tuple[int, int]) -> np.ndarray:
+    """True where a boundless window's output pixels fall outside the raster."""
+    out_h, out_w = shape
+    cols = win.col_off + (np.arange(out_w) + 0.5) * win.width / out_w
+    rows = win.row_off + (np.arange(out_h) + 0.5) * win.height / out_h
+    return ((rows < 0) | (rows >= ds.height))[:, None] | ((cols < 0) | (cols >= ds.width))[None, :]
+
+
+def _sample_windows(scene: Scene) -> list[tuple[tuple[int, int, int, int], tuple[int, int]]]:
+    """Where the stretch looks: the whole scene decimated when it is small or has overviews, else an
+    even grid of full-resolution windows over the whole scene (8 x 8 windows, about STRETCH_SAMPLE_SIDE^2
+    pixels in all), which costs a fraction of decoding every block of a large uncompressed-overview-less
+    file."""
+    side = max(scene.width, scene.height)
+    first = _rasterio_open(scene.sources[scene.bands[0].index].path)
+    with first:
+        overviews = bool(first.overviews(1))
+    if side <= 2 * STRETCH_SAMPLE_SIDE or overviews:
+        factor = max(1.0, side / STRETCH_SAMPLE_SIDE)
+        out = (max(1, round(scene.width / factor)), max(1, round(scene.height / factor)))
+        return [((0, 0, scene.width, scene.height), out)]
+    grid = 8
+    size = STRETCH_SAMPLE_SIDE // grid
+    cols = np.linspace(0, scene.width - size, grid).astype(int)
+    rows = np.linspace(0, scene.height - size, grid).astype(int)
+    return [((int(c), int(r), size, size), (size, size)) for r in rows for c in cols]
+
+
 def scene_stretch(scene: Scene, bands: Sequence[Band], reader: SceneReader | None = None) -> Stretch:
-    """One stretch for the whole scene: per band, the 2nd..98th percentile of its valid values over a
-    decimated read of the whole scene (at most STRETCH_SAMPLE_SIDE pixels on the long side). 8-bit
-    scenes are used as they are, like every other 8-bit image rsrag reads."""
+    """One stretch for the whole scene: per band, the 2nd..98th percentile of its valid values over
+    samples of the whole scene (`_sample_windows`: a decimated read, or an even grid of windows; about
+    STRETCH_SAMPLE_SIDE^2 pixels). 8-bit scenes are used as they are, like every other 8-bit image
+    rsrag reads."""
     if np.dtype(scene.dtype) == np.uint8:
         return Stretch()
-    side = max(scene.width, scene.height)
-    factor = max(1.0, side / STRETCH_SAMPLE_SIDE)
-    out = (max(1, round(scene.width / factor)), max(1, round(scene.height / factor)))
     own = reader is None
     reader = reader or SceneReader(scene, bands, stretch=Stretch())
+    stacks, masks = [], []
     try:
-        stack, valid = reader.read_raw((0, 0, scene.width, scene.height), out)
+        for window, out in _sample_windows(scene):
+            stack, valid = reader.read_raw(window, out)
+            stacks.append(stack.reshape(3, -1))
+            masks.append(valid.reshape(-1))
     finally:
         if own:
             reader.close()
+    stack, valid = np.concatenate(stacks, axis=1), np.concatenate(masks)
     lows, highs = [], []
     for c in range(3):
         values = stack[c][valid]
