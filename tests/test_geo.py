@@ -513,3 +513,40 @@ def test_ask_keeps_to_a_place(tmp_path):
     here = ask(lib, None, str(red), k=3, rerank=False, place=around)
     assert {e["record_id"] for e in here.evidence if e["record_id"]} <= {"img4", "img5", "img6"}
     assert here.evidence
+
+
+def test_place_select_in_memory_equals_the_exact_test():
+    """`Place.select` (vectorised, exact test only on boundaries) keeps exactly what `Place.keep` (the
+    exact shapely test of every row) keeps: random footprints and points, random places, across 180."""
+    from rsrag.geo.filters import Place, PlaceColumns
+
+    rng = np.random.default_rng(3)
+    n = 3000
+    values: dict[str, list] = {c: [] for c in ("footprint", "minx", "miny", "maxx", "maxy", "lon", "lat", "datetime")}
+    for i in range(n):
+        lon, lat = rng.uniform(-180, 180), rng.uniform(-60, 60)
+        if i % 5 == 0:  # a user-supplied point, no footprint
+            place = None
+        else:
+            w, h = rng.uniform(0.001, 0.3), rng.uniform(0.001, 0.3)
+            place = footprint("EPSG:4326", (lon - w, lat - h, lon + w, lat + h)) if abs(lon) + w < 180 else None
+        values["footprint"].append(place.geometry.wkt if place else None)
+        for c, v in zip(("minx", "miny", "maxx", "maxy"), place.bbox if place else (None,) * 4):
+            values[c].append(v)
+        values["lon"].append(place.lon if place else lon)
+        values["lat"].append(place.lat if place else lat)
+        values["datetime"].append(f"{2010 + i % 12}-06-01T00:00:00Z")
+    columns = PlaceColumns(values, np.ones(n, bool))
+    exact_rows = {c: values[c] for c in ("footprint", "lon", "lat")}
+    for seed in range(12):
+        r = np.random.default_rng(seed)
+        lon, lat = r.uniform(-170, 170), r.uniform(-50, 50)
+        tri = {"type": "Polygon", "coordinates": [[[lon, lat], [lon + 20, lat], [lon, lat + 15], [lon, lat]]]}
+        for place in (Place.of(near=(lon, lat, r.uniform(50_000, 2_000_000))),
+                      Place.of(bbox=(lon, lat, lon + r.uniform(1, 30), lat + r.uniform(1, 20))),
+                      Place.of(bbox=(175.0, -20.0, -170.0, 30.0)),
+                      Place.of(within=tri, after="2015-01-01")):
+            want = place.keep(exact_rows)
+            if place.after:
+                want &= np.array([v >= place.after for v in values["datetime"]])
+            assert np.array_equal(place.select(columns), want), place

@@ -104,11 +104,7 @@ class ExampleSearch:
         """The best k regions for the examples, overlapping chips merged."""
         pos, neg = self.vectors(list(positives)), self.vectors(list(negatives))
         query = rocchio(pos, neg, self.beta)
-        where = place.sql(self.library.columns()) if place is not None else None
-        hits = self.library.search_vector(query, k=self.depth, where=where)
-        if place is not None and place.needs_exact and hits:
-            rows = {c: [h.metadata.get(c) for h in hits] for c in ("footprint", "lon", "lat")}
-            hits = [h for h, keep in zip(hits, place.keep(rows)) if keep]
+        hits = self.library.search_vector(query, k=self.depth, place=place)
         if exclude_examples:
             examples = set(positives) | set(negatives)
             hits = [h for h in hits if h.id not in examples]

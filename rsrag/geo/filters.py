@@ -27,7 +27,7 @@ from shapely.geometry import shape
 from rsrag.geo.footprint import bbox_polygon
 from rsrag.geo.scene import parse_time
 
-EARTH_M_PER_DEG = 111_320.0
+EARTH_M_PER_DEG_MIN = 110_570.0  # the shortest degree of latitude (at the equator), in metres
 FOOTPRINT_COLUMNS = ("footprint", "minx", "miny", "maxx", "maxy", "lon", "lat")
 
 
@@ -136,11 +136,12 @@ class Place:
             out.append(self.bbox)
         if self.near is not None:
             lon, lat, metres = self.near
-            dlat = metres / EARTH_M_PER_DEG
+            metres = metres * 1.01  # the box must hold the whole circle on the ellipsoid: err on the wide side
+            dlat = metres / EARTH_M_PER_DEG_MIN
             if abs(lat) + dlat >= 89.9:  # reaches a pole: every longitude
                 out.append((-180.0, max(-90.0, lat - dlat), 180.0, min(90.0, lat + dlat)))
             else:
-                dlon = metres / (EARTH_M_PER_DEG * math.cos(math.radians(abs(lat) + dlat)))
+                dlon = metres / (EARTH_M_PER_DEG_MIN * math.cos(math.radians(abs(lat) + dlat)))
                 if dlon >= 180:
                     out.append((-180.0, lat - dlat, 180.0, lat + dlat))
                 else:
@@ -174,6 +175,52 @@ class Place:
             if self.before:
                 terms.append(f"datetime <= '{self.before}'")
         return " AND ".join(terms) if terms else None
+
+    # ---- in memory: what a Library uses -------------------------------------------------------------------
+    def select(self, columns: "PlaceColumns") -> np.ndarray:
+        """Bool mask over the rows of `columns` inside the place: vectorised bbox, radius and time tests
+        on the bbox and point columns, and the exact shapely test only for rows on a boundary (a
+        footprint partly inside a box, a polygon or a radius), so it stays fast at 100k chips."""
+        keep = columns.present.copy()
+        if self.after or self.before:
+            if not columns.has_time:
+                raise PlaceError("this index has no acquisition times (a `datetime` column) to filter by time")
+            if self.after:
+                keep &= columns.time >= self.after
+            if self.before:
+                keep &= columns.time <= self.before
+        if not (self.bbox or self.near or self.within is not None):
+            return keep
+        if not columns.has_place:
+            raise PlaceError("this index has no footprints or lon/lat columns to filter by place")
+        for box in self.boxes():
+            keep &= columns.overlaps(box)
+        unsure = np.zeros(len(keep), bool)
+        if self.bbox is not None:
+            unsure |= keep & ~columns.inside_box(self.bbox)
+        if self.within is not None:
+            idx = np.flatnonzero(keep)
+            has = columns.has_box[idx]
+            boxes = shapely.box(np.where(has, columns.minx[idx], columns.lon[idx]),
+                                np.where(has, columns.miny[idx], columns.lat[idx]),
+                                np.where(has, columns.maxx[idx], columns.lon[idx]),
+                                np.where(has, columns.maxy[idx], columns.lat[idx]))
+            shapely.prepare(self.within)
+            inside = shapely.contains(self.within, boxes) & (columns.minx[idx] <= columns.maxx[idx])
+            unsure[idx[~inside]] = True
+        if self.near is not None:
+            lon, lat, metres = self.near
+            idx = np.flatnonzero(keep & ~unsure)
+            nearest, farthest = _corner_distances(columns, idx, lon, lat)
+            # margins for the sphere here vs the ellipsoid of the exact test (under 0.6%): it decides between
+            reach = metres * 1.006 + 1.0
+            keep[idx[nearest > reach]] = False  # even the closest point of the box is out of reach
+            unsure[idx[(nearest <= reach) & (farthest > metres * 0.994 - 1.0)]] = True
+        idx = np.flatnonzero(keep & unsure)
+        if len(idx):
+            keep[idx] = self.keep({c: [columns.values[c][i] for i in idx] for c in FOOTPRINT_COLUMNS
+                                   if c in columns.values})
+        return keep
 
     # ---- the exact test ---------------------------------------------------------------------------------
     @property
@@ -225,3 +272,72 @@ def _within_metres(shapes: np.ndarray, lon: float, lat: float, metres: float) ->
 
     local = shapely.transform(shapes, project)
     return shapely.distance(local, shapely.Point(0.0, 0.0)) <= metres
+
+
+class PlaceColumns:
+    """The place and time columns of a table as arrays (NaN / "" where a row has none), built once per
+    table version by whoever holds the rows (the Library), for `Place.select`."""
+
+    def __init__(self, values: dict[str, list], present: np.ndarray) -> None:
+        self.values = {c: values[c] for c in FOOTPRINT_COLUMNS if c in values}
+        self.present = present
+
+        def floats(name: str) -> np.ndarray:
+            col = values.get(name)
+            return np.array([np.nan if v is None else v for v in col], float) if col is not None \
+                else np.full(len(present), np.nan)
+
+        self.minx, self.miny, self.maxx, self.maxy = (floats(c) for c in ("minx", "miny", "maxx", "maxy"))
+        self.lon, self.lat = floats("lon"), floats("lat")
+        self.has_box = np.isfinite(self.minx) & np.isfinite(self.miny) & np.isfinite(self.maxx) & np.isfinite(self.maxy)
+        self.has_point = np.isfinite(self.lon) & np.isfinite(self.lat)
+        self.has_place = bool(self.has_box.any() or self.has_point.any()) or "minx" in values or "lon" in values
+        self.has_time = "datetime" in values
+        self.time = np.array([v or "" for v in values.get("datetime", [None] * len(present))], dtype="U32")
+
+    def overlaps(self, box: tuple[float, float, float, float]) -> np.ndarray:
+        """Rows whose footprint bbox (or, without one, point) overlaps a query box (antimeridian-aware)."""
+        min_lon, min_lat, max_lon, max_lat = box
+        with np.errstate(invalid="ignore"):
+            lat_ok = (self.maxy >= min_lat) & (self.miny <= max_lat)
+            normal, across = self.minx <= self.maxx, self.minx > self.maxx
+            lon_ok = np.zeros(len(self.present), bool)
+            point_ok = np.zeros(len(self.present), bool)
+            for lo, hi in _lon_ranges(min_lon, max_lon):
+                lon_ok |= (normal & (self.maxx >= lo) & (self.minx <= hi)) | (across & ((self.minx <= hi) | (self.maxx >= lo)))
+                point_ok |= (self.lon >= lo) & (self.lon <= hi)
+            point_ok &= (self.lat >= min_lat) & (self.lat <= max_lat)
+        return np.where(self.has_box, lat_ok & lon_ok, self.has_point & point_ok)
+
+    def inside_box(self, box: tuple[float, float, float, float]) -> np.ndarray:
+        """Rows whose whole footprint bbox lies inside a (non-crossing) query box: no exact test needed."""
+        min_lon, min_lat, max_lon, max_lat = box
+        if min_lon > max_lon:
+            return ~self.has_box & self.has_point  # points already tested exactly by `overlaps`
+        with np.errstate(invalid="ignore"):
+            whole = (self.minx >= min_lon) & (self.maxx <= max_lon) & (self.miny >= min_lat) & (self.maxy <= max_lat)
+        return np.where(self.has_box, whole & (self.minx <= self.maxx), self.has_point)
+
+
+def _haversine(lon1, lat1, lon2, lat2) -> np.ndarray:
+    lon1, lat1, lon2, lat2 = (np.radians(np.asarray(v, float)) for v in (lon1, lat1, lon2, lat2))
+    a = np.sin((lat2 - lat1) / 2) ** 2 + np.cos(lat1) * np.cos(lat2) * np.sin((lon2 - lon1) / 2) ** 2
+    return 2 * 6_371_008.8 * np.arcsin(np.sqrt(np.clip(a, 0.0, 1.0)))
+
+
+def _corner_distances(columns: PlaceColumns, idx: np.ndarray, lon: float, lat: float) -> tuple[np.ndarray, np.ndarray]:
+    """(distance to the nearest point, distance to the farthest corner) of each row's bbox (its point
+    when it has no bbox) from (lon, lat), in metres on the sphere: rows with the nearest point out of
+    reach are out, rows whose farthest corner is within reach are in, the rest get the exact test."""
+    has = columns.has_box[idx]
+    minx = np.where(has, columns.minx[idx], columns.lon[idx])
+    maxx = np.where(has, columns.maxx[idx], columns.lon[idx])
+    miny = np.where(has, columns.miny[idx], columns.lat[idx])
+    maxy = np.where(has, columns.maxy[idx], columns.lat[idx])
+    across = minx > maxx  # a box across the antimeridian: measure the nearest point the long way too
+    near_lon = np.where(across, lon, np.clip(lon, minx, maxx))
+    nearest = _haversine(lon, lat, near_lon, np.clip(lat, miny, maxy))
+    nearest = np.where(across, 0.0, nearest)  # rare: leave those to the exact test
+    corners = np.stack([_haversine(lon, lat, x, y) for x in (minx, maxx) for y in (miny, maxy)])
+    farthest = np.where(across, np.inf, corners.max(axis=0))
+    return nearest, farthest

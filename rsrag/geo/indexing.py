@@ -29,7 +29,7 @@ from rsrag.geo.scene import Scene, SceneError, SceneReader, find_scenes, open_sc
 from rsrag.geo.tiling import Tiling, chip_windows, count_chips
 
 log = logging.getLogger(__name__)
-GDAL_CACHE_BYTES = 256 * 2**20  # GDAL's block cache while reading scenes (its default is 5% of RAM)
+GDAL_CACHE_BYTES = 128 * 2**20  # GDAL's block cache while reading scenes (its default is 5% of RAM)
 
 
 @dataclass

@@ -90,6 +90,7 @@ class Library:
         self._encoder_options = dict(encoder_options or {})
         self._rows: RecordRows | None = None  # loaded on the first search after a change (_record_rows)
         self._filter_cache: dict[str, np.ndarray] = {}  # SQL predicate -> sorted rids passing it
+        self._place_columns: Any = None  # the rows' place and time columns as arrays (rsrag.geo.filters)
         self._index = IndexFolder(self.folder, lock_timeout, on_change=self._forget_records)
         if encoder is not None:
             self._check_encoder(encoder)
@@ -242,6 +243,7 @@ class Library:
     def _forget_records(self) -> None:
         """The folder's state changed: what is cached about the records is out of date."""
         self._rows = None
+        self._place_columns = None
         self._filter_cache.clear()
 
     # ---- writing -------------------------------------------------------------------------------
@@ -381,11 +383,9 @@ class Library:
         sorted by insertion; `columns` defaults to every column but the vector."""
         self._maybe_refresh()
         cols = list(columns) if columns is not None else self.store.columns()
-        if place is None:
-            table = self.store.scan(cols, self._where(filters, where, bbox))
-        else:
+        table = self.store.scan(cols, self._where(filters, where, bbox))
+        if place is not None:
             allowed = self._allowed(filters, where, bbox, place)
-            table = self.store.scan(cols, self._where(filters, where, bbox, place))
             table = table.filter(pa.array(np.isin(table.column("rid").to_numpy(), allowed)))
         return table.select([c for c in cols if c in table.column_names])
 
@@ -414,49 +414,47 @@ class Library:
     def _hydrate(self, rids: Sequence[int], scores: Sequence[float], parts: list[dict] | None = None) -> list[Hit]:
         return self._record_rows().hits(rids, scores, parts)
 
-    def _where(self, filters: Filters, where: str | None, bbox: Sequence[float] | None,
-               place: Place | None = None) -> str | None:
-        """The filters as one SQL predicate checked against the schema (None: no filter); a place adds
-        its prefilter (see rsrag.geo.filters)."""
-        if not filters and not where and bbox is None and place is None:
+    def _where(self, filters: Filters, where: str | None, bbox: Sequence[float] | None) -> str | None:
+        """The filters as one SQL predicate checked against the schema (None: no filter)."""
+        if not filters and not where and bbox is None:
             return None
-        sql = build_where(self.store.schema(), filters, where, bbox)
-        if place is not None:
-            from rsrag.geo.filters import PlaceError
-
-            try:
-                near = place.sql(self.store.columns())
-            except PlaceError as exc:
-                raise FilterError(str(exc)) from None
-            sql = " AND ".join(f"({t})" for t in (sql, near) if t) or None
-        return sql
+        return build_where(self.store.schema(), filters, where, bbox)
 
     def _allowed(self, filters: Filters, where: str | None, bbox: Sequence[float] | None,
                  place: Place | None = None) -> np.ndarray | None:
-        """Sorted rids passing the filters, or None when there are no filters. A place's exact test
-        (footprint polygons with shapely) runs on the rows its SQL prefilter let through."""
-        sql = self._where(filters, where, bbox, place)
-        if sql is None:
-            return None
-        key = (sql, place) if place is not None and place.needs_exact else sql
-        if key not in self._filter_cache:
-            try:
-                if key is sql:
-                    allowed = self.store.rids(where=sql)
-                else:
-                    from rsrag.geo.filters import FOOTPRINT_COLUMNS
+        """Sorted rids passing the filters, or None when there are no filters. A place is tested in
+        memory (`Place.select` over the rows' place and time columns), then ANDed with the SQL filters."""
+        sql = self._where(filters, where, bbox)
+        allowed = None
+        if sql is not None:
+            if sql not in self._filter_cache:
+                try:
+                    self._filter_cache[sql] = self.store.rids(where=sql)
+                except (ValueError, RuntimeError, OSError) as exc:
+                    known = ", ".join(self.store.columns())
+                    raise FilterError(f"bad filter {sql!r}: {exc} (columns: {known})") from None
+                if len(self._filter_cache) > FILTER_CACHE:
+                    self._filter_cache.pop(next(iter(self._filter_cache)))
+            allowed = self._filter_cache[sql]
+        if place is None:
+            return allowed
+        from rsrag.geo.filters import PlaceError
 
-                    cols = [c for c in FOOTPRINT_COLUMNS if c in self.store.columns()]
-                    table = self.store.scan(cols, sql)
-                    keep = place.keep({c: table.column(c).to_pylist() for c in cols})
-                    allowed = table.column("rid").to_numpy().astype(np.int64)[keep]
-            except (ValueError, RuntimeError, OSError) as exc:
-                known = ", ".join(self.store.columns())
-                raise FilterError(f"bad filter {sql!r}: {exc} (columns: {known})") from None
-            self._filter_cache[key] = allowed
-            if len(self._filter_cache) > FILTER_CACHE:
-                self._filter_cache.pop(next(iter(self._filter_cache)))
-        return self._filter_cache[key]
+        try:
+            inside = np.flatnonzero(place.select(self._place_arrays())).astype(np.int64)
+        except PlaceError as exc:
+            raise FilterError(str(exc)) from None
+        return inside if allowed is None else np.intersect1d(inside, allowed, assume_unique=True)
+
+    def _place_arrays(self):
+        """The records' place and time columns as arrays indexed by rid, built once per table version."""
+        if self._place_columns is None:
+            from rsrag.geo.filters import PlaceColumns
+
+            rows = self._record_rows()
+            present = np.array([row is not None for row in rows.rows], bool)
+            self._place_columns = PlaceColumns(rows.metadata, present)
+        return self._place_columns
 
     def _dense(self, vector: np.ndarray, k: int, allowed: np.ndarray | None) -> tuple[list[int], list[float]]:
         """(rids, cosine scores) of the k nearest records, best first, as lists (what the callers
