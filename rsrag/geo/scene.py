@@ -265,7 +265,7 @@ def find_scenes(source: str | Path) -> list[Path]:
     for p in sorted(source.rglob("*")):
         if p.suffix.lower() in RASTER_SUFFIXES and p.is_file():
             found.append(p)
-        elif p.suffix.lower() == ".json" and p.is_file() and _looks_like_item(p):
+        elif p.suffix.lower() == ".json" and p.is_file() and is_stac_item(p):
             found.append(p)
     # a raster that a STAC item of the folder already references is that item's asset, not a scene
     assets = set()
@@ -275,7 +275,8 @@ def find_scenes(source: str | Path) -> list[Path]:
     return [p for p in found if p.resolve() not in assets]
 
 
-def _looks_like_item(path: Path) -> bool:
+def is_stac_item(path: Path) -> bool:
+    """Whether a JSON file is a STAC Item (a GeoJSON Feature with assets)."""
     import json
 
     try:

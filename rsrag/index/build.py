@@ -104,11 +104,11 @@ def is_scene_source(source: str | Path, chip_size: int = 224) -> bool:
     """Whether SOURCE is scenes rather than images: a STAC item JSON, a raster file (.tif, .jp2, ...),
     or a folder whose first raster is georeferenced and larger than a chip on both sides (a folder of
     small image tiles stays an image folder)."""
-    from rsrag.geo.scene import RASTER_SUFFIXES, SceneError, find_scenes, open_scene
+    from rsrag.geo.scene import RASTER_SUFFIXES, SceneError, find_scenes, is_stac_item, open_scene
 
     path = Path(str(source)).expanduser()
     if path.is_file():
-        return path.suffix.lower() in RASTER_SUFFIXES or (path.suffix.lower() == ".json" and _is_stac_item(path))
+        return path.suffix.lower() in RASTER_SUFFIXES or (path.suffix.lower() == ".json" and is_stac_item(path))
     if not path.is_dir():
         return False
     try:
@@ -117,16 +117,6 @@ def is_scene_source(source: str | Path, chip_size: int = 224) -> bool:
     except SceneError:
         return False
     return scene is not None and scene.crs is not None and min(scene.width, scene.height) > chip_size
-
-
-def _is_stac_item(path: Path) -> bool:
-    import json
-
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return False
-    return isinstance(data, dict) and data.get("type") == "Feature" and "assets" in data
 
 
 def build_scene_index(sources: str | Path | Sequence[str | Path], name: str, root: str | Path | None = None, *,

@@ -89,7 +89,7 @@ class Library:
         self._encoder = encoder
         self._encoder_options = dict(encoder_options or {})
         self._rows: RecordRows | None = None  # loaded on the first search after a change (_record_rows)
-        self._filter_cache: dict[str, np.ndarray] = {}  # SQL predicate -> sorted rids passing it
+        self._filter_cache: dict[Any, np.ndarray] = {}  # SQL predicate (or place) -> sorted rids passing it
         self._place_columns: Any = None  # the rows' place and time columns as arrays (rsrag.geo.filters)
         self._index = IndexFolder(self.folder, lock_timeout, on_change=self._forget_records)
         if encoder is not None:
@@ -440,10 +440,15 @@ class Library:
             return allowed
         from rsrag.geo.filters import PlaceError
 
-        try:
-            inside = np.flatnonzero(place.select(self._place_arrays())).astype(np.int64)
-        except PlaceError as exc:
-            raise FilterError(str(exc)) from None
+        key = ("place", place)  # a place asked again (a map's area, query after query) is not tested again
+        if key not in self._filter_cache:
+            try:
+                self._filter_cache[key] = np.flatnonzero(place.select(self._place_arrays())).astype(np.int64)
+            except PlaceError as exc:
+                raise FilterError(str(exc)) from None
+            if len(self._filter_cache) > FILTER_CACHE:
+                self._filter_cache.pop(next(iter(self._filter_cache)))
+        inside = self._filter_cache[key]
         return inside if allowed is None else np.intersect1d(inside, allowed, assume_unique=True)
 
     def _place_arrays(self):
