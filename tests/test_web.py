@@ -63,6 +63,7 @@ def test_text_search_grid(site, page):
     assert "red field" in cards.first.locator(".caption").inner_text()
     assert all(w > 0 for w in loaded_images(page))
     assert "results for" in page.inner_text("#summary")
+    assert page.locator("#map-section").is_hidden()  # an index of plain images has no map
 
 
 def test_image_search_and_errors(site, page, tmp_path):
@@ -136,6 +137,11 @@ def test_map_shows_scenes_footprints_similar_and_area(geo_site, page, tmp_path):
     page.wait_for_function("[...document.querySelectorAll('img.scene-overlay')].some(i => i.complete && i.naturalWidth > 0)")
     assert page.locator("#scene-date option").count() == 2  # two dates; the newest shown
     assert page.input_value("#scene-date").startswith("2021")
+    page.fill("#opacity", "0.4")  # the slider fades the imagery
+    page.wait_for_function("getComputedStyle(document.querySelector('img.scene-overlay')).opacity === '0.4'")
+    page.select_option("#scene-date", index=0)  # the other date's scene replaces it
+    page.wait_for_function("[...document.querySelectorAll('img.scene-overlay')].length === 1 && "
+                           "document.querySelector('img.scene-overlay').src.includes('area_2019')")
     page.fill("#query", "red")
     page.select_option("#mode", "dense")
     page.click("#search-btn")
