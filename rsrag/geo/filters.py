@@ -1,9 +1,10 @@
 """Place and time filters: a bbox, a point and radius in metres, a GeoJSON polygon, a time range.
 
-Two steps, because LanceDB's SQL cannot test polygons: `Place.sql()` is a cheap prefilter on the
-footprint bbox columns (`minx`, `miny`, `maxx`, `maxy`) and the `datetime` column, and `Place.keep()`
-is the exact test with shapely on the footprints that passed it. Records without a footprint but with
-`lon`/`lat` (points a user supplied) are tested as points. A radius is measured on the ground: the
+In memory, because the pinned LanceDB cannot test polygons: `Place.select` runs vectorised bbox,
+distance and time tests over a table's place columns (`PlaceColumns`: the footprint bbox `minx`,
+`miny`, `maxx`, `maxy`, the centre `lon`/`lat`, `datetime`), and `Place.keep`, the exact test with
+shapely, only on rows on a boundary. Records without a footprint but with `lon`/`lat` (points a user
+supplied) are tested as points. A radius is measured on the ground: the
 footprints are projected to an azimuthal equidistant projection centred on the point, where distance
 from the centre is true distance, so "within 20 km" means 20 km at any latitude.
 
@@ -37,25 +38,6 @@ class PlaceError(ValueError):
 
 def _lon_ranges(min_lon: float, max_lon: float) -> list[tuple[float, float]]:
     return [(min_lon, max_lon)] if min_lon <= max_lon else [(min_lon, 180.0), (-180.0, max_lon)]
-
-
-def _overlap_sql(bbox: tuple[float, float, float, float]) -> str:
-    """Stored footprint bboxes (maybe crossing 180 themselves) that overlap a query bbox."""
-    min_lon, min_lat, max_lon, max_lat = bbox
-    lat = f"maxy >= {min_lat!r} AND miny <= {max_lat!r}"
-    tests = []
-    for lo, hi in _lon_ranges(min_lon, max_lon):
-        # a stored box overlaps [lo, hi] when it is a normal box that does, or a box across 180 (minx > maxx)
-        # whose east part [minx, 180] or west part [-180, maxx] does
-        tests.append(f"(minx <= maxx AND maxx >= {lo!r} AND minx <= {hi!r})")
-        tests.append(f"(minx > maxx AND (minx <= {hi!r} OR maxx >= {lo!r}))")
-    return f"({lat} AND ({' OR '.join(tests)}))"
-
-
-def _point_sql(bbox: tuple[float, float, float, float]) -> str:
-    min_lon, min_lat, max_lon, max_lat = bbox
-    lons = " OR ".join(f"(lon >= {lo!r} AND lon <= {hi!r})" for lo, hi in _lon_ranges(min_lon, max_lon))
-    return f"(lat >= {min_lat!r} AND lat <= {max_lat!r} AND ({lons}))"
 
 
 def read_geojson(source: str | Path | Mapping[str, Any]) -> Geometry:
@@ -128,7 +110,6 @@ class Place:
             raise PlaceError(f"after {start} is later than before {end}")
         return cls(box, point, area, start, end)  # type: ignore[arg-type]
 
-    # ---- the SQL prefilter ----------------------------------------------------------------------------
     def boxes(self) -> list[tuple[float, float, float, float]]:
         """The query's lon/lat boxes (each part of the query must overlap its box)."""
         out = []
@@ -152,29 +133,6 @@ class Place:
         if self.within is not None:
             out.append(tuple(self.within.bounds))  # type: ignore[arg-type]
         return out
-
-    def sql(self, columns: Sequence[str]) -> str | None:
-        """The prefilter as SQL over the index's columns (footprint bbox, else lon/lat points; datetime)."""
-        terms = []
-        has_box = all(c in columns for c in ("minx", "miny", "maxx", "maxy"))
-        has_point = "lon" in columns and "lat" in columns
-        for box in self.boxes():
-            if has_box and has_point:
-                terms.append(f"(({_overlap_sql(box)}) OR (minx IS NULL AND {_point_sql(box)}))")
-            elif has_box:
-                terms.append(_overlap_sql(box))
-            elif has_point:
-                terms.append(_point_sql(box))
-            else:
-                raise PlaceError("this index has no footprints or lon/lat columns to filter by place")
-        if self.after or self.before:
-            if "datetime" not in columns:
-                raise PlaceError("this index has no acquisition times (a `datetime` column) to filter by time")
-            if self.after:
-                terms.append(f"datetime >= '{self.after}'")
-            if self.before:
-                terms.append(f"datetime <= '{self.before}'")
-        return " AND ".join(terms) if terms else None
 
     # ---- in memory: what a Library uses -------------------------------------------------------------------
     def select(self, columns: "PlaceColumns") -> np.ndarray:
@@ -223,11 +181,6 @@ class Place:
         return keep
 
     # ---- the exact test ---------------------------------------------------------------------------------
-    @property
-    def needs_exact(self) -> bool:
-        """Whether rows that passed the SQL prefilter still need the shapely test."""
-        return self.near is not None or self.within is not None or self.bbox is not None
-
     def keep(self, rows: Mapping[str, Sequence[Any]]) -> np.ndarray:
         """Bool mask over rows (columns from FOOTPRINT_COLUMNS that exist) of those inside the place."""
         n = len(next(iter(rows.values()))) if rows else 0
