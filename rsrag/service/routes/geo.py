@@ -26,9 +26,23 @@ TILE_URL_ENV = "RSRAG_TILE_URL"  # an optional XYZ tile server for the map's bas
 SCENE_COLUMNS = ("scene", "datetime", "minx", "miny", "maxx", "maxy", "bands", "stretch", "path")
 
 
+_SCENES: dict[tuple[str, int], dict[str, dict]] = {}  # (index folder, table version) -> _scene_rows
+
+
 def _scene_rows(handle: LibraryHandle) -> dict[str, dict]:
-    """scene id -> its date, bbox (union of chip footprints), chip count, and how it was read."""
+    """scene id -> its date, bbox (union of chip footprints), chip count, and how it was read; one scan
+    of the chips per table version, not one per request (the map asks for every scene's image)."""
     lib = handle.reader()
+    key = (str(lib.folder), lib.version)
+    scenes = _SCENES.get(key)
+    if scenes is None:
+        scenes = _scan_scenes(lib)
+        _SCENES.clear()  # only the current version is worth keeping
+        _SCENES[key] = scenes
+    return scenes
+
+
+def _scan_scenes(lib) -> dict[str, dict]:
     if "scene" not in lib.columns():
         return {}
     scenes: dict[str, dict] = {}
