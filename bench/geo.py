@@ -205,7 +205,7 @@ def ucm_mosaic(split: str, folder: Path) -> tuple[Path, dict[str, str]]:
 
     from rsrag.data import load_dataset
 
-    records = [r for r in load_dataset("ucm", split)]
+    records = load_dataset("ucm", split)
     cols = int(np.ceil(np.sqrt(len(records))))
     rows = int(np.ceil(len(records) / cols))
     order = np.random.default_rng(0).permutation(len(records))  # classes scattered over the area

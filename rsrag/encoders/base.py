@@ -10,7 +10,7 @@ from typing import Sequence, Union
 import numpy as np
 from PIL import Image
 
-from rsrag.encoders.decoding import batched, decode_batches
+from rsrag.encoders.decoding import decode_batches
 from rsrag.imageio import load_image
 
 ImageInput = Union[str, Path, bytes, Image.Image, np.ndarray]
@@ -135,4 +135,4 @@ class Encoder(ABC):
         return f"{type(self).__name__}(id={self.id!r}, dim={self.dim})"
 
 
-__all__ = ["Encoder", "EncodeResult", "ImageInput", "Preprocess", "batched", "l2_normalize"]
+__all__ = ["Encoder", "EncodeResult", "ImageInput", "Preprocess", "l2_normalize"]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, is_dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -87,6 +87,5 @@ def fp32(state: Mapping[str, Any]) -> dict[str, Any]:
 def run_card(train_config: Any, command: str, result: Mapping[str, Any], **extra: Any) -> dict:
     """What a weights card records about a training run: seed, the full config, the command line
     and the results (plus `extra` fields such as the encoder id)."""
-    config = asdict(train_config) if is_dataclass(train_config) else dict(train_config)
-    config = json.loads(json.dumps(config, default=str))
+    config = json.loads(json.dumps(asdict(train_config), default=str))
     return {"seed": config.get("seed"), **extra, "train_config": config, "command": command, "result": dict(result)}

@@ -53,7 +53,7 @@ def evaluate_rsicd_classify(
     from rsrag.rag import ask
 
     library = rsicd_library(cache=cache, log=log)
-    test = load_dataset("rsicd", "test")[: limit or None]
+    test = load_dataset("rsicd", "test", limit=limit)
     labels = class_names(load_dataset("rsicd", "train"))
     correct, latencies, per_class = 0, [], defaultdict(lambda: [0, 0])
     for rec in test:

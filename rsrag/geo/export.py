@@ -17,7 +17,7 @@ from typing import Any, Iterable, Mapping
 import shapely
 from shapely.geometry import mapping
 
-HIDDEN = ("path", "rid", "vector", "stretch")  # never exported: server paths and internals
+# the properties exported (server paths, row ids, vectors and stretches never are)
 PROPERTIES = ("id", "rank", "score", "label", "captions", "scene", "datetime", "sensor", "gsd", "scale", "window",
               "crs", "bands")
 

@@ -158,11 +158,7 @@ class Place:
             unsure |= keep & ~columns.inside_box(self.bbox)
         if self.within is not None:
             idx = np.flatnonzero(keep)
-            has = columns.has_box[idx]
-            boxes = shapely.box(np.where(has, columns.minx[idx], columns.lon[idx]),
-                                np.where(has, columns.miny[idx], columns.lat[idx]),
-                                np.where(has, columns.maxx[idx], columns.lon[idx]),
-                                np.where(has, columns.maxy[idx], columns.lat[idx]))
+            boxes = shapely.box(columns.x0[idx], columns.y0[idx], columns.x1[idx], columns.y1[idx])
             shapely.prepare(self.within)
             inside = shapely.contains(self.within, boxes) & (columns.minx[idx] <= columns.maxx[idx])
             unsure[idx[~inside]] = True
@@ -200,8 +196,7 @@ def _row_geometries(rows: Mapping[str, Sequence[Any]], n: int) -> np.ndarray:
     footprints = rows.get("footprint", [None] * n)
     lons, lats = rows.get("lon", [None] * n), rows.get("lat", [None] * n)
     shapes = np.empty(n, dtype=object)
-    wkt = [f for f in footprints]
-    parsed = shapely.from_wkt(np.array([w if w else None for w in wkt], dtype=object), on_invalid="ignore")
+    parsed = shapely.from_wkt(np.array([w if w else None for w in footprints], dtype=object), on_invalid="ignore")
     for i in range(n):
         if parsed[i] is not None:
             shapes[i] = parsed[i]
@@ -244,6 +239,9 @@ class PlaceColumns:
         self.lon, self.lat = floats("lon"), floats("lat")
         self.has_box = np.isfinite(self.minx) & np.isfinite(self.miny) & np.isfinite(self.maxx) & np.isfinite(self.maxy)
         self.has_point = np.isfinite(self.lon) & np.isfinite(self.lat)
+        # each row's box: its footprint bbox, else its point (a box of no size)
+        self.x0, self.y0, self.x1, self.y1 = (np.where(self.has_box, a, b) for a, b in (
+            (self.minx, self.lon), (self.miny, self.lat), (self.maxx, self.lon), (self.maxy, self.lat)))
         self.has_place = bool(self.has_box.any() or self.has_point.any()) or "minx" in values or "lon" in values
         self.has_time = "datetime" in values
         self.time = np.array([v or "" for v in values.get("datetime", [None] * len(present))], dtype="U32")
@@ -282,11 +280,7 @@ def _corner_distances(columns: PlaceColumns, idx: np.ndarray, lon: float, lat: f
     """(distance to the nearest point, distance to the farthest corner) of each row's bbox (its point
     when it has no bbox) from (lon, lat), in metres on the sphere: rows with the nearest point out of
     reach are out, rows whose farthest corner is within reach are in, the rest get the exact test."""
-    has = columns.has_box[idx]
-    minx = np.where(has, columns.minx[idx], columns.lon[idx])
-    maxx = np.where(has, columns.maxx[idx], columns.lon[idx])
-    miny = np.where(has, columns.miny[idx], columns.lat[idx])
-    maxy = np.where(has, columns.maxy[idx], columns.lat[idx])
+    minx, miny, maxx, maxy = columns.x0[idx], columns.y0[idx], columns.x1[idx], columns.y1[idx]
     across = minx > maxx  # a box across the antimeridian: measure the nearest point the long way too
     near_lon = np.where(across, lon, np.clip(lon, minx, maxx))
     nearest = _haversine(lon, lat, near_lon, np.clip(lat, miny, maxy))

@@ -44,7 +44,6 @@ class SceneIndexReport:
     failed: list[tuple[str, str]] = field(default_factory=list)  # (scene or chip, error)
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
-    read_seconds: float = 0.0
     encode_seconds: float = 0.0
 
     def to_dict(self) -> dict:
@@ -87,11 +86,12 @@ def _chips(scenes: Sequence[Scene], tiling: Tiling, bands: str | Sequence[str | 
     for scene in scenes:
         try:
             picked = scene.pick(bands)
-            todo = [c for c in chip_windows(scene, tiling) if chip_id(scene, c) not in existing]
+            windows = list(chip_windows(scene, tiling))
         except (SceneError, BandRuleError, ValueError) as exc:
             report.failed.append((str(scene.source), str(exc)))
             continue
-        report.skipped_existing += count_chips(scene, tiling) - len(todo)
+        todo = [c for c in windows if chip_id(scene, c) not in existing]
+        report.skipped_existing += len(windows) - len(todo)
         if not todo:
             continue
         try:

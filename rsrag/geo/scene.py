@@ -58,7 +58,7 @@ def parse_time(value: Any, where: str = "") -> str:
             elif re.fullmatch(r"\d{8}", text):
                 moment = datetime.strptime(text, "%Y%m%d")
             else:
-                moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("/", "-").replace(":", ":"))
+                moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("/", "-"))
         except ValueError:
             try:  # GDAL/TIFF style 'YYYY:MM:DD HH:MM:SS'
                 moment = datetime.strptime(text, "%Y:%m:%d %H:%M:%S")

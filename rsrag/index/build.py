@@ -128,8 +128,7 @@ def build_scene_index(sources: str | Path | Sequence[str | Path], name: str, roo
     (see rsrag.geo). Running it again adds only the chips that are missing."""
     from rsrag.geo import Tiling, index_scenes
 
-    validate_index_name(name)
-    lib = open_for_build(root, name, encoder, index_type, create)
+    lib = open_for_build(root, name, encoder, index_type, create)  # Library.create/open check the name
     items = [sources] if isinstance(sources, (str, Path)) else list(sources)
     report = index_scenes(lib, items, tiling=tiling or Tiling(), bands=bands, sensor=sensor, datetime=datetime,
                           batch_size=batch_size, chunk_size=chunk_size, progress=progress)

@@ -26,7 +26,8 @@ import pyarrow as pa
 
 from rsrag import fusion
 from rsrag.config import indexes_root
-from rsrag.encoders.base import Encoder, ImageInput, batched, l2_normalize
+from rsrag.encoders.base import Encoder, ImageInput, l2_normalize
+from rsrag.encoders.decoding import batched
 from rsrag.index.ann import IndexSpec
 from rsrag.index.errors import EncoderMismatchError, FilterError, IndexExistsError, IndexNotFoundError
 from rsrag.index.filters import Filters, build_where
@@ -385,7 +386,7 @@ class Library:
         cols = list(columns) if columns is not None else self.store.columns()
         table = self.store.scan(cols, self._where(filters, where, bbox))
         if place is not None:
-            allowed = self._allowed(filters, where, bbox, place)
+            allowed = self._allowed(None, None, None, place)  # the SQL part is in the scan already
             table = table.filter(pa.array(np.isin(table.column("rid").to_numpy(), allowed)))
         return table.select([c for c in cols if c in table.column_names])
 
@@ -427,29 +428,29 @@ class Library:
         sql = self._where(filters, where, bbox)
         allowed = None
         if sql is not None:
-            if sql not in self._filter_cache:
-                try:
-                    self._filter_cache[sql] = self.store.rids(where=sql)
-                except (ValueError, RuntimeError, OSError) as exc:
-                    known = ", ".join(self.store.columns())
-                    raise FilterError(f"bad filter {sql!r}: {exc} (columns: {known})") from None
-                if len(self._filter_cache) > FILTER_CACHE:
-                    self._filter_cache.pop(next(iter(self._filter_cache)))
-            allowed = self._filter_cache[sql]
+            try:
+                allowed = self._cached(sql, lambda: self.store.rids(where=sql))
+            except (ValueError, RuntimeError, OSError) as exc:
+                known = ", ".join(self.store.columns())
+                raise FilterError(f"bad filter {sql!r}: {exc} (columns: {known})") from None
         if place is None:
             return allowed
         from rsrag.geo.filters import PlaceError
 
-        key = ("place", place)  # a place asked again (a map's area, query after query) is not tested again
+        try:  # a place asked again (a map's area, query after query) is not tested again
+            inside = self._cached(("place", place),
+                                  lambda: np.flatnonzero(place.select(self._place_arrays())).astype(np.int64))
+        except PlaceError as exc:
+            raise FilterError(str(exc)) from None
+        return inside if allowed is None else np.intersect1d(inside, allowed, assume_unique=True)
+
+    def _cached(self, key: Any, compute: Callable[[], np.ndarray]) -> np.ndarray:
+        """A filter's rids from the cache (the oldest of FILTER_CACHE entries goes), else computed."""
         if key not in self._filter_cache:
-            try:
-                self._filter_cache[key] = np.flatnonzero(place.select(self._place_arrays())).astype(np.int64)
-            except PlaceError as exc:
-                raise FilterError(str(exc)) from None
+            self._filter_cache[key] = compute()
             if len(self._filter_cache) > FILTER_CACHE:
                 self._filter_cache.pop(next(iter(self._filter_cache)))
-        inside = self._filter_cache[key]
-        return inside if allowed is None else np.intersect1d(inside, allowed, assume_unique=True)
+        return self._filter_cache[key]
 
     def _place_arrays(self):
         """The records' place and time columns as arrays indexed by rid, built once per table version."""

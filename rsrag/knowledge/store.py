@@ -144,7 +144,7 @@ class KnowledgeBase:
             library.folder,
             FOLDER,
             encoder=library.encoder,
-            encoder_name=library.info()["encoder"]["name"],
+            encoder_name=library.manifest["encoder"]["name"],
             exist_ok=True,
             lock_timeout=library.lock_timeout,
         )
@@ -213,7 +213,8 @@ class KnowledgeBase:
         """The stored rows (with their vectors) among `chunk_ids`."""
         if not chunk_ids:
             return [], np.zeros((0, self.index.dim), np.float32)
-        columns = [c for c in (*ROW_KEYS, *META_KEYS) if c in self.index.columns()]
+        present = set(self.index.columns())
+        columns = [c for c in (*ROW_KEYS, *META_KEYS) if c in present]
         table = self.index.rows([*columns, "vector"], filters={"id": sorted(chunk_ids)})
         data = {c: table.column(c).to_pylist() for c in columns}
         rows = [

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from functools import lru_cache
 from typing import Any
 
 from fastapi import Request
@@ -21,6 +22,7 @@ from rsrag.service.errors import ApiError
 from rsrag.service.uploads import MiB, ImageDecoder, UploadedImage
 
 
+@lru_cache(maxsize=None)  # a model's JSON schema is built once, not on every multipart request
 def structured_fields(model: type[BaseModel]) -> dict[str, str]:
     """Fields that are lists or objects ("array" / "object"): a form sends them as JSON or, for a
     list, as one form field per item."""

@@ -140,11 +140,6 @@ class ImageDecoder:
             return load_image(path, size_hint=size_hint)
 
 
-def check_image(data: bytes, limits: UploadLimits, field: str = "file") -> UploadedImage:
-    """`ImageDecoder(limits).check(data, field)`, for one-off checks outside an app."""
-    return ImageDecoder(limits).check(data, field)
-
-
 class BodyLimitMiddleware:
     """Refuse request bodies over `max_bytes` with 413: at once from Content-Length, else as the
     body streams in (chunked uploads), before a parser spools it anywhere."""

@@ -164,7 +164,7 @@ class VQAModel:
         """(n, image_dim) features; raises `rsrag.imageio.ImageLoadError` for an undecodable image."""
         decoded = [load_image(img) for img in images]  # bad input fails before the encoder loads
         enc = self.encoder
-        arrays = enc.preprocess.stack(decoded)
+        arrays = np.stack([enc.preprocess.to_array(img) for img in decoded])
         model = enc.image_model
         device = next(model.parameters()).device
         with torch.inference_mode():

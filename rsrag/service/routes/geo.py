@@ -43,10 +43,11 @@ def _scene_rows(handle: LibraryHandle) -> dict[str, dict]:
 
 
 def _scan_scenes(lib) -> dict[str, dict]:
-    if "scene" not in lib.columns():
+    columns = lib.columns()
+    if "scene" not in columns:
         return {}
     scenes: dict[str, dict] = {}
-    for row in lib.rows([c for c in SCENE_COLUMNS if c in lib.columns() or c == "path"]).to_pylist():
+    for row in lib.rows([c for c in SCENE_COLUMNS if c in columns]).to_pylist():
         entry = scenes.setdefault(row["scene"], {"scene": row["scene"], "datetime": row.get("datetime"), "chips": 0,
                                                  "bbox": None, "_path": row["path"], "_bands": row.get("bands"),
                                                  "_stretch": row.get("stretch")})

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 from functools import lru_cache
+from typing import Any
 from io import BytesIO
 from pathlib import Path
 
@@ -46,7 +47,11 @@ def find(handle: LibraryHandle, item_id: str) -> Hit:
 @lru_cache(maxsize=1024)
 def _thumbnail(decoder: ImageDecoder, path: str, mtime_ns: int, size: int) -> bytes:
     """JPEG thumbnail of an indexed image (cached by path, modification time and size)."""
-    image = decoder.load_stored(path, size_hint=size)
+    return _jpeg(decoder.load_stored(path, size_hint=size), size)
+
+
+def _jpeg(image: Any, size: int) -> bytes:
+    """An image shrunk to fit `size` and encoded as a JPEG thumbnail."""
     image.thumbnail((size, size))
     buf = BytesIO()
     image.save(buf, "JPEG", quality=85)
@@ -55,7 +60,7 @@ def _thumbnail(decoder: ImageDecoder, path: str, mtime_ns: int, size: int) -> by
 
 @router.get("/items/{item_id:path}/image", response_class=Response,
             responses={200: {"content": {"image/jpeg": {}}, "description": "JPEG thumbnail"}, **error_docs(404, 422)})
-def item_image(item_id: str, request: Request, size: int | None = Query(None, ge=16, le=1024, description="longest side"),
+def item_image(item_id: str, size: int | None = Query(None, ge=16, le=1024, description="longest side"),
                handle: LibraryHandle = Depends(get_handle), settings: Settings = Depends(get_settings),
                decoder: ImageDecoder = Depends(get_decoder)) -> Response:
     """A JPEG thumbnail of an item's image (default size: the server's thumbnail size); a scene chip's
@@ -85,12 +90,8 @@ def _chip_thumbnail(path: str, mtime_ns: int, chip: tuple[str, str, str, str], s
     from PIL import Image
 
     window, chip_size, bands, stretch = chip
-    image = Image.fromarray(_CHIPS.read(path, {"window": window, "size": chip_size, "bands": bands,
-                                               "stretch": stretch}))
-    image.thumbnail((size, size))
-    buf = BytesIO()
-    image.save(buf, "JPEG", quality=85)
-    return buf.getvalue()
+    return _jpeg(Image.fromarray(_CHIPS.read(path, {"window": window, "size": chip_size, "bands": bands,
+                                                    "stretch": stretch})), size)
 
 
 @router.get("/items/{item_id:path}", response_model=S.Item, responses=error_docs(404, 422))

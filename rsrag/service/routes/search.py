@@ -53,10 +53,11 @@ async def search(body: S.SearchRequest, request: Request, handle: LibraryHandle 
     # the search itself (FAISS + BM25, well under a millisecond on UCM-sized indexes) then runs
     # inline, which costs less than handing it to a worker thread.
     t0 = time.perf_counter()
-    public.check_filters(body.filters, handle.reader())
+    lib = handle.reader()  # one snapshot: the filters are checked against the index that is searched
+    public.check_filters(body.filters, lib)
     place = place_of(body)
     vector = await handle.query_encoder.encode_async(body.query) if body.mode != "bm25" else None
-    hits = handle.reader().search_text(body.query, body.k, mode=body.mode, filters=body.filters, place=place,
+    hits = lib.search_text(body.query, body.k, mode=body.mode, filters=body.filters, place=place,
                                        vector=vector)
     return respond({"query": body.query, "mode": body.mode, "k": body.k,
                      "took_ms": round((time.perf_counter() - t0) * 1000, 2), "hits": [public.hit(h) for h in hits]},
