@@ -40,6 +40,7 @@ def search_command(
     as_json: bool = typer.Option(False, "--json", help='Same as --format json: {"hits": [...]}'),
 ) -> None:
     """Search an index by text, by image or by a stored chip, within a place and time."""
+    from rsrag.geo.examples import more_like
     from rsrag.geo.filters import Place
     from rsrag.index.library import Library
 
@@ -62,9 +63,7 @@ def search_command(
             hits = _same_place(lib, anchor, place, filters, where, k)
             title = f"{len(hits)} chips of other dates over {anchor.id}"
         elif like is not None:
-            vector = lib.rows(["vector"], filters={"id": anchor.id}).column("vector").to_numpy(zero_copy_only=False)[0]
-            hits = [h for h in lib.search_vector(vector, k + 1, filters=filters, where=where, place=place)
-                    if h.id != anchor.id][:k]
+            hits = more_like(lib, anchor.id, k, filters=filters, where=where, place=place)
             title = f"{len(hits)} hits in {index} like {anchor.id}"
         elif image is not None:
             hits = lib.search_image(image, k, filters=filters, where=where, place=place)

@@ -46,6 +46,28 @@ class Region:
                 "merged": self.merged, **{k: v for k, v in self.metadata.items() if k not in ("footprint", "lon", "lat")}}
 
 
+def stored_vectors(library: Any, ids: Sequence[str]) -> np.ndarray:
+    """The stored embeddings of records by id (an unknown id is a KeyError naming it)."""
+    if not ids:
+        return np.zeros((0, library.dim), np.float32)
+    table = library.rows(["id", "vector"], filters={"id": list(ids)})
+    found = dict(zip(table.column("id").to_pylist(), table.column("vector").to_numpy(zero_copy_only=False)))
+    missing = [i for i in ids if i not in found]
+    if missing:
+        raise KeyError(f"no records with ids {missing[:5]} in index {library.name!r}")
+    return np.stack([np.asarray(found[i], np.float32) for i in ids])
+
+
+def more_like(library: Any, record_id: str, k: int = 10, **filters: Any) -> list:
+    """The k records most like a stored one (its own vector), itself left out, ranked from 1;
+    `filters`: `filters`, `where`, `place` as `Library.search_vector` takes them."""
+    vector = stored_vectors(library, [record_id])[0]
+    hits = [h for h in library.search_vector(vector, k + 1, **filters) if h.id != record_id][:k]
+    for rank, hit in enumerate(hits, start=1):
+        hit.rank = rank
+    return hits
+
+
 def _normalise(v: np.ndarray) -> np.ndarray:
     return v / max(float(np.linalg.norm(v)), 1e-12)
 
@@ -89,15 +111,7 @@ class ExampleSearch:
         self.library, self.method, self.depth, self.beta, self.nms_iou = library, method, depth, beta, nms_iou
 
     def vectors(self, ids: Sequence[str]) -> np.ndarray:
-        """The stored embeddings of records by id (an unknown id is an error naming it)."""
-        if not ids:
-            return np.zeros((0, self.library.dim), np.float32)
-        table = self.library.rows(["id", "vector"], filters={"id": list(ids)})
-        found = dict(zip(table.column("id").to_pylist(), table.column("vector").to_numpy(zero_copy_only=False)))
-        missing = [i for i in ids if i not in found]
-        if missing:
-            raise KeyError(f"no records with ids {missing[:5]} in index {self.library.name!r}")
-        return np.stack([np.asarray(found[i], np.float32) for i in ids])
+        return stored_vectors(self.library, ids)
 
     def rank(self, positives: Sequence[str], negatives: Sequence[str] = (), *, k: int = 20,
              place: Place | None = None, exclude_examples: bool = True) -> list[Region]:

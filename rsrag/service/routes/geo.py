@@ -118,13 +118,11 @@ def scene_image(scene: str, size: int = Query(1024, ge=64, le=2048, description=
 def search_like(body: S.LikeRequest, request: Request, handle: LibraryHandle = Depends(get_handle)):
     """More like a stored item (its own vector), optionally within a place and time."""
     t0 = time.perf_counter()
-    lib = handle.reader()
-    table = lib.rows(["id", "vector"], filters={"id": body.id})
-    if not table.num_rows:
-        raise ApiError(404, f"no item {body.id!r}")
-    vector = table.column("vector").to_numpy(zero_copy_only=False)[0]
-    hits = [h for h in lib.search_vector(vector, body.k + 1, place=place_of(body)) if h.id != body.id][:body.k]
-    for rank, hit in enumerate(hits, start=1):
-        hit.rank = rank
+    from rsrag.geo.examples import more_like
+
+    try:
+        hits = more_like(handle.reader(), body.id, body.k, place=place_of(body))
+    except KeyError:
+        raise ApiError(404, f"no item {body.id!r}") from None
     return respond({"mode": "like", "k": body.k, "took_ms": round((time.perf_counter() - t0) * 1000, 2),
                     "hits": [public.hit(h) for h in hits]}, request)
