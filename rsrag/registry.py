@@ -25,6 +25,8 @@ class Registry(Generic[T]):
         self._builtins, self._optional = tuple(builtins), tuple(optional)
         self._loaded = False
         self._loading = threading.RLock()  # threads doing a first lookup together wait for the imports
+        self._shared: dict[tuple, T] = {}
+        self._sharing = threading.Lock()
 
     def register(self, name: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
         """Decorator: make a class or factory constructible as `create(name, **cfg)`."""
@@ -67,3 +69,12 @@ class Registry(Generic[T]):
 
     def create(self, name: str, **cfg) -> T:
         return self.get(name)(**cfg)
+
+    def shared(self, name: str, **cfg) -> T:
+        """One instance per (name, config) for the process, built once even when threads ask together:
+        a model behind a component is loaded once however many requests use it."""
+        key = (name, tuple(sorted((k, repr(v)) for k, v in cfg.items())))
+        with self._sharing:
+            if key not in self._shared:
+                self._shared[key] = self.create(name, **cfg)
+            return self._shared[key]

@@ -21,7 +21,7 @@ import weakref
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
-from rsrag.generators import Evidence, GenerationRequest, Generator, create_generator
+from rsrag.generators import GENERATORS, Evidence, GenerationRequest, Generator
 from rsrag.knowledge import KnowledgeBase
 from rsrag.rag.answer import Answer, QAInputError
 from rsrag.rag.describe import image_to_text
@@ -87,19 +87,9 @@ def _default_task(question: str | None, image: ImageInput | None, labels: list[s
     return "question"
 
 
-_GENERATORS: dict[tuple, Generator] = {}
-_GENERATORS_LOCK = threading.Lock()
-
-
 def _generator(generator: str | Generator, cfg: dict[str, Any]) -> Generator:
     """A generator instance, built once per (name, config) for the process."""
-    if not isinstance(generator, str):
-        return generator
-    key = (generator, tuple(sorted((k, repr(v)) for k, v in cfg.items())))
-    with _GENERATORS_LOCK:  # concurrent first questions build one instance (and load the registry once)
-        if key not in _GENERATORS:
-            _GENERATORS[key] = create_generator(generator, **cfg)
-        return _GENERATORS[key]
+    return generator if not isinstance(generator, str) else GENERATORS.shared(generator, **cfg)
 
 
 class Answerer:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from abc import ABC, abstractmethod
 from typing import Sequence
 
@@ -44,9 +43,6 @@ RERANKERS: Registry[Reranker] = Registry("reranker", builtins=("rsrag.rerankers.
 register_reranker = RERANKERS.register
 register_reranker("none")(IdentityReranker)
 
-_SHARED: dict[str, Reranker] = {}
-_SHARED_LOCK = threading.Lock()  # concurrent first calls (a server's /qa) build one shared instance
-
 
 def create_reranker(name: str | Reranker | None = DEFAULT_RERANKER, *, shared: bool = True, **cfg) -> Reranker:
     """A re-ranker by name (an instance is returned as is). With `shared`, one instance per name is
@@ -54,10 +50,4 @@ def create_reranker(name: str | Reranker | None = DEFAULT_RERANKER, *, shared: b
     if isinstance(name, Reranker):
         return name
     name = name or DEFAULT_RERANKER
-    with _SHARED_LOCK:  # also serialises the registry's first (lazy) load
-        if shared and not cfg:
-            if name not in _SHARED:
-                _SHARED[name] = RERANKERS.create(name)
-            return _SHARED[name]
-        factory = RERANKERS.get(name)
-    return factory(**cfg)
+    return RERANKERS.shared(name) if shared and not cfg else RERANKERS.create(name, **cfg)
