@@ -194,6 +194,37 @@ def test_tiling_overlap_edges_and_pyramid(tmp_path):
     assert coarse[0].width == 400  # 100 px of 40 m = 400 scene pixels of 10 m
 
 
+def test_strip_reads_equal_chip_reads(tmp_path):
+    """read_many reads a row of windows as one strip: the same pixels as reading each window, edges
+    (nodata, a window hanging over the scene) and a decimated pyramid level included."""
+    data = gradient(4, 150, 300, seed=5)
+    data[:, :, :20] = 0
+    scene = open_scene(write_tif(tmp_path / "strip.tif", data, nodata=0, tiled=True))
+    windows = [(c, r, 64, 64) for r in (0, 64, 100) for c in (0, 64, 128, 192, 256)]  # the last hangs over
+    coarse = [(c, 0, 128, 128) for c in (0, 128, 256)]
+    with SceneReader(scene, scene.pick([3, 2, 1])) as reader:
+        for group, size in ((windows, 64), (coarse, 32)):
+            strips = list(reader.read_many(group, size))
+            for window, (image, valid) in zip(group, strips):
+                one, one_valid = reader.read(window, (size, size))
+                assert valid == pytest.approx(one_valid)
+                assert np.abs(image.astype(int) - one.astype(int)).max() <= 1, window
+    assert strips[0][1] < 1.0 and strips[-1][1] < 1.0  # nodata columns, and the part beyond the edge
+
+
+def test_footprints_in_bulk_equal_one_by_one():
+    from rsrag.geo.footprint import footprints
+
+    cases = {"EPSG:32633": [(500_000.0 + i * 2240, 4_597_760.0, 502_240.0 + i * 2240, 4_600_000.0) for i in range(5)],
+             "EPSG:3413": [(-100_000.0, -100_000.0, 100_000.0, 100_000.0), (1e6, 1e6, 1.1e6, 1.1e6)]}
+    xs, ys = warp_transform("EPSG:4326", "EPSG:3832", [179.8, -179.8], [-17.0, -17.2])
+    cases["EPSG:3832"] = [(xs[0], ys[1], xs[1], ys[0]), (xs[0] - 50_000, ys[1], xs[0] - 10_000, ys[0])]
+    for crs, boxes in cases.items():
+        for one, bulk in zip([footprint(crs, b) for b in boxes], footprints(crs, boxes)):
+            assert bulk.bbox == pytest.approx(one.bbox) and (bulk.lon, bulk.lat) == pytest.approx((one.lon, one.lat))
+            assert bulk.geometry.symmetric_difference(one.geometry).area < 1e-6 * one.geometry.area
+
+
 def test_footprint_in_utm_is_a_lon_lat_polygon():
     place = footprint("EPSG:32633", (500_000.0, 4_599_000.0, 501_200.0, 4_600_000.0))
     lon, lat = warp_transform("EPSG:32633", "EPSG:4326", [500_600.0], [4_599_500.0])

@@ -153,7 +153,7 @@ def build_cmd(
         tiling = _scene_options(tile, overlap, overlap_unit, scales, gsd, max_nodata) if as_scenes else None
     if as_scenes:
         _run_scene_build(source, name, root, encoder, index_type, tiling, bands, sensor, when, True,
-                         min(batch_size, 32), as_json)
+                         min(batch_size, 16), as_json)
         return
     _run_build(source[0], name, root, encoder, index_type, split, limit, False, True, batch_size, chunk_size,
                workers, as_json)

@@ -40,6 +40,17 @@ class Preprocess:
             out[c] -= self.mean[c] / self.std[c]
         return out
 
+    def from_rgb(self, rgb: np.ndarray) -> np.ndarray:
+        """(h, w, 3) uint8 -> the same input as `to_array`, without a PIL round trip when no resize is
+        needed (scene chips are read at the model's size)."""
+        if rgb.shape[:2] != (self.size, self.size):
+            return self.to_array(Image.fromarray(rgb))
+        out = np.empty((3, self.size, self.size), np.float32)
+        for c in range(3):
+            np.multiply(rgb[:, :, c], 1.0 / (255.0 * self.std[c]), out=out[c], casting="unsafe")
+            out[c] -= self.mean[c] / self.std[c]
+        return out
+
     def stack(self, images: Sequence[ImageInput]) -> np.ndarray:
         """Decode (raising `ImageLoadError` on a bad image) and preprocess a few images into one
         (n, 3, size, size) batch, in the calling thread; batch jobs use `decode_batches`."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import warnings
 from dataclasses import asdict, dataclass
 from functools import partial
@@ -367,9 +368,15 @@ class RSLiteEncoder(Encoder):
         self.runtime = runtime
         self.image_model = RSLiteImageModel(self.config).eval()
         self.image_model.views = views
-        self._text_tower = load_text_tower(self.device).eval()
-        self.heads = RSLiteHeads(self.image_model, self.config, self._text_tower).eval()
-        load_heads(self.heads, state, weights_path(weights))
+        try:
+            load_image_parts(self.image_model, state)
+        except RuntimeError as exc:
+            raise ValueError(f"rs-lite weights {weights_path(weights)} do not match the model: {exc}") from None
+        # the text tower (about 300 MB with its libraries) loads on the first text call: an image-only
+        # job (indexing a scene, captioning) never pays for it
+        self._weights_state, self._weights_source = state, weights_path(weights)
+        self._text_parts: tuple | None = None
+        self._text_lock = threading.Lock()
         self.id = f"rs-lite:{Path(weights).stem}@{digest}" + (f"+views{views}" if views > 1 else "")
         self.name = "rs-lite"
         self.memory: PairMemory | None = None
@@ -393,7 +400,22 @@ class RSLiteEncoder(Encoder):
                 lambda path: export_image_onnx(self.image_model, self.config.image_size, path), threads)
         else:
             self.image_model.to(self.device)
-        self.heads.text_proj.to(self.device)
+
+    def _text(self) -> tuple:
+        """(text tower, heads) on first use; the heads share the image model's tuned modules."""
+        with self._text_lock:
+            if self._text_parts is None:
+                tower = load_text_tower(self.device).eval()
+                heads = RSLiteHeads(self.image_model, self.config, tower).eval()
+                load_heads(heads, self._weights_state, self._weights_source)
+                heads.text_proj.to(self.device)
+                self._text_parts = (tower, heads)
+            return self._text_parts
+
+    @property
+    def heads(self) -> RSLiteHeads:
+        """Everything rs-lite trained (loads the text tower on first use)."""
+        return self._text()[1]
 
     def _text_onnx(self, n_texts: int):
         """The ONNX text path (`TextPath`) for a call with `n_texts` texts, or None where PyTorch
@@ -408,7 +430,8 @@ class RSLiteEncoder(Encoder):
         threads = self._threads or (1 if n_texts <= FEW_TEXTS else None)
         if threads not in self._text_sessions:
             try:
-                path_module = TextPath(self._text_tower, self.heads.text_proj)
+                tower, heads = self._text()
+                path_module = TextPath(tower, heads.text_proj)
             except ValueError as exc:
                 log.info("text tower stays in PyTorch: %s", exc)
                 self._text_sessions = None
@@ -435,15 +458,16 @@ class RSLiteEncoder(Encoder):
 
     def _encode_text_batch(self, texts: list[str]) -> np.ndarray:
         session = self._text_onnx(len(texts))
+        tower, heads = self._text()
         if session is None:
             with torch.inference_mode():
-                feats = self._text_tower.encode(texts, batch_size=len(texts), convert_to_tensor=True,
+                feats = tower.encode(texts, batch_size=len(texts), convert_to_tensor=True,
                                                 show_progress_bar=False)
-                return self.heads.text_proj(feats.to(self.device).float()).cpu().numpy()
+                return heads.text_proj(feats.to(self.device).float()).cpu().numpy()
         # sorted by length into chunks of 32, so little of each chunk is padding. int8 runs one text
         # per call: dynamic quantization scales activations by the range of the whole input, so a
         # text's vector would otherwise depend on the texts (and padding) batched with it.
-        tokenizer, max_len = self._text_tower.tokenizer, self._text_tower.max_seq_length
+        tokenizer, max_len = tower.tokenizer, tower.max_seq_length
         order = np.argsort([len(t) for t in texts], kind="stable")
         out = np.empty((len(texts), self.dim), np.float32)
         chunk = 1 if self.text_precision == "int8" else 32

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Sequence
 
 import numpy as np
 import shapely
@@ -124,6 +125,45 @@ def footprint(crs, bounds: tuple[float, float, float, float]) -> Footprint:
     else:
         bbox = (min(p.bounds[0] for p in parts), min_lat, max(p.bounds[2] for p in parts), max_lat)
     return Footprint(geom, bbox, float(lon), float(lat))
+
+
+def footprints(crs, bounds: Sequence[tuple[float, float, float, float]]) -> list[Footprint]:
+    """`footprint(crs, b)` for many windows of one CRS: one reprojection call for all their outlines.
+    Windows that need care (around a pole, across the antimeridian, or not reprojectable) go through
+    `footprint` one by one; the rest are built in bulk, which is what a scene's chips almost all are."""
+    if not bounds:
+        return []
+    key = _crs_key(crs)
+    transformer = _to_lonlat(key)
+    box_array = np.asarray(bounds, float).reshape(-1, 4)
+    left, bottom = np.minimum(box_array[:, 0], box_array[:, 2]), np.minimum(box_array[:, 1], box_array[:, 3])
+    right, top = np.maximum(box_array[:, 0], box_array[:, 2]), np.maximum(box_array[:, 1], box_array[:, 3])
+    # the same densified ring as `footprint`: DENSIFY points per edge, counter-clockwise from lower right
+    t = np.linspace(0.0, 1.0, DENSIFY + 1)[:-1]
+    xs = np.concatenate([np.broadcast_to(right[:, None], (len(left), DENSIFY)), right[:, None] - t * (right - left)[:, None],
+                         np.broadcast_to(left[:, None], (len(left), DENSIFY)), left[:, None] + t * (right - left)[:, None]],
+                        axis=1)
+    ys = np.concatenate([bottom[:, None] + t * (top - bottom)[:, None], np.broadcast_to(top[:, None], (len(left), DENSIFY)),
+                         top[:, None] - t * (top - bottom)[:, None], np.broadcast_to(bottom[:, None], (len(left), DENSIFY))],
+                        axis=1)
+    lons, lats = transformer.transform(xs.ravel(), ys.ravel())
+    lons, lats = np.asarray(lons, float).reshape(xs.shape), np.asarray(lats, float).reshape(xs.shape)
+    clons, clats = transformer.transform((left + right) / 2, (bottom + top) / 2)
+    ring_lons = np.concatenate([lons, lons[:, :1]], axis=1)
+    simple = (np.isfinite(lons).all(axis=1) & np.isfinite(lats).all(axis=1)
+              & (np.abs(np.diff(ring_lons, axis=1)).max(axis=1) <= 180.0))
+    for _sign, x, y in _poles_in(key):
+        simple &= ~((left <= x) & (x <= right) & (bottom <= y) & (y <= top))
+    rings = np.stack([np.concatenate([lons, lons[:, :1]], axis=1), np.concatenate([lats, lats[:, :1]], axis=1)], axis=-1)
+    polygons = shapely.polygons(rings)
+    out: list[Footprint] = []
+    for i, b in enumerate(bounds):
+        if not simple[i] or not polygons[i].is_valid:
+            out.append(footprint(crs, b))
+            continue
+        bbox = (float(lons[i].min()), float(lats[i].min()), float(lons[i].max()), float(lats[i].max()))
+        out.append(Footprint(polygons[i], bbox, float(np.atleast_1d(clons)[i]), float(np.atleast_1d(clats)[i])))
+    return out
 
 
 def bbox_polygon(bbox: tuple[float, float, float, float]) -> Geometry:

@@ -23,13 +23,15 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from rsrag.geo.bands import BandRuleError
-from rsrag.geo.chips import chip_id, chip_place, chip_record
-from rsrag.geo.footprint import FootprintError
+from rsrag.geo.chips import chip_bounds, chip_id, chip_place, chip_record
+from rsrag.geo.footprint import Footprint, FootprintError, footprints
 from rsrag.geo.scene import Scene, SceneError, SceneReader, find_scenes, open_scene
-from rsrag.geo.tiling import Tiling, chip_windows, count_chips
+from rsrag.geo.tiling import ChipWindow, Tiling, chip_windows, count_chips
 
 log = logging.getLogger(__name__)
-GDAL_CACHE_BYTES = 128 * 2**20  # GDAL's block cache while reading scenes (its default is 5% of RAM)
+READ_GROUP = 256  # chips read, placed and handed on together (a few row strips of a large scene)
+GDAL_CACHE_BYTES = 64 * 2**20  # GDAL's block cache while reading scenes (its default is 5% of RAM): two rows
+# of 512 px blocks of a Sentinel-2 tile, so a strip across a block boundary decodes each block once
 
 
 @dataclass
@@ -78,11 +80,9 @@ def open_scenes(sources: Iterable[str | Path], report: SceneIndexReport, *, sens
 
 def _chips(scenes: Sequence[Scene], tiling: Tiling, bands: str | Sequence[str | int] | None, existing: set[str],
            report: SceneIndexReport, preprocess: Any) -> Iterator[tuple[Any, np.ndarray]]:
-    """(record, model input) for every chip worth embedding, scene by scene, window by window: read,
-    checked for nodata, placed and preprocessed here, in the reader thread, so the model's thread
-    only runs the model."""
-    from PIL import Image
-
+    """(record, model input) for every chip worth embedding, scene by scene, a row strip at a time
+    (`SceneReader.read_many`): read, checked for nodata, placed and preprocessed here, in the reader
+    thread, so the model's thread only runs the model."""
     for scene in scenes:
         try:
             picked = scene.pick(bands)
@@ -101,22 +101,39 @@ def _chips(scenes: Sequence[Scene], tiling: Tiling, bands: str | Sequence[str | 
             continue
         names = [b.name or b.common or str(b.index) for b in picked]
         with reader:
-            for chip in todo:
-                try:
-                    image, valid = reader.read(chip.window, (tiling.size, tiling.size))
-                except SceneError as exc:
-                    report.failed.append((chip_id(scene, chip), str(exc)))
-                    continue
-                if 1.0 - valid > tiling.max_nodata:
-                    report.skipped_nodata += 1
-                    continue
-                try:
-                    place = chip_place(scene, chip)
-                except FootprintError as exc:
-                    report.failed.append((chip_id(scene, chip), f"{scene.source}: {exc}"))
-                    continue
-                tensor = preprocess.to_array(Image.fromarray(image))
-                yield chip_record(scene, chip, tiling.size, names, reader.stretch, place), tensor
+            for start in range(0, len(todo), READ_GROUP):
+                group = todo[start:start + READ_GROUP]
+                places = _places(scene, group, report)
+                read = reader.read_many([chip.window for chip in group], tiling.size)
+                for chip, place, result in zip(group, places, read):
+                    if isinstance(result, SceneError):
+                        report.failed.append((chip_id(scene, chip), str(result)))
+                        continue
+                    image, valid = result
+                    if 1.0 - valid > tiling.max_nodata:
+                        report.skipped_nodata += 1
+                        continue
+                    if place is False:  # its footprint failed (reported by _places)
+                        continue
+                    yield chip_record(scene, chip, tiling.size, names, reader.stretch, place), preprocess.from_rgb(image)
+
+
+def _places(scene: Scene, chips: Sequence[ChipWindow], report: SceneIndexReport) -> list[Footprint | None | bool]:
+    """Footprints of chips of one scene in one reprojection call (None without a CRS; False, reported,
+    where a footprint cannot be reprojected)."""
+    if scene.crs is None:
+        return [None] * len(chips)
+    try:
+        return list(footprints(scene.crs, [chip_bounds(scene, c) for c in chips]))
+    except FootprintError:
+        out: list[Footprint | None | bool] = []
+        for chip in chips:
+            try:
+                out.append(chip_place(scene, chip))
+            except FootprintError as exc:
+                report.failed.append((chip_id(scene, chip), f"{scene.source}: {exc}"))
+                out.append(False)
+        return out
 
 
 def _batches_in_background(items: Iterator, size: int, depth: int = 3) -> Iterator[list]:
@@ -167,7 +184,7 @@ def _batches_in_background(items: Iterator, size: int, depth: int = 3) -> Iterat
 
 def index_scenes(library, sources: Iterable[str | Path], *, tiling: Tiling = Tiling(),
                  bands: str | Sequence[str | int] | None = None, sensor: str | None = None, datetime: Any = None,
-                 batch_size: int = 32, chunk_size: int = 2048,
+                 batch_size: int = 16, chunk_size: int = 2048,
                  progress: Callable[[int, int], None] | None = None) -> SceneIndexReport:
     """Tile, read, embed and add every chip of the scenes under `sources` to `library` (module doc).
 

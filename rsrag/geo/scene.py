@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -31,6 +31,7 @@ from rsrag.geo.bands import Band, BandRuleError, canonical_sensor, described_ban
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".jp2", ".vrt", ".img")
 STRETCH_PERCENTILES = (2.0, 98.0)
+STRIP_MAX_PX = 4096  # widest strip `SceneReader.read_many` reads at once (output pixels: 11 MB as float32 at 224 px)
 STRETCH_SAMPLE_SIDE = 1024  # the whole-scene read that the stretch is estimated on, long side in pixels
 _TIME_TAGS = ("ACQUISITIONDATETIME", "ACQUISITION_DATETIME", "DATE_ACQUIRED", "SENSING_TIME", "DATATAKE_1_DATATAKE_SENSING_START",
               "PRODUCT_START_TIME", "DATETIME_ACQUIRED", "datetime", "acquisition_date")
@@ -322,12 +323,13 @@ class Stretch:
         if self.lows is None or self.highs is None:
             out = np.clip(stack, 0, 255).astype(np.uint8)
         else:
-            out = np.empty(stack.shape, np.uint8)
-            for c in range(stack.shape[0]):
-                lo, hi = self.lows[c], self.highs[c]
-                scale = 255.0 / (hi - lo) if hi > lo else 0.0
-                band = np.nan_to_num((stack[c].astype(np.float32) - lo) * scale, nan=0.0, posinf=255.0, neginf=0.0)
-                out[c] = np.clip(band, 0, 255).astype(np.uint8)
+            lows = np.asarray(self.lows, np.float32)[:, None, None]
+            span = np.asarray(self.highs, np.float32)[:, None, None] - lows
+            scale = np.divide(np.float32(255.0), span, out=np.zeros_like(span), where=span > 0)
+            band = (stack.astype(np.float32, copy=False) - lows) * scale  # one pass over all bands
+            np.clip(band, 0.0, 255.0, out=band)  # +-inf are clipped; NaN (no data) stays NaN ...
+            band[np.isnan(band)] = 0.0  # ... and becomes 0
+            out = band.astype(np.uint8)
         out[:, ~valid] = 0
         return np.ascontiguousarray(out.transpose(1, 2, 0))
 
@@ -371,48 +373,94 @@ class SceneReader:
         stack = np.empty((3, out_h, out_w), np.float32)
         invalid = np.ones((out_h, out_w), bool)  # a pixel is nodata when every band says so
         shrink = width > out_w or height > out_h
-        cache: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}
-        for c, band in enumerate(self.bands):
-            src = self.scene.sources[band.index]
-            key = (src.path, src.index)
-            if key not in cache:
-                ds = self._dataset(src.path)
-                if ds.transform == self.scene.transform and ds.width == self.scene.width:
-                    win = ref
-                else:  # a band on a coarser grid (e.g. Sentinel-2 20 m): the same ground window
-                    left, top = window_transform(ref, self.scene.transform) @ (0, 0)
-                    right, bottom = window_transform(ref, self.scene.transform) @ (width, height)
-                    win = from_bounds(left, bottom, right, top, transform=ds.transform)
-                # a window inside the raster is read directly (GDAL's block cache serves neighbouring
-                # chips); only one that hangs over the edge takes rasterio's slower boundless path
-                outside = (win.col_off < 0 or win.row_off < 0 or win.col_off + win.width > ds.width
-                           or win.row_off + win.height > ds.height)
-                resampling = Resampling.average if shrink else Resampling.bilinear
-                try:
-                    values = ds.read(src.index, window=win, out_shape=(out_h, out_w), boundless=outside,
-                                     fill_value=ds.nodata if ds.nodata is not None else 0,
-                                     resampling=resampling).astype(np.float32, copy=False)
-                    mask = ~np.isfinite(values)
+        resampling = Resampling.average if shrink else Resampling.bilinear
+        by_file: dict[str, list[int]] = {}  # the bands each file gives, read in one call per file:
+        for c, band in enumerate(self.bands):  # a pixel-interleaved block is then decoded once
+            by_file.setdefault(self.scene.sources[band.index].path, []).append(c)
+        for path, channels in by_file.items():
+            ds = self._dataset(path)
+            indexes = [self.scene.sources[self.bands[c].index].index for c in channels]
+            if ds.transform == self.scene.transform and ds.width == self.scene.width:
+                win = ref
+            else:  # a band on a coarser grid (e.g. Sentinel-2 20 m): the same ground window
+                left, top = window_transform(ref, self.scene.transform) @ (0, 0)
+                right, bottom = window_transform(ref, self.scene.transform) @ (width, height)
+                win = from_bounds(left, bottom, right, top, transform=ds.transform)
+            # a window inside the raster is read directly (GDAL's block cache serves neighbouring
+            # chips); only one that hangs over the edge takes rasterio's slower boundless path
+            outside = (win.col_off < 0 or win.row_off < 0 or win.col_off + win.width > ds.width
+                       or win.row_off + win.height > ds.height)
+            unique = list(dict.fromkeys(indexes))
+            try:
+                values = ds.read(unique, window=win, out_shape=(len(unique), out_h, out_w), boundless=outside,
+                                 fill_value=ds.nodata if ds.nodata is not None else 0,
+                                 resampling=resampling).astype(np.float32, copy=False)
+                for k, index in enumerate(unique):
+                    mask = ~np.isfinite(values[k])
                     if ds.nodata is not None and np.isfinite(ds.nodata):
-                        mask |= values == np.float32(ds.nodata)
-                    if _has_mask_band(ds, src.index):  # an internal mask or alpha band
-                        mask |= ds.read_masks(src.index, window=win, out_shape=(out_h, out_w), boundless=outside,
+                        mask |= values[k] == np.float32(ds.nodata)
+                    if _has_mask_band(ds, index):  # an internal mask or alpha band
+                        mask |= ds.read_masks(index, window=win, out_shape=(out_h, out_w), boundless=outside,
                                               resampling=Resampling.nearest) == 0
                     elif outside:  # the fill beyond the edge is nodata even without a nodata value
                         mask |= _outside_mask(win, ds, (out_h, out_w))
-                except (RasterioIOError, ValueError) as exc:
-                    raise SceneError(f"{self.scene.source}: cannot read window {window} of band "
-                                     f"{band.name or band.index} ({exc})") from None
-                cache[key] = values, mask
-            values, mask = cache[key]
-            stack[c] = values
-            invalid &= mask
+                    for c, i in zip(channels, indexes):
+                        if i == index:
+                            stack[c] = values[k]
+                            invalid &= mask
+            except (RasterioIOError, ValueError) as exc:
+                names = ", ".join(str(self.bands[c].name or self.bands[c].index) for c in channels)
+                raise SceneError(f"{self.scene.source}: cannot read window {window} of band(s) "
+                                 f"{names} ({exc})") from None
         return stack, ~invalid
 
     def read(self, window: tuple[int, int, int, int], out_size: tuple[int, int]) -> tuple[np.ndarray, float]:
         """An RGB chip: ((h, w, 3) uint8, the fraction of its pixels that hold data)."""
         stack, valid = self.read_raw(window, out_size)
         return self.stretch.apply(stack, valid), float(valid.mean()) if valid.size else 0.0
+
+    def read_many(self, windows: Sequence[tuple[int, int, int, int]], size: int
+                  ) -> Iterator[tuple[np.ndarray, float] | SceneError]:
+        """`read(window, (size, size))` for each window, in order, but side-by-side windows of one row are
+        read as one strip and cut apart: one GDAL call, one stretch and one mask per strip instead of per
+        chip, which is most of the reading cost of a tiled scene. A strip that fails is retried chip by
+        chip, so a corrupt tile costs only its own chips; such a chip yields its SceneError."""
+        i = 0
+        while i < len(windows):
+            col0, row0, width, height = windows[i]
+            offsets = [0]  # output column of each window of the strip
+            j = i + 1
+            while j < len(windows):
+                col, row, w, h = windows[j]
+                offset, exact = divmod((col - col0) * size, width)
+                if (row, w, h) != (row0, width, height) or exact or offset <= offsets[-1] \
+                        or offset + size > STRIP_MAX_PX:
+                    break
+                offsets.append(offset)
+                j += 1
+            strip = windows[i:j]
+            if len(strip) > 1:
+                span = strip[-1][0] + width - col0
+                try:
+                    image, valid = self._strip((col0, row0, span, height), (offsets[-1] + size, size))
+                except SceneError:
+                    image = None
+                if image is not None:
+                    for offset in offsets:
+                        part = valid[:, offset:offset + size]
+                        yield np.ascontiguousarray(image[:, offset:offset + size]), float(part.mean())
+                    i = j
+                    continue
+            for window in strip:
+                try:
+                    yield self.read(window, (size, size))
+                except SceneError as exc:
+                    yield exc
+            i = j
+
+    def _strip(self, window: tuple[int, int, int, int], out_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        stack, valid = self.read_raw(window, out_size)
+        return self.stretch.apply(stack, valid), valid
 
 
 def _has_mask_band(ds, index: int) -> bool:

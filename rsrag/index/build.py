@@ -122,7 +122,7 @@ def is_scene_source(source: str | Path, chip_size: int = 224) -> bool:
 def build_scene_index(sources: str | Path | Sequence[str | Path], name: str, root: str | Path | None = None, *,
                       encoder: Encoder | str | None = None, index_type: str = "auto", tiling: "Tiling | None" = None,
                       bands: str | None = None, sensor: str | None = None, datetime: Any = None,
-                      create: bool = True, batch_size: int = 32, chunk_size: int = 2048,
+                      create: bool = True, batch_size: int = 16, chunk_size: int = 2048,
                       progress: Callable[[int, int], None] | None = None) -> tuple[Library, "SceneIndexReport"]:
     """Create (or resume) index NAME from scenes: every chip of every scene, with its footprint and time
     (see rsrag.geo). Running it again adds only the chips that are missing."""
