@@ -1,6 +1,8 @@
 """Answer generators (a registry): `extractive` (default, offline, deterministic), `hf` (a transformers
-causal LM), `openai` (an OpenAI-compatible chat endpoint: vLLM, llama.cpp server, Ollama), and the
-optional `caption` / `vqa` that look at the query image with the models trained in rsrag.
+causal LM), `openai` (an OpenAI-compatible chat endpoint: vLLM, llama.cpp server, `transformers
+serve`, LM Studio, OpenAI; the query image goes along as an `image_url` part), `ollama` (Ollama's
+native chat API, image included), and the optional `caption` / `vqa` that look at the query image with
+the models trained in rsrag.
 
 Owns: the `Generator` interface, `GenerationRequest` / `Generation`, `Evidence` (what a generator
 answers from) and the generator registry. May import: `rsrag.registry`, `rsrag.rerankers`,
@@ -15,6 +17,8 @@ from rsrag.generators.base import (
     GenerationRequest,
     Generator,
     GeneratorError,
+    GeneratorRefused,
+    GeneratorUnavailable,
     as_evidence,
     create_generator,
     list_generators,
@@ -26,6 +30,8 @@ __all__ = [
     "GenerationRequest",
     "Generation",
     "GeneratorError",
+    "GeneratorRefused",
+    "GeneratorUnavailable",
     "Evidence",
     "as_evidence",
     "GENERATORS",

@@ -11,13 +11,21 @@ from __future__ import annotations
 import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 from rsrag.registry import Registry
 
 
 class GeneratorError(RuntimeError):
     """A generator cannot produce an answer (unreachable endpoint, model not found, bad reply)."""
+
+
+class GeneratorUnavailable(GeneratorError):
+    """The model server cannot be reached or timed out, after retries (the service answers 503)."""
+
+
+class GeneratorRefused(GeneratorError):
+    """The model server answered with an error or a reply that is not an answer (the service answers 502)."""
 
 
 @dataclass
@@ -105,11 +113,19 @@ class Generator(ABC):
     def generate(self, request: GenerationRequest) -> Generation:
         """Answer the request."""
 
+    def stream(self, request: GenerationRequest) -> Iterator[str | Generation]:
+        """The answer as text pieces as they are produced, then the finished `Generation` last.
+        Generators that cannot stream produce the whole text as one piece."""
+        result = self.generate(request)
+        yield result.text
+        yield result
+
 
 # caption and vqa (image_models) use the models trained in rsrag: optional, registered when importable
 GENERATORS: Registry[Generator] = Registry(
     "generator",
-    builtins=("rsrag.generators.extractive", "rsrag.generators.hf", "rsrag.generators.openai_compat"),
+    builtins=("rsrag.generators.extractive", "rsrag.generators.hf", "rsrag.generators.openai_compat",
+              "rsrag.generators.ollama"),
     optional=("rsrag.generators.image_models",),
 )
 register_generator = GENERATORS.register

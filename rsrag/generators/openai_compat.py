@@ -1,25 +1,59 @@
-"""`openai`: any OpenAI-compatible chat-completions endpoint (vLLM, llama.cpp server, Ollama, ...).
+"""`openai`: any OpenAI-compatible chat-completions endpoint (vLLM, llama.cpp server, `transformers
+serve`, LM Studio, Ollama's /v1, OpenAI).
 
-`url` is the server's base (`http://host:8000/v1`) or the full `.../chat/completions` address.
-The key comes from `api_key` or OPENAI_API_KEY (local servers usually need none). Plain urllib, no SDK.
+`url` is the server's base (`http://host:8000/v1`) or the full `.../chat/completions` address. The key
+comes from `api_key`, else from the environment variable named by `api_key_env` (default
+OPENAI_API_KEY); local servers usually need none. The key is sent only in the Authorization header and
+never appears in errors, logs or answers.
+
+The image: with a query image, the last user message becomes a list of content parts, the prompt text
+then `{"type": "image_url", "image_url": {"url": "data:image/jpeg;base64,..."}}` (re-encoded, long side
+capped: `rsrag.generators.images`). `vision="auto"` (default) sends it and, when the server refuses
+image parts (a text-only model), sends the text alone, remembers that for this generator, and says so
+in the answer's metadata (`image_sent: false`, `image_note`); `vision=False` never sends images
+(configured text-only model); `vision=True` fails instead of falling back.
+
+Failures: connection errors, timeouts, 429 and 5xx are retried `retries` times with exponential
+backoff, then raise `GeneratorUnavailable` (503 in the service); other HTTP errors and replies that are
+not answers raise `GeneratorRefused` (502) with the upstream's message.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import socket
-import urllib.error
-import urllib.request
+import time
+from typing import Any, Iterator
+
+import httpx
 
 from rsrag.generators.base import (
     Generation,
     GenerationRequest,
     Generator,
     GeneratorError,
+    GeneratorRefused,
+    GeneratorUnavailable,
     cited_numbers,
     register_generator,
 )
+from rsrag.generators.images import MAX_SIDE, image_data_url
+
+RETRY_STATUS = (429, 500, 502, 503, 504)
+IMAGE_REFUSALS = ("image", "vision", "multimodal", "content type", "content part", "image_url")
+
+
+def chat_messages(messages: list[dict], image_url: str | None) -> list[dict]:
+    """The prompt's messages, with the image as a content part of the last user message."""
+    out = [dict(m) for m in messages]
+    if image_url is None:
+        return out
+    for message in reversed(out):
+        if message["role"] == "user":
+            message["content"] = [{"type": "text", "text": str(message["content"])},
+                                  {"type": "image_url", "image_url": {"url": image_url}}]
+            break
+    return out
 
 
 @register_generator("openai")
@@ -31,47 +65,167 @@ class OpenAIGenerator(Generator):
         url: str | None = None,
         model: str = "default",
         api_key: str | None = None,
+        api_key_env: str = "OPENAI_API_KEY",
         timeout: float = 60.0,
         max_tokens: int = 256,
         temperature: float = 0.0,
+        vision: bool | str = "auto",
+        image_max_side: int = MAX_SIDE,
+        retries: int = 2,
+        backoff: float = 0.5,
         **_: object,
     ) -> None:
         if not url:
             raise GeneratorError("the openai generator needs url=<http://host:port/v1>")
+        if vision not in ("auto", True, False):
+            raise GeneratorError(f"vision must be 'auto', True or False, not {vision!r}")
         url = url.rstrip("/")
         self.url = url if url.endswith("/chat/completions") else f"{url}/chat/completions"
         self.model, self.timeout, self.max_tokens, self.temperature = model, timeout, max_tokens, temperature
-        self.api_key = api_key or os.environ.get("OPENAI_API_KEY")
+        self.vision, self.image_max_side = vision, image_max_side
+        self.retries, self.backoff = max(0, int(retries)), backoff
+        self._api_key = api_key or os.environ.get(api_key_env or "OPENAI_API_KEY") or None
+        self._text_only_reason: str | None = None  # set once the server refused an image part
+        # one pooled client per generator (thread-safe); keep-alive saves a connect per answer
+        self._client = httpx.Client(timeout=httpx.Timeout(self.timeout, connect=min(10.0, self.timeout)))
 
-    def generate(self, request: GenerationRequest) -> Generation:
-        body = json.dumps(
-            {
-                "model": self.model,
-                "messages": request.prompt.messages,
-                "max_tokens": self.max_tokens,
-                "temperature": self.temperature,
-            }
-        ).encode()
+    def __repr__(self) -> str:  # never the key
+        return f"OpenAIGenerator(url={self.url!r}, model={self.model!r}, vision={self.vision!r})"
+
+    # ---- request -----------------------------------------------------------------------------------
+    def body(self, request: GenerationRequest, *, stream: bool = False, with_image: bool = True) -> dict:
+        """The JSON body sent to /chat/completions (public so that tests and users can inspect it)."""
+        send_image = (with_image and request.image is not None and self.vision is not False
+                      and self._text_only_reason is None)
+        image_url = image_data_url(request.image, self.image_max_side) if send_image else None
+        body: dict[str, Any] = {"model": self.model, "messages": chat_messages(request.prompt.messages, image_url),
+                                "max_tokens": self.max_tokens, "temperature": self.temperature}
+        if stream:
+            body["stream"] = True
+        return body
+
+    def _headers(self) -> dict[str, str]:
         headers = {"Content-Type": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        req = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
+        if self._api_key:
+            headers["Authorization"] = f"Bearer {self._api_key}"
+        return headers
+
+    def _post(self, body: dict, stream: bool):
+        """POST with retries; returns an open response (the caller closes it)."""
+        client = self._client
+        last = ""
+        for attempt in range(self.retries + 1):
+            if attempt:
+                time.sleep(self.backoff * 2 ** (attempt - 1))
+            try:
+                response = client.send(client.build_request("POST", self.url, json=body, headers=self._headers()),
+                                       stream=stream)
+            except httpx.TimeoutException:
+                last = f"no answer within {self.timeout:g} s"
+                continue
+            except httpx.TransportError as exc:
+                last = f"cannot connect ({type(exc).__name__}: {exc})"
+                continue
+            if response.status_code in RETRY_STATUS:
+                last = f"HTTP {response.status_code}: {_detail(response)}"
+                response.close()
+                continue
+            if response.status_code >= 400:
+                detail = _detail(response)
+                response.close()
+                raise GeneratorRefused(f"generator endpoint {self.url} answered HTTP {response.status_code}: {detail}")
+            return response
+        raise GeneratorUnavailable(f"cannot reach generator endpoint {self.url} after {self.retries + 1} "
+                                   f"attempt(s): {last}")
+
+    def _send(self, request: GenerationRequest, stream: bool) -> tuple[Any, dict]:
+        """Send with the image when allowed; on a refused image part under vision="auto", resend text only."""
+        meta: dict[str, Any] = {"image_sent": False}
+        body = self.body(request, stream=stream)
+        has_image = isinstance(body["messages"][-1].get("content"), list) or any(
+            isinstance(m.get("content"), list) for m in body["messages"])
+        if request.image is not None and not has_image:
+            meta["image_note"] = ("the generator is configured text-only" if self.vision is False
+                                  else self._text_only_reason or "no image was sent")
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                reply = json.loads(resp.read().decode())
-        except urllib.error.HTTPError as exc:
-            detail = exc.read().decode(errors="replace")[:300]
-            raise GeneratorError(f"generator endpoint {self.url} answered HTTP {exc.code}: {detail}") from None
-        except (urllib.error.URLError, socket.timeout, ConnectionError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise GeneratorError(f"cannot reach generator endpoint {self.url}: {reason}") from None
+            response = self._post(body, stream)
+            meta["image_sent"] = has_image
+            return response, meta
+        except GeneratorRefused as exc:
+            refused_image = has_image and any(word in str(exc).lower() for word in IMAGE_REFUSALS)
+            if not refused_image or self.vision is True:
+                raise
+            self._text_only_reason = f"the model server refused the image part, so it gets text only ({exc})"
+            meta["image_note"] = self._text_only_reason
+            return self._post(self.body(request, stream=stream, with_image=False), stream), meta
+
+    # ---- answers -----------------------------------------------------------------------------------
+    def generate(self, request: GenerationRequest) -> Generation:
+        response, meta = self._send(request, stream=False)
+        try:
+            reply = response.json()
         except ValueError as exc:
-            raise GeneratorError(f"generator endpoint {self.url} sent a reply that is not JSON: {exc}") from None
+            raise GeneratorRefused(f"generator endpoint {self.url} sent a reply that is not JSON: {exc}") from None
+        finally:
+            response.close()
         try:
             text = str(reply["choices"][0]["message"]["content"]).strip()
         except (KeyError, IndexError, TypeError):
-            raise GeneratorError(
-                f"generator endpoint {self.url} sent no choices[0].message.content: {str(reply)[:300]}"
-            ) from None
+            raise GeneratorRefused(
+                f"generator endpoint {self.url} sent no choices[0].message.content: {str(reply)[:300]}") from None
         ids = request.prompt.evidence_ids
-        return Generation(text, cited_numbers(text, ids) or ids[:1], {"usage": reply.get("usage")})
+        return Generation(text, cited_numbers(text, ids) or ids[:1], {"usage": reply.get("usage"), **meta})
+
+    def stream(self, request: GenerationRequest) -> Iterator[str | Generation]:
+        """Tokens as the server sends them (server-sent events, `"stream": true`), then the Generation."""
+        t0 = time.perf_counter()
+        response, meta = self._send(request, stream=True)
+        pieces: list[str] = []
+        first: float | None = None
+        try:
+            for line in response.iter_lines():
+                if not line.startswith("data:"):
+                    continue
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    break
+                try:
+                    event = json.loads(data)
+                except ValueError:
+                    raise GeneratorRefused(f"generator endpoint {self.url} sent a stream event that is not "
+                                           f"JSON: {data[:200]}") from None
+                if not isinstance(event, dict) or "error" in event:
+                    detail = event.get("error") if isinstance(event, dict) else event
+                    raise GeneratorRefused(f"generator endpoint {self.url} failed mid-stream: {str(detail)[:300]}")
+                choices = event.get("choices") or [{}]
+                piece = ((choices[0] or {}).get("delta") or {}).get("content") or ""
+                if piece:
+                    if first is None:
+                        first = time.perf_counter()
+                    pieces.append(piece)
+                    yield piece
+        except httpx.TransportError as exc:
+            raise GeneratorUnavailable(f"generator endpoint {self.url} broke off the stream: {exc}") from None
+        finally:
+            response.close()
+        text = "".join(pieces).strip()
+        ids = request.prompt.evidence_ids
+        meta["first_token_ms"] = round((first - t0) * 1000, 1) if first is not None else None
+        yield Generation(text, cited_numbers(text, ids) or ids[:1], meta)
+
+
+def _detail(response: httpx.Response) -> str:
+    """The upstream's error message, short."""
+    try:
+        response.read()
+        data = response.json()
+        message = data.get("error", data) if isinstance(data, dict) else data
+        if isinstance(message, dict):
+            message = message.get("message", message)
+        return str(message)[:300]
+    except Exception:  # noqa: BLE001 - not JSON: the body as text
+        try:
+            return response.text[:300]
+        except httpx.HTTPError:
+            return ""
+

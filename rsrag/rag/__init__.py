@@ -10,13 +10,14 @@ below it imports `rsrag.rag`.
 
 from rsrag.generators import Evidence
 from rsrag.rag.answer import Answer, QAInputError
-from rsrag.rag.ask import Answerer, AskOptions, answerer_for, ask
+from rsrag.rag.ask import Answerer, AskOptions, answerer_for, ask, ask_stream
 from rsrag.rag.describe import image_to_text
 from rsrag.rag.prompt import Prompt, PromptBuilder
 from rsrag.rag.retrieval import Candidate, KnowledgeRetriever, RetrievalConfig, Retrieval
 
 __all__ = [
     "ask",
+    "ask_stream",
     "Answerer",
     "AskOptions",
     "answerer_for",

@@ -19,9 +19,9 @@ import threading
 import time
 import weakref
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
-from rsrag.generators import GENERATORS, Evidence, GenerationRequest, Generator
+from rsrag.generators import GENERATORS, Evidence, Generation, GenerationRequest, Generator
 from rsrag.knowledge import KnowledgeBase
 from rsrag.rag.answer import Answer, QAInputError
 from rsrag.rag.describe import image_to_text
@@ -171,7 +171,24 @@ class Answerer:
     def answer(self, question: str | None = None, image: ImageInput | None = None,
                options: AskOptions | None = None) -> Answer:
         """Answer a question about the library's knowledge and/or an image (module doc)."""
-        options = options or AskOptions()
+        turn = self._prepare(question, image, options or AskOptions())
+        t_g = time.perf_counter()
+        return self._finish(turn, turn.generator.generate(turn.request), t_g)
+
+    def stream(self, question: str | None = None, image: ImageInput | None = None,
+               options: AskOptions | None = None) -> Iterator[str | Answer]:
+        """`answer`, with the generated text yielded piece by piece as the generator produces it
+        (token streaming where the generator can; one piece otherwise), and the `Answer` last."""
+        turn = self._prepare(question, image, options or AskOptions())
+        t_g = time.perf_counter()
+        for piece in turn.generator.stream(turn.request):
+            if isinstance(piece, Generation):
+                yield self._finish(turn, piece, t_g)
+                return
+            yield piece
+
+    def _prepare(self, question: str | None, image: ImageInput | None, options: AskOptions) -> "_Turn":
+        """Check the inputs, retrieve the evidence and build the prompt: everything before generation."""
         t0 = time.perf_counter()
         question = (question or "").strip() or None
         if question is None and image is None:
@@ -190,14 +207,12 @@ class Answerer:
 
         found = self.retrieve(question, image, options)
         evidence = found.evidence
-        timings = dict(found.timings)
-        extra: dict[str, Any] = {}
+        extra: dict[str, Any] = {"task": task}
         if found.candidates or found.fused:  # knowledge: the records in fused order, before re-ranking
             extra["fused_record_ids"] = list(dict.fromkeys(c.record_id for c in found.fused))
 
         history = list(options.history or [])
         prompt = builder.build(task, question, evidence, history, labels)
-        t_g = time.perf_counter()
         request = GenerationRequest(
             question,
             task,
@@ -207,10 +222,15 @@ class Answerer:
             list(labels) if labels else None,
             image,
         )
-        result = gen.generate(request)
-        timings["generate"] = (time.perf_counter() - t_g) * 1000
-        timings["total"] = (time.perf_counter() - t0) * 1000
-        numbered = {e.id: (n, e) for n, e in enumerate(evidence, start=1)}
+        return _Turn(gen, request, evidence, dict(found.timings), extra, t0)
+
+    @staticmethod
+    def _finish(turn: "_Turn", result: Generation, t_generate: float) -> Answer:
+        """The Answer: citations resolved against the numbered evidence, timings closed."""
+        timings = turn.timings
+        timings["generate"] = (time.perf_counter() - t_generate) * 1000
+        timings["total"] = (time.perf_counter() - turn.started) * 1000
+        numbered = {e.id: (n, e) for n, e in enumerate(turn.evidence, start=1)}
         citations = [
             {"record_id": numbered[c][1].record_id, "chunk_id": c, "n": numbered[c][0], "name": numbered[c][1].name}
             for c in result.cited
@@ -219,11 +239,23 @@ class Answerer:
         return Answer(
             result.text,
             citations,
-            [e.to_dict() for e in evidence],
+            [e.to_dict() for e in turn.evidence],
             {key: round(v, 2) for key, v in timings.items()},
-            getattr(gen, "name", type(gen).__name__),
-            {"task": task, **extra, **result.extra},
+            getattr(turn.generator, "name", type(turn.generator).__name__),
+            {**turn.extra, **result.extra},
         )
+
+
+@dataclass
+class _Turn:
+    """One question between retrieval and generation (see `Answerer._prepare`)."""
+
+    generator: Generator
+    request: GenerationRequest
+    evidence: list[Evidence]
+    timings: dict[str, float]
+    extra: dict[str, Any]
+    started: float
 
 
 _ANSWERERS: PerLibrary[Answerer] = PerLibrary(Answerer)
@@ -252,3 +284,17 @@ def ask(
     if options is not None and kwargs:
         raise TypeError(f"ask got options= and keyword options ({', '.join(sorted(kwargs))}): pass one or the other")
     return answerer_for(library).answer(question, image, options or AskOptions.from_kwargs(**kwargs))
+
+
+def ask_stream(
+    library: Library,
+    question: str | None = None,
+    image: ImageInput | None = None,
+    *,
+    options: AskOptions | None = None,
+    **kwargs: Any,
+) -> Iterator[str | Answer]:
+    """`ask`, streaming: the answer's text pieces as the generator produces them, then the `Answer`."""
+    if options is not None and kwargs:
+        raise TypeError(f"ask_stream got options= and keyword options ({', '.join(sorted(kwargs))}): pass one or the other")
+    return answerer_for(library).stream(question, image, options or AskOptions.from_kwargs(**kwargs))

@@ -12,7 +12,7 @@ index and writes to one writer (see `state.py`).
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
@@ -34,13 +34,16 @@ ROUTERS = (meta.router, search.router, geo.router, items.router, qa.router, mode
 
 def create_app(library: Library, *, token: str | None = None, ask: Callable | None = None, captioner: Any = None,
                vqa: Any = None, limits: UploadLimits = UploadLimits(), thumb_size: int = 256,
-               generators: Sequence[str] = ("extractive",), allowed_hosts: Sequence[str] | None = None) -> FastAPI:
+               generators: Sequence[str] | Mapping[str, Mapping[str, Any]] = ("extractive",),
+               allowed_hosts: Sequence[str] | None = None) -> FastAPI:
     """The API over `library` (opened for writing; searches use snapshots of it).
 
     `token`: bearer token for POST/DELETE /items; None reads RSRAG_API_TOKEN; empty disables writes.
     `ask`, `captioner`, `vqa`: the QA function and models; by default rsrag's own, loaded on first use.
     `generators`: the QA generators clients may pick (others may call out to remote services or
-    load large models, so the operator enables them).
+    load large models, so the operator enables them): names, or name -> config (e.g. `{"openai":
+    {"url": ..., "model": ..., "api_key_env": "MY_KEY"}}`; a key is read from that variable by the
+    generator and never stored in the settings).
     `allowed_hosts`: Host header values to answer (e.g. ["rsrag.example.org", "localhost"]; "*."
     prefixes allowed), against DNS rebinding; None reads RSRAG_ALLOWED_HOSTS (comma-separated);
     empty: any host.
@@ -54,7 +57,9 @@ def create_app(library: Library, *, token: str | None = None, ask: Callable | No
         "details}}`. Writes (`POST /items`, `DELETE /items/{id}`) need `Authorization: Bearer $RSRAG_API_TOKEN`."))
     app.state.service = Service(
         handle=LibraryHandle(library),
-        settings=Settings(token=token, thumb_size=thumb_size, generators=tuple(generators)),
+        settings=Settings(token=token, thumb_size=thumb_size, generators=tuple(generators),
+                          generator_configs={name: dict(cfg) for name, cfg in generators.items()}
+                          if isinstance(generators, Mapping) else {}),
         decoder=ImageDecoder(limits),
         components=default_components(ask, captioner, vqa))
     install_error_handlers(app)

@@ -10,8 +10,8 @@ a worker thread.
 from __future__ import annotations
 
 import hmac
-from dataclasses import dataclass
-from typing import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -31,6 +31,9 @@ class Settings:
     token: str = ""  # bearer token for writes; empty: writes are off
     thumb_size: int = 256
     generators: Sequence[str] = ("extractive",)
+    # configuration of the enabled generators that need one (url, model, api_key_env: the NAME of the
+    # environment variable holding a key; never the key itself)
+    generator_configs: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 @dataclass

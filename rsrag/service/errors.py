@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
          408: "request_timeout", 409: "conflict", 413: "payload_too_large", 415: "unsupported_media_type",
-         422: "validation_error", 500: "internal_error", 503: "unavailable"}
+         422: "validation_error", 500: "internal_error", 502: "bad_gateway", 503: "unavailable"}
 
 #: Filter errors of `rsrag.index.filters` that describe the client's own input; any other filter
 #: error (e.g. the query engine refusing the generated SQL) is answered with `FILTER_FAILED`.

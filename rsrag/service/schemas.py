@@ -193,6 +193,8 @@ class QARequest(BaseModel):
         "extractive", description="answer generator (the server enables some; default extractive)")
     image_base64: Optional[str] = Field(None, description="JSON only: an image, base64-encoded",
                                         examples=[TINY_PNG_BASE64])
+    stream: bool = Field(False, description="answer as server-sent events: `token` events ({text}) as the "
+                                            "generator produces them, then one `answer` event (this response)")
 
 
 class QAResponse(BaseModel):

@@ -20,7 +20,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 TEXT_PRECISIONS = ("auto", "fp32", "int8")
 
@@ -94,7 +94,8 @@ def server_options(limits: ServerLimits = ServerLimits()) -> dict[str, Any]:
 
 def serve(index: str, root: str | Path | None = None, host: str = "127.0.0.1", port: int = 8000,
           log_level: str = "info", access_log: bool = False, text_precision: str = "auto",
-          allowed_hosts: Sequence[str] | None = None, limits: ServerLimits = ServerLimits()) -> None:
+          allowed_hosts: Sequence[str] | None = None, limits: ServerLimits = ServerLimits(),
+          generators: Sequence[str] | Mapping[str, Mapping[str, Any]] = ("extractive",)) -> None:
     """Open index NAME under ROOT and serve it until interrupted (the access log costs time per
     request, so it is off unless asked for). `allowed_hosts`: see `create_app`.
 
@@ -108,7 +109,7 @@ def serve(index: str, root: str | Path | None = None, host: str = "127.0.0.1", p
     from rsrag.service.app import create_app
 
     app = create_app(Library.open(root, index, encoder_options=query_encoder_options(root, index, text_precision)),
-                     allowed_hosts=allowed_hosts)
+                     allowed_hosts=allowed_hosts, generators=generators)
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=access_log, **server_options(limits))
 
 

@@ -21,7 +21,8 @@ _DESCRIPTIONS = {400: "bad input (filter, image, question)", 401: "missing beare
                  408: "the request body did not arrive in time",
                  409: "an item with that id exists (send replace=true)", 413: "upload or image too large",
                  415: "not a supported image format / body type", 422: "request does not match the schema",
-                 503: "index busy, or a model that is not available"}
+                 502: "the model server answered with an error (its message is passed on)",
+                 503: "index busy, a model that is not available, or a model server that cannot be reached"}
 UPLOAD_ERRORS = (400, 408, 413, 415, 422)
 
 
