@@ -2,6 +2,7 @@
 
     rsrag index build|add|delete|info|list   (index.py)      rsrag search      (search.py)
     rsrag ask                                (ask.py)        rsrag knowledge   (knowledge.py)
+    rsrag chat                               (chat.py)
     rsrag caption, rsrag vqa                 (models.py)     rsrag serve       (serve.py)
     rsrag eval retrieval|zeroshot|caption|vqa|qa (eval.py)   rsrag train       (train.py)
     rsrag encoders list                      (encoders.py)
@@ -21,6 +22,7 @@ from __future__ import annotations
 import typer
 
 from rsrag.cli.ask import ask_command
+from rsrag.cli.chat import chat_command
 from rsrag.cli.encoders import app as encoders_app
 from rsrag.cli.eval import app as eval_app
 from rsrag.cli.index import app as index_app
@@ -37,6 +39,7 @@ app.add_typer(encoders_app, name="encoders")
 app.add_typer(index_app, name="index")
 app.command("search")(search_command)
 app.command("ask")(ask_command)
+app.command("chat")(chat_command)
 app.add_typer(knowledge_app, name="knowledge")
 app.command("caption")(caption_command)
 app.command("vqa")(vqa_command)

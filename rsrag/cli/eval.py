@@ -325,3 +325,31 @@ def _print_rswk(result: dict) -> None:
         )
     console.print(abl)
     console.print(result["ablation_note"])
+
+
+@app.command("dialogue")
+def dialogue(
+    limit: int = typer.Option(300, "--limit", "-n", help="Two-turn dialogues to run."),
+    seed: int = typer.Option(0, "--seed"),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="JSON results file."),
+) -> None:
+    """Follow-up questions on RSWK: turn-2 landmark R@1 with the history in the prompt only, with a plain
+    history resolved, and in a kept conversation (rsrag.eval.dialogue)."""
+    from rich.console import Console
+
+    from rsrag.eval.dialogue import evaluate_dialogues
+
+    err = Console(stderr=True)
+    with user_errors():
+        result = evaluate_dialogues(limit, seed=seed, log=err.print)
+    report(result, output, "dialogue_rswk.json", as_json, _print_dialogue)
+
+
+def _print_dialogue(result: dict) -> None:
+    from rich.console import Console
+
+    r = result["turn2_r1"]
+    Console().print(f"{result['dialogues']} two-turn RSWK dialogues: turn-1 R@1 {result['turn1_r1']:.4f}; turn-2 "
+                    f"landmark R@1: history in the prompt only {r['plain']:.4f}, plain history resolved "
+                    f"{r['history']:.4f}, kept conversation {r['conversation']:.4f}")

@@ -115,7 +115,8 @@ class CachedReranker(Reranker):
         self.cache.clear()
 
 
-def _records_rank(evidence: Sequence[dict], record_id: str) -> int | None:
+def records_rank(evidence: Sequence[dict], record_id: str) -> int | None:
+    """The rank (from 1) of a record among the distinct records of an answer's evidence, or None."""
     order = list(dict.fromkeys(e["record_id"] for e in evidence))
     return order.index(record_id) + 1 if record_id in order else None
 
@@ -172,7 +173,7 @@ def evaluate_rswk(
         question, gold_id = item.grounded, record_id[item.name]
         answer = ask(library, question, k=k, config=config, reranker=reranker, generator=answerer)
         latencies.append(answer.timings["total"])
-        rank = _records_rank(answer.evidence, gold_id)
+        rank = records_rank(answer.evidence, gold_id)
         top = answer.evidence[0] if answer.evidence else {}
         fused_first = (answer.extra.get("fused_record_ids") or [None])[0]  # before re-ranking
         rows.append(

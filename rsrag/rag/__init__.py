@@ -11,6 +11,7 @@ below it imports `rsrag.rag`.
 from rsrag.generators import Evidence
 from rsrag.rag.answer import Answer, QAInputError
 from rsrag.rag.ask import Answerer, AskOptions, answerer_for, ask, ask_stream
+from rsrag.rag.conversation import Conversation
 from rsrag.rag.describe import image_to_text
 from rsrag.rag.prompt import Prompt, PromptBuilder
 from rsrag.rag.retrieval import Candidate, KnowledgeRetriever, RetrievalConfig, Retrieval
@@ -18,6 +19,7 @@ from rsrag.rag.retrieval import Candidate, KnowledgeRetriever, RetrievalConfig, 
 __all__ = [
     "ask",
     "ask_stream",
+    "Conversation",
     "Answerer",
     "AskOptions",
     "answerer_for",

@@ -25,6 +25,7 @@ from rsrag.generators import GENERATORS, Evidence, Generation, GenerationRequest
 from rsrag.knowledge import KnowledgeBase
 from rsrag.rag.answer import Answer, QAInputError
 from rsrag.rag.describe import image_to_text
+from rsrag.rag.followup import refers_back, resolve
 from rsrag.rag.perlibrary import PerLibrary
 from rsrag.rag.prompt import TASKS, PromptBuilder, estimate_tokens
 from rsrag.rag.retrieval import KnowledgeRetriever, Retrieval, RetrievalConfig
@@ -58,6 +59,9 @@ class AskOptions:
     budget: int = 1024
     generator_config: dict[str, Any] = field(default_factory=dict)
     place: Place | None = None  # where and when (rsrag.geo.filters.Place): knowledge and library hits inside it
+    focus: list[str] | None = None  # names a follow-up question may point back to, most recent first
+    focus_records: list[str] | None = None  # their knowledge records: a follow-up is answered from them
+    resolve_followups: bool = True  # rewrite "When was it built?" with the name in focus (rsrag.rag.followup)
 
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> "AskOptions":
@@ -144,6 +148,20 @@ class Answerer:
             evidence = self.caption_evidence(question or "", options.k, options.place)
         return Retrieval(evidence, timings={"retrieve": (time.perf_counter() - t0) * 1000, "rerank": 0.0})
 
+    def history_focus(self, options: AskOptions) -> tuple[str | None, list[str]]:
+        """What a plain history is about: the name (and knowledge record) that the last self-contained
+        user turn retrieves first."""
+        for turn in reversed(options.history or []):
+            text = str(turn.get("content") or "").strip()
+            if turn.get("role", "user") == "user" and text and not refers_back(text):
+                found = self.retrieve(text, None, AskOptions(k=1, config=options.config, reranker=options.reranker,
+                                                               place=options.place))
+                top = next((e for e in found.evidence if e.name), None)
+                if top is not None:
+                    return top.name, [top.record_id] if top.record_id and self.knowledge() is not None else []
+                return None, []
+        return None, []
+
     def image_evidence(self, image: ImageInput, k: int, place: Place | None = None) -> list[Evidence]:
         """Evidence from the library's own images: the nearest images' captions, then their voted labels."""
         found = image_to_text(self.library, image, k=k, n_captions=k, place=place)
@@ -205,9 +223,22 @@ class Answerer:
         # a generator with its own tokenizer (hf) counts the prompt budget in its real tokens
         builder = PromptBuilder(budget=int(options.budget), count_tokens=getattr(gen, "count_tokens", estimate_tokens))
 
-        found = self.retrieve(question, image, options)
-        evidence = found.evidence
         extra: dict[str, Any] = {"task": task}
+        focus_records: list[str] = []
+        if question and options.resolve_followups and refers_back(question):
+            name, focus_records = ((options.focus[0], list(options.focus_records or [])) if options.focus
+                                   else self.history_focus(options))
+            if name:
+                question = resolve(question, name)
+                extra["resolved_question"] = question
+        knowledge = self.knowledge()
+        found = None
+        if focus_records and image is None and knowledge is not None:
+            found = knowledge[1].retrieve_within(question, focus_records[:1], options.config, options.k,
+                                                 create_reranker(options.reranker) if options.config.rerank else None)
+        if found is None or not found.evidence:
+            found = self.retrieve(question, image, options)
+        evidence = found.evidence
         if found.candidates or found.fused:  # knowledge: the records in fused order, before re-ranking
             extra["fused_record_ids"] = list(dict.fromkeys(c.record_id for c in found.fused))
 

@@ -285,6 +285,22 @@ class KnowledgeRetriever:
         return Retrieval([c.to_evidence() for c in ranked], ranked, fused[: max(k, 0)], timings)
 
 
+    def retrieve_within(self, question: str, record_ids: Sequence[str], config: RetrievalConfig | None = None,
+                        k: int = 5, reranker: Reranker | None = None) -> Retrieval:
+        """The chunks of the given records only, re-ranked for the question: a follow-up about the record
+        in focus ("When was it built?") is answered from that record, not from a similar one."""
+        config = config or RetrievalConfig()
+        t0 = time.perf_counter()
+        candidates = [Candidate.from_hit(h) for h in self.kb.chunks_of(list(record_ids))]
+        order = {rid: i for i, rid in enumerate(record_ids)}
+        candidates.sort(key=lambda c: order.get(c.record_id, len(order)))
+        t1 = time.perf_counter()
+        ranked = self.rerank(question, candidates, replace(config, rerank_top=max(config.rerank_top, len(candidates))),
+                             within_records=True, reranker=reranker)[: max(k, 0)]
+        timings = {"retrieve": (t1 - t0) * 1000, "rerank": (time.perf_counter() - t1) * 1000}
+        return Retrieval([c.to_evidence() for c in ranked], ranked, candidates[: max(k, 0)], timings)
+
+
 def records_in_order(candidates: Sequence[Candidate]) -> list[str]:
     """Distinct record ids, in the order of their best chunk."""
     return list(dict.fromkeys(c.record_id for c in candidates))

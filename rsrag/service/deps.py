@@ -17,6 +17,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from rsrag.service.components import Component
+from rsrag.service.conversations import ConversationStore
 from rsrag.service.errors import ApiError
 from rsrag.service.state import LibraryHandle
 from rsrag.service.uploads import ImageDecoder
@@ -45,6 +46,7 @@ class Service:
     settings: Settings
     decoder: ImageDecoder
     components: dict[str, Component]
+    conversations: ConversationStore = field(default_factory=ConversationStore)
 
 
 def get_service(request: Request) -> Service:
@@ -57,6 +59,10 @@ async def get_handle(request: Request) -> LibraryHandle:
 
 async def get_settings(request: Request) -> Settings:
     return get_service(request).settings
+
+
+async def get_conversations(request: Request) -> ConversationStore:
+    return get_service(request).conversations
 
 
 async def get_decoder(request: Request) -> ImageDecoder:

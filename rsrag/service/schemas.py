@@ -193,6 +193,10 @@ class QARequest(BaseModel):
         "extractive", description="answer generator (the server enables some; default extractive)")
     image_base64: Optional[str] = Field(None, description="JSON only: an image, base64-encoded",
                                         examples=[TINY_PNG_BASE64])
+    conversation_id: Optional[Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]] = Field(
+        None, description="`new` starts a server-side conversation (the response carries its id); an id continues "
+                          "it: earlier turns, the image in focus and what the last answer cited are kept, so "
+                          "follow-ups (\"When was it built?\", \"describe the second one\") resolve against them")
     stream: bool = Field(False, description="answer as server-sent events: `token` events ({text}) as the "
                                             "generator produces them, then one `answer` event (this response)")
 
@@ -209,6 +213,7 @@ class QAResponse(BaseModel):
     evidence: list[Any]
     timings: dict[str, Any]
     generator: str
+    conversation_id: Optional[str] = Field(None, description="the conversation this turn belongs to (when one was asked for)")
 
 
 class CaptionResponse(BaseModel):

@@ -17,7 +17,7 @@ from fastapi import File
 from rsrag.service import schemas as S
 
 _DESCRIPTIONS = {400: "bad input (filter, image, question)", 401: "missing bearer token",
-                 403: "wrong token, or writes disabled (no RSRAG_API_TOKEN)", 404: "no such item",
+                 403: "wrong token, or writes disabled (no RSRAG_API_TOKEN)", 404: "no such item (or conversation)",
                  408: "the request body did not arrive in time",
                  409: "an item with that id exists (send replace=true)", 413: "upload or image too large",
                  415: "not a supported image format / body type", 422: "request does not match the schema",

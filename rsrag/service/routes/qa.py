@@ -16,7 +16,8 @@ from rsrag.service import public
 from rsrag.service import schemas as S
 from rsrag.service.bodies import body_spec, read_body
 from rsrag.service.components import Component
-from rsrag.service.deps import Settings, get_components, get_decoder, get_handle, get_settings
+from rsrag.service.conversations import MAX_FOCUS_SIDE, ConversationStore
+from rsrag.service.deps import Settings, get_components, get_conversations, get_decoder, get_handle, get_settings
 from rsrag.service.errors import ApiError, error_body
 from rsrag.service.routes import error_docs
 from rsrag.service.state import LibraryHandle
@@ -25,8 +26,10 @@ from rsrag.service.uploads import ImageDecoder, UploadedImage
 router = APIRouter(tags=["qa"])
 
 
-def _arguments(handle: LibraryHandle, settings: Settings, body: S.QARequest, upload: UploadedImage | None) -> dict:
-    """The checked arguments of one question (400 for what the caller must fix)."""
+def _arguments(handle: LibraryHandle, settings: Settings, body: S.QARequest, upload: UploadedImage | None,
+               conversations: ConversationStore) -> dict:
+    """The checked arguments of one question (400 for what the caller must fix; 404 for a conversation
+    that is unknown or expired)."""
     question = (body.question or "").strip() or None
     if question is None and upload is None:
         raise ApiError(400, "ask a question, upload an image, or both")
@@ -37,7 +40,29 @@ def _arguments(handle: LibraryHandle, settings: Settings, body: S.QARequest, upl
             "history": [t.model_dump() for t in body.history] or None, "generator": body.generator, "k": body.k}
     if settings.generator_configs.get(body.generator):  # only configured generators take a config
         args["generator_config"] = dict(settings.generator_configs[body.generator])
+    if body.conversation_id:
+        conversation = conversations.start() if body.conversation_id == "new" else conversations.get(body.conversation_id)
+        if conversation is None:
+            raise ApiError(404, f"conversation {body.conversation_id!r} is unknown or has expired; start a new one "
+                                f"with conversation_id \"new\"")
+        args["conversation"] = conversation
+        if args["image"] is not None:  # kept as the image in focus: bounded in memory
+            image = args["image"].copy()
+            image.thumbnail((MAX_FOCUS_SIDE, MAX_FOCUS_SIDE))
+            args["image"] = image
     return args
+
+
+def _conversation_call(args: dict, stream: bool):
+    """A turn of a kept conversation (the library's own answerer; follow-ups resolved)."""
+    from rsrag.rag import AskOptions
+
+    conversation = args.pop("conversation")
+    library, question, image = args.pop("library"), args.pop("question"), args.pop("image")
+    args.pop("history", None)  # the conversation has its own
+    options = AskOptions.from_kwargs(**args)
+    call = conversation.stream if stream else conversation.ask
+    return call(library, question, image, options=options)
 
 
 def _upstream(exc: Exception) -> ApiError:
@@ -46,15 +71,27 @@ def _upstream(exc: Exception) -> ApiError:
     return ApiError(status, str(exc))
 
 
+def _public(result: Any) -> dict:
+    out = public.answer(result.to_dict())
+    extra = getattr(result, "extra", None) or {}  # an injected ask may return a plainer answer
+    for key in ("conversation_id", "resolved_question"):
+        if extra.get(key):
+            out[key] = extra[key]
+    return out
+
+
 def answer(ask: Callable, args: dict) -> dict:
-    library, question, image = args.pop("library"), args.pop("question"), args.pop("image")
     try:
-        result = ask(library, question, image, **args)
+        if "conversation" in args:
+            result = _conversation_call(args, stream=False)
+        else:
+            library, question, image = args.pop("library"), args.pop("question"), args.pop("image")
+            result = ask(library, question, image, **args)
     except (GeneratorUnavailable, GeneratorRefused) as exc:
         raise _upstream(exc) from None
     except ValueError as exc:  # QAInputError, unknown generator, ...: the caller's to fix
         raise ApiError(400, str(exc)) from None
-    return public.answer(result.to_dict())
+    return _public(result)
 
 
 def _event(name: str, data: Any) -> str:
@@ -66,18 +103,21 @@ def stream_events(ask: Callable, args: dict) -> Iterator[str]:
     from rsrag.rag import ask as default_ask
     from rsrag.rag import ask_stream
 
-    library, question, image = args.pop("library"), args.pop("question"), args.pop("image")
     try:
-        if ask is default_ask:
-            for piece in ask_stream(library, question, image, **args):
+        if "conversation" in args or ask is default_ask:
+            if "conversation" in args:
+                pieces = _conversation_call(args, stream=True)
+            else:
+                pieces = ask_stream(args.pop("library"), args.pop("question"), args.pop("image"), **args)
+            for piece in pieces:
                 if isinstance(piece, str):
                     yield _event("token", {"text": piece})
                 else:
-                    yield _event("answer", public.answer(piece.to_dict()))
+                    yield _event("answer", _public(piece))
         else:  # an injected ask function cannot stream: its answer is one piece
-            result = ask(library, question, image, **args)
+            result = ask(args.pop("library"), args.pop("question"), args.pop("image"), **args)
             yield _event("token", {"text": result.text})
-            yield _event("answer", public.answer(result.to_dict()))
+            yield _event("answer", _public(result))
     except (GeneratorUnavailable, GeneratorRefused) as exc:
         error = _upstream(exc)
         yield _event("error", error_body(error.status_code, str(exc)))
@@ -86,14 +126,15 @@ def stream_events(ask: Callable, args: dict) -> Iterator[str]:
 
 
 @router.post("/qa", response_model=S.QAResponse, openapi_extra=body_spec(S.QARequest),
-             responses=error_docs(400, 408, 413, 415, 422, 502, 503))
+             responses=error_docs(400, 404, 408, 413, 415, 422, 502, 503))
 async def qa(request: Request, handle: LibraryHandle = Depends(get_handle), settings: Settings = Depends(get_settings),
              decoder: ImageDecoder = Depends(get_decoder),
-             components: dict[str, Component] = Depends(get_components)):
+             components: dict[str, Component] = Depends(get_components),
+             conversations: ConversationStore = Depends(get_conversations)):
     """Answer a question about the library (and/or an uploaded image), citing the items used
     (`"stream": true`: as server-sent events, module doc)."""
     body, upload = await read_body(request, S.QARequest, decoder)
-    args = _arguments(handle, settings, body, upload)
+    args = _arguments(handle, settings, body, upload, conversations)
     ask = await run_in_threadpool(components["qa"].get)
     if body.stream:
         return StreamingResponse(stream_events(ask, args), media_type="text/event-stream",
