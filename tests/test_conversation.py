@@ -123,3 +123,29 @@ def _config():
     from rsrag.rag import RetrievalConfig
 
     return RetrievalConfig(**NO_RERANK)
+
+
+# ---- knowing when it does not know -----------------------------------------------------------------
+def test_fit_threshold_balances_answering_and_abstaining():
+    from rsrag.rag.abstain import fit_threshold
+
+    assert 2.0 < fit_threshold([3.0, 4.0, 5.0], [0.0, 1.0, 2.0]) < 3.0
+    cut = fit_threshold([1.0, 5.0, 6.0], [0.0, 2.0])  # overlapping: the cut that gets most of both right
+    assert 2.0 < cut < 5.0
+    with pytest.raises(ValueError):
+        fit_threshold([], [])
+
+
+def test_ask_abstains_on_what_the_knowledge_base_does_not_hold(library):
+    from rsrag.rag import ask
+    from rsrag.rag.abstain import ABSTAIN_TEXT, fitted_threshold
+
+    threshold = fitted_threshold("cross-encoder")
+    assert threshold is not None  # committed with `rsrag eval abstain --save`
+    known = ask(library, "When was the Blue Bridge built?")
+    assert known.text == "1820-1825" and known.citations and not known.extra.get("abstained")
+    unknown = ask(library, "When was the Hagia Sophia in Istanbul built?")
+    assert unknown.extra["abstained"] and unknown.text == ABSTAIN_TEXT and unknown.citations == []
+    assert unknown.extra["evidence_score"] < threshold <= known.extra["evidence_score"]
+    assert not ask(library, "When was the Hagia Sophia in Istanbul built?", abstain=None).extra.get("abstained")
+    assert ask(library, "When was the Blue Bridge built?", abstain=1e9).extra["abstained"]  # an explicit threshold

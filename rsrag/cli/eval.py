@@ -353,3 +353,60 @@ def _print_dialogue(result: dict) -> None:
     Console().print(f"{result['dialogues']} two-turn RSWK dialogues: turn-1 R@1 {result['turn1_r1']:.4f}; turn-2 "
                     f"landmark R@1: history in the prompt only {r['plain']:.4f}, plain history resolved "
                     f"{r['history']:.4f}, kept conversation {r['conversation']:.4f}")
+
+
+@app.command("abstain")
+def abstain(
+    kb: int = typer.Option(1500, "--kb", help="RSWK landmarks in the knowledge base (the rest are held out)."),
+    n_val: int = typer.Option(300, "--val", help="Validation questions of each kind (fit the threshold)."),
+    n_test: int = typer.Option(500, "--test", help="Test questions of each kind (report)."),
+    seed: int = typer.Option(0, "--seed"),
+    save: bool = typer.Option(False, "--save", help="Write the fitted threshold to rsrag/weights/abstention.json."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="JSON results file."),
+) -> None:
+    """Abstention on RSWK: a threshold fitted on validation questions, then precision/recall of abstaining on
+    held-out landmarks and the accuracy of what is answered (rsrag.eval.abstain)."""
+    from rich.console import Console
+
+    from rsrag.eval.abstain import evaluate_abstention
+
+    err = Console(stderr=True)
+    with user_errors():
+        result = evaluate_abstention(kb, n_val, n_test, seed, save, log=err.print)
+    report(result, output, "abstain_rswk.json", as_json, _print_abstain)
+
+
+def _print_abstain(result: dict) -> None:
+    from rich.console import Console
+
+    Console().print(f"threshold {result['threshold']} (fitted on {result['val_questions']} validation questions); "
+                    f"test ({result['test_questions']}): abstention precision {result['abstention_precision']:.4f}, "
+                    f"recall {result['abstention_recall']:.4f}; answered {result['answered_rate']:.4f} of answerable, "
+                    f"answered R@1 {result['answered_r1']:.4f}, F1 {result['answered_f1']:.4f}")
+
+
+@app.command("match")
+def match(
+    dataset: str = typer.Option("rsicd", "--dataset", "-d", help="rsicd or ucm."),
+    fit_split: str = typer.Option("val", "--fit-split", help="Split the scale is fitted on."),
+    split: str = typer.Option("test", "--split", help="Split it is checked on."),
+    encoder: Optional[str] = typer.Option(None, "--encoder", "-e", help="Encoder name (default: the default encoder)."),
+    save: bool = typer.Option(False, "--save", help="Store the scale in rsrag/weights/match.json for this encoder."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="JSON results file."),
+) -> None:
+    """Fit the strong / weak / none match scale of an encoder's scores, and check it (rsrag.eval.match)."""
+    from rich.console import Console
+
+    from rsrag.encoders.calibration import save_match_scale
+    from rsrag.eval.match import evaluate_match
+
+    with user_errors():
+        enc = create_encoder(encoder)
+        others = {"ucm_test": load_dataset("ucm", "test")} if dataset != "ucm" else {}
+        scale, result = evaluate_match(enc, load_dataset(dataset, fit_split), load_dataset(dataset, split), others)
+        result.update(dataset=dataset, fit_split=fit_split, split=split)
+        if save:
+            result["saved"] = str(save_match_scale(enc.id, scale, {"dataset": dataset, "split": fit_split}))
+    report(result, output, f"match_{dataset}.json", as_json, lambda r: Console().print_json(data=r))

@@ -25,6 +25,7 @@ from rsrag.generators import GENERATORS, Evidence, Generation, GenerationRequest
 from rsrag.knowledge import KnowledgeBase
 from rsrag.rag.answer import Answer, QAInputError
 from rsrag.rag.describe import image_to_text
+from rsrag.rag.abstain import ABSTAIN_TEXT, fitted_threshold
 from rsrag.rag.followup import refers_back, resolve
 from rsrag.rag.perlibrary import PerLibrary
 from rsrag.rag.prompt import TASKS, PromptBuilder, estimate_tokens
@@ -61,6 +62,9 @@ class AskOptions:
     place: Place | None = None  # where and when (rsrag.geo.filters.Place): knowledge and library hits inside it
     focus: list[str] | None = None  # names a follow-up question may point back to, most recent first
     focus_records: list[str] | None = None  # their knowledge records: a follow-up is answered from them
+    # abstain when the best re-ranked knowledge chunk scores below this: "auto" is the threshold fitted on
+    # validation data for the re-ranker in use (rsrag.rag.abstain); None never abstains
+    abstain: float | str | None = "auto"
     resolve_followups: bool = True  # rewrite "When was it built?" with the name in focus (rsrag.rag.followup)
 
     @classmethod
@@ -191,6 +195,8 @@ class Answerer:
         """Answer a question about the library's knowledge and/or an image (module doc)."""
         turn = self._prepare(question, image, options or AskOptions())
         t_g = time.perf_counter()
+        if turn.abstained is not None:
+            return self._finish(turn, turn.abstained, t_g)
         return self._finish(turn, turn.generator.generate(turn.request), t_g)
 
     def stream(self, question: str | None = None, image: ImageInput | None = None,
@@ -199,6 +205,10 @@ class Answerer:
         (token streaming where the generator can; one piece otherwise), and the `Answer` last."""
         turn = self._prepare(question, image, options or AskOptions())
         t_g = time.perf_counter()
+        if turn.abstained is not None:
+            yield turn.abstained.text
+            yield self._finish(turn, turn.abstained, t_g)
+            return
         for piece in turn.generator.stream(turn.request):
             if isinstance(piece, Generation):
                 yield self._finish(turn, piece, t_g)
@@ -253,7 +263,30 @@ class Answerer:
             list(labels) if labels else None,
             image,
         )
-        return _Turn(gen, request, evidence, dict(found.timings), extra, t0)
+        return _Turn(gen, request, evidence, dict(found.timings), extra, t0, self._abstention(found, options, extra))
+
+    @staticmethod
+    def _abstention(found: Retrieval, options: AskOptions, extra: dict[str, Any]) -> Generation | None:
+        """The abstaining answer when the best re-ranked knowledge chunk is below the threshold
+        (rsrag.rag.abstain), else None. Only knowledge evidence re-ranked by the calibrated re-ranker
+        is judged: an image described from the library's own pictures always gets an answer."""
+        reranked = [c.rerank for c in found.candidates if c.rerank is not None]
+        if not reranked or not options.config.rerank:
+            return None
+        best = max(reranked)
+        extra["evidence_score"] = round(best, 4)  # the best re-ranked chunk: what abstention is judged on
+        if options.abstain is None:
+            return None
+        if options.abstain == "auto":
+            name = options.reranker if isinstance(options.reranker, str) else getattr(options.reranker, "name", None)
+            threshold = fitted_threshold(name or "")
+        else:
+            threshold = float(options.abstain)
+        if threshold is None or best >= threshold:
+            return None
+        extra["abstained"] = True
+        extra["abstain_threshold"] = threshold
+        return Generation(ABSTAIN_TEXT, [], {})
 
     @staticmethod
     def _finish(turn: "_Turn", result: Generation, t_generate: float) -> Answer:
@@ -287,6 +320,7 @@ class _Turn:
     timings: dict[str, float]
     extra: dict[str, Any]
     started: float
+    abstained: Generation | None = None  # the answer when the knowledge base has nothing on the question
 
 
 _ANSWERERS: PerLibrary[Answerer] = PerLibrary(Answerer)
