@@ -1,0 +1,283 @@
+"""Change maps: two dates of one place -> a calibrated per-location change score, regions, labels.
+
+The pipeline, for two scene files (`detect_scenes`) or any two sets of co-located chips (`detect_chips`,
+which the evaluation and the indexed series use):
+
+1. A common grid: the BEFORE scene's. Chip windows tile the part of it the AFTER scene overlaps; each
+   window's ground box is read from AFTER (same grid: the same window; another CRS or resolution: the
+   box transformed into AFTER's CRS and resampled to the chip size, which is said in the notes).
+2. Chips that are mostly nodata or cloud (bright, grey, flat) in either date are left out (NaN in the
+   map) and counted; a scene that is mostly nodata/cloud over the overlap is a warning naming its file,
+   an overlap with no usable chip at all is an error.
+3. Both dates' chips are embedded; each gets a distribution over a `ConceptBank`; the raw score is the
+   distance between the two distributions (`rsrag.change.score`).
+4. Calibration on the scene itself: BEFORE's chips against jittered / blurred / shifted copies of
+   themselves give the nuisance null; every score becomes z/(z+threshold): 0.5 is the threshold.
+5. Windows -> heatmap on the grid (`rsrag.geo.heatmap`, mean of overlapping windows) -> regions above
+   0.5 with areas; each region's before/after labels are the score-weighted mean concept
+   distributions of the chips under it.
+
+Memory is bounded: windows are read and embedded in batches; only vectors are kept (plus a small
+reservoir of BEFORE chips for the calibration).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+from rsrag.change.concepts import DEFAULT_CONCEPTS, ConceptBank
+from rsrag.change.nuisance import Nuisance
+from rsrag.change.score import EMBEDDING_WEIGHT, THRESHOLD_Z, Calibration, calibrate, raw_scores
+
+log = logging.getLogger(__name__)
+
+Window = tuple[int, int, int, int]
+CLOUD_LEVEL = 215  # a pixel whose darkest band is above this and whose bands differ by < CLOUD_GREY is cloud-like
+CLOUD_GREY = 30
+
+
+class ChangeError(ValueError):
+    """Two inputs that cannot be compared (no overlap, other bands, nothing usable); names the files."""
+
+
+@dataclass
+class ChangeOptions:
+    """How a change map is made (defaults chosen on val-split synthetic pairs)."""
+
+    chip: int | None = None  # scene pixels per chip side (None: 224, or a quarter of a small scene's short side)
+    stride: float = 0.5  # step between windows as a fraction of the chip
+    threshold_z: float = THRESHOLD_Z
+    embedding_weight: float = EMBEDDING_WEIGHT
+    calibration_chips: int = 48
+    calibration_copies: int = 2
+    max_nodata: float = 0.5  # a chip with more of its pixels empty or cloud in either date is left out
+    max_side: int = 512  # the heatmap grid's long side, cells
+    top_regions: int = 20
+    batch_size: int = 32
+    seed: int = 0
+    bands: str | None = None  # the band rule (rsrag.geo.bands); None: true colour or the first three
+
+
+@dataclass
+class ChangeRegion:
+    """One changed region: where, how big, how sure, and what it was and became."""
+
+    rank: int
+    score: float
+    mean: float
+    area_m2: float | None
+    geometry: dict  # GeoJSON geometry (WGS84, or pixel coordinates without a CRS)
+    bounds: list[float]  # in the grid's CRS
+    before: str
+    after: str
+    before_top: list[tuple[str, float]]
+    after_top: list[tuple[str, float]]
+    chips: list[int] = field(default_factory=list)  # indices of the windows under it
+    position: str = ""  # "top left", "centre", ... within the compared area
+    sentence: str = ""
+
+    @property
+    def transition(self) -> str:
+        return f"{self.before} -> {self.after}"
+
+    def to_dict(self) -> dict:
+        return {"rank": self.rank, "score": round(self.score, 4), "mean": round(self.mean, 4),
+                "area_m2": None if self.area_m2 is None else round(self.area_m2, 1),
+                "area_ha": None if self.area_m2 is None else round(self.area_m2 / 1e4, 3),
+                "before": self.before, "after": self.after, "transition": self.transition,
+                "before_top": [[n, round(p, 3)] for n, p in self.before_top],
+                "after_top": [[n, round(p, 3)] for n, p in self.after_top],
+                "position": self.position, "sentence": self.sentence, "chips": len(self.chips),
+                "bounds": [round(b, 6) for b in self.bounds], "geometry": self.geometry}
+
+
+@dataclass
+class ChangeMap:
+    """The result of comparing two dates (see module doc)."""
+
+    before: str  # file or date
+    after: str
+    windows: list[Window]
+    raw: np.ndarray  # (n,) raw scores, NaN for windows left out
+    scores: np.ndarray  # (n,) calibrated 0..1, NaN for windows left out
+    probs_before: np.ndarray  # (n, concepts)
+    probs_after: np.ndarray
+    bank: ConceptBank
+    calibration: Calibration
+    width: int
+    height: int
+    transform: Any = None
+    crs: Any = None
+    heatmap: Any = None  # rsrag.geo.heatmap.Heatmap
+    regions: list[ChangeRegion] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    dates: tuple[str | None, str | None] = (None, None)
+    sentence: str = ""
+
+    @property
+    def changed(self) -> np.ndarray:
+        return np.nan_to_num(self.scores, nan=0.0) >= 0.5
+
+    def labels(self, which: str) -> list[str]:
+        probs = self.probs_before if which == "before" else self.probs_after
+        return self.bank.label(probs)
+
+    def summary(self) -> dict:
+        valid = np.isfinite(self.scores)
+        area = sum(r.area_m2 or 0.0 for r in self.regions) if self.crs is not None else None
+        return {"windows": len(self.windows), "scored": int(valid.sum()), "changed_windows": int(self.changed.sum()),
+                "changed_fraction": round(float(self.changed[valid].mean()), 4) if valid.any() else None,
+                "regions": len(self.regions), "changed_area_m2": None if area is None else round(area, 1),
+                "changed_area_ha": None if area is None else round(area / 1e4, 3)}
+
+    def to_dict(self) -> dict:
+        return {"before": self.before, "after": self.after, "dates": list(self.dates), "sentence": self.sentence,
+                "summary": self.summary(), "regions": [r.to_dict() for r in self.regions],
+                "calibration": self.calibration.to_dict(), "crs": _crs_text(self.crs), "notes": self.notes,
+                "warnings": self.warnings, "seconds": round(self.seconds, 3)}
+
+    def write(self, out: str | Path, background: np.ndarray | None = None) -> dict[str, str]:
+        """`out/change.tif` (the calibrated score map, float32, NaN nodata), `out/overlay.png` (the map
+        coloured, over `background` when given) and `out/regions.geojson`; returns the paths."""
+        from rsrag.geo.heatmap import overlay_png, write_geotiff
+
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        tif = write_geotiff(out / "change.tif", self.heatmap.grid, self.heatmap.transform, self.crs)
+        png = overlay_png(out / "overlay.png", self.heatmap.grid, vmin=0.0, vmax=1.0, flat=False,
+                          background=background)
+        features = []
+        for region in self.regions:
+            props = {k: v for k, v in region.to_dict().items() if k != "geometry"}
+            features.append({"type": "Feature", "geometry": region.geometry, "properties": props})
+        collection = {"type": "FeatureCollection", "features": features, "before": self.before, "after": self.after,
+                      "sentence": self.sentence}
+        geojson = out / "regions.geojson"
+        geojson.write_text(json.dumps(collection))
+        return {"geotiff": str(tif), "overlay": str(png), "regions": str(geojson)}
+
+
+def _crs_text(crs: Any) -> str | None:
+    if crs is None:
+        return None
+    epsg = crs.to_epsg()
+    return f"EPSG:{epsg}" if epsg else crs.to_wkt()
+
+
+# ---- chips -> scores --------------------------------------------------------------------------------
+def encode_images(encoder) -> Callable[[Sequence[np.ndarray]], np.ndarray]:
+    """(h, w, 3) uint8 chips -> unit vectors, through the encoder's own preprocessing, in batches."""
+    from PIL import Image
+
+    def encode(images: Sequence[np.ndarray], batch: int = 64) -> np.ndarray:
+        out = [np.zeros((0, encoder.dim), np.float32)]
+        for i in range(0, len(images), batch):
+            arrays = np.stack([encoder.preprocess.to_array(Image.fromarray(im)) for im in images[i:i + batch]])
+            out.append(encoder.encode_arrays(arrays))
+        return np.concatenate(out)
+
+    return encode
+
+
+def bad_fraction(image: np.ndarray, valid: float = 1.0) -> float:
+    """The fraction of a chip that is nodata or cloud-like (bright and grey)."""
+    lo, hi = image.min(axis=2).astype(np.int16), image.max(axis=2).astype(np.int16)
+    cloud = float(((lo > CLOUD_LEVEL) & (hi - lo < CLOUD_GREY)).mean())
+    return min(1.0, (1.0 - valid) + cloud)
+
+
+def score_vectors(bank: ConceptBank, calibration: Calibration, before: np.ndarray, after: np.ndarray,
+                  embedding_weight: float = EMBEDDING_WEIGHT) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(raw, calibrated, probs_before, probs_after) for co-located chip vectors."""
+    raw = raw_scores(bank, before, after, embedding_weight)
+    return raw, calibration.score(raw), bank.probabilities(before), bank.probabilities(after)
+
+
+def detect_vectors(bank: ConceptBank, calibration: Calibration, windows: Sequence[Window], before: np.ndarray,
+                   after: np.ndarray, *, width: int, height: int, transform: Any = None, crs: Any = None,
+                   names: tuple[str, str] = ("before", "after"), options: ChangeOptions = ChangeOptions(),
+                   usable: np.ndarray | None = None) -> ChangeMap:
+    """A change map from already-embedded co-located chips (`usable`: False for windows left out)."""
+    n = len(windows)
+    raw = np.full(n, np.nan, np.float32)
+    scores = np.full(n, np.nan, np.float32)
+    pb = np.zeros((n, len(bank.names)), np.float32)
+    pa = np.zeros((n, len(bank.names)), np.float32)
+    ok = np.ones(n, bool) if usable is None else np.asarray(usable, bool)
+    if ok.any():
+        r, s, p, q = score_vectors(bank, calibration, before[ok], after[ok], options.embedding_weight)
+        raw[ok], scores[ok], pb[ok], pa[ok] = r, s, p, q
+    result = ChangeMap(names[0], names[1], list(windows), raw, scores, pb, pa, bank, calibration, width, height,
+                       transform, crs)
+    finish(result, options)
+    return result
+
+
+def finish(result: ChangeMap, options: ChangeOptions) -> None:
+    """Heatmap, regions with labels and sentences (in place)."""
+    from rsrag.change.captions import describe_map, describe_region
+    from rsrag.geo.heatmap import HeatmapAccumulator, grid_factor
+
+    factor = grid_factor(result.width, result.height, options.max_side)
+    acc = HeatmapAccumulator(result.width, result.height, factor=factor, transform=result.transform, crs=result.crs)
+    for window, score in zip(result.windows, result.scores):
+        if np.isfinite(score):
+            acc.add(window, float(score))
+    result.heatmap = acc.result("mean")
+    result.regions = _regions(result, options)
+    for region in result.regions:
+        region.sentence = describe_region(region)
+    result.sentence = describe_map(result)
+
+
+def _position(cx: float, cy: float, width: int, height: int) -> str:
+    """Where a point lies in the compared area, in words ("top left", "centre", ...)."""
+    col = 0 if cx < width / 3 else (2 if cx > 2 * width / 3 else 1)
+    row = 0 if cy < height / 3 else (2 if cy > 2 * height / 3 else 1)
+    names = [["top left", "top", "top right"], ["left", "centre", "right"], ["bottom left", "bottom", "bottom right"]]
+    return names[row][col]
+
+
+def _regions(result: ChangeMap, options: ChangeOptions) -> list[ChangeRegion]:
+    from affine import Affine
+    from rsrag.geo.heatmap import regions as heat_regions
+    from shapely.geometry import box, mapping
+
+    found = heat_regions(result.heatmap.grid, result.heatmap.transform, result.crs, 0.5, top=options.top_regions)
+    if not found:
+        return []
+    transform = result.transform if result.transform is not None else Affine.identity()
+    inverse = ~transform
+    changed = result.changed
+    out = []
+    for region in found:
+        # the windows under the region: changed ones whose box meets it (scene pixel space)
+        minx, miny, maxx, maxy = region.geometry.bounds
+        corners = [inverse * (x, y) for x, y in ((minx, miny), (maxx, maxy))]
+        c0, c1 = sorted(c[0] for c in corners)
+        r0, r1 = sorted(c[1] for c in corners)
+        pixel_box = box(c0, r0, c1, r1)
+        under = [i for i, (col, row, w, h) in enumerate(result.windows)
+                 if changed[i] and pixel_box.intersection(box(col, row, col + w, row + h)).area > 0.25 * w * h * 0.25]
+        if not under:
+            under = [i for i, (col, row, w, h) in enumerate(result.windows)
+                     if np.isfinite(result.scores[i]) and pixel_box.intersects(box(col, row, col + w, row + h))]
+        weights = np.nan_to_num(result.scores[under], nan=0.0) + 1e-6
+        pb = (result.probs_before[under] * weights[:, None]).sum(0) / weights.sum()
+        pa = (result.probs_after[under] * weights[:, None]).sum(0) / weights.sum()
+        top_b = [(result.bank.texts[i], float(pb[i])) for i in np.argsort(-pb)[:3]]
+        top_a = [(result.bank.texts[i], float(pa[i])) for i in np.argsort(-pa)[:3]]
+        geometry = mapping(region.lonlat if region.lonlat is not None else region.geometry)
+        out.append(ChangeRegion(region.rank, region.score, region.mean, region.area_m2, geometry,
+                                list(region.geometry.bounds), top_b[0][0], top_a[0][0], top_b, top_a, under,
+                                _position((c0 + c1) / 2, (r0 + r1) / 2, result.width, result.height)))
+    return out
