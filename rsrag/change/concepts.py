@@ -66,11 +66,11 @@ class ConceptBank:
     names: list[str]  # what labels are reported as (dataset labels or concept texts)
     texts: list[str]  # the readable text of each
     vectors: np.ndarray  # (n, dim) unit vectors
-    temperature: float = 0.05
+    temperature: float = 0.1  # chosen on val pairs (sharper: same-class chips flip more)
 
     @classmethod
     def from_texts(cls, encoder, names: Sequence[str], *, texts: Sequence[str] | None = None,
-                   temperature: float = 0.05) -> "ConceptBank":
+                   temperature: float = 0.1) -> "ConceptBank":
         """Text-only concepts: the prompt-ensembled embedding of each name."""
         names = list(names)
         if not names:

@@ -34,7 +34,7 @@ import numpy as np
 
 from rsrag.change.concepts import DEFAULT_CONCEPTS, ConceptBank
 from rsrag.change.nuisance import Nuisance
-from rsrag.change.score import EMBEDDING_WEIGHT, THRESHOLD_Z, Calibration, calibrate, raw_scores
+from rsrag.change.score import EMBEDDING_WEIGHT, THRESHOLD, Calibration, calibrate, raw_scores
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ class ChangeOptions:
 
     chip: int | None = None  # scene pixels per chip side (None: 224, or a quarter of a small scene's short side)
     stride: float = 0.5  # step between windows as a fraction of the chip
-    threshold_z: float = THRESHOLD_Z
+    threshold: float = THRESHOLD  # in units of the reference nuisance null (rsrag.change.score)
     embedding_weight: float = EMBEDDING_WEIGHT
     calibration_chips: int = 48
     calibration_copies: int = 2
@@ -239,7 +239,7 @@ def finish(result: ChangeMap, options: ChangeOptions) -> None:
     result.sentence = describe_map(result)
 
 
-def _position(cx: float, cy: float, width: int, height: int) -> str:
+def position_words(cx: float, cy: float, width: int, height: int) -> str:
     """Where a point lies in the compared area, in words ("top left", "centre", ...)."""
     col = 0 if cx < width / 3 else (2 if cx > 2 * width / 3 else 1)
     row = 0 if cy < height / 3 else (2 if cy > 2 * height / 3 else 1)
@@ -279,5 +279,175 @@ def _regions(result: ChangeMap, options: ChangeOptions) -> list[ChangeRegion]:
         geometry = mapping(region.lonlat if region.lonlat is not None else region.geometry)
         out.append(ChangeRegion(region.rank, region.score, region.mean, region.area_m2, geometry,
                                 list(region.geometry.bounds), top_b[0][0], top_a[0][0], top_b, top_a, under,
-                                _position((c0 + c1) / 2, (r0 + r1) / 2, result.width, result.height)))
+                                position_words((c0 + c1) / 2, (r0 + r1) / 2, result.width, result.height)))
     return out
+
+
+# ---- two scene files ----------------------------------------------------------------------------------
+def _band_names(bands) -> list[str]:
+    return [(b.common or b.name or str(b.index)).lower() for b in bands]
+
+
+def chip_side(scene, options: ChangeOptions) -> int:
+    """Scene pixels per chip side (ChangeOptions.chip, else 224 or a quarter of a small scene's short side)."""
+    if options.chip:
+        return int(options.chip)
+    return int(max(32, min(224, min(scene.width, scene.height) // 4)))
+
+
+def overlap_windows(before, after, side: int, stride: int) -> tuple[list[Window], list[tuple[float, float, float, float]]]:
+    """The chip windows of BEFORE's grid inside the part AFTER covers, and each window's box in AFTER's
+    CRS (left, bottom, right, top). Raises ChangeError naming both files when they do not overlap."""
+    from rasterio.warp import transform_bounds
+
+    a_bounds = after.bounds
+    if before.crs is not None and after.crs is not None and before.crs != after.crs:
+        a_bounds = transform_bounds(after.crs, before.crs, *a_bounds, densify_pts=21)
+    elif (before.crs is None) != (after.crs is None):
+        raise ChangeError(f"{before.source} and {after.source}: one has a CRS and the other not; they cannot be "
+                          "placed on one grid")
+    b = before.bounds
+    left, bottom, right, top = max(b[0], a_bounds[0]), max(b[1], a_bounds[1]), min(b[2], a_bounds[2]), min(b[3], a_bounds[3])
+    if right <= left or top <= bottom:
+        raise ChangeError(f"{before.source} and {after.source} do not overlap (bounds {tuple(round(v, 4) for v in b)} "
+                          f"and {tuple(round(v, 4) for v in a_bounds)} in the first one's CRS)")
+    inverse = ~before.transform
+    cols = sorted(((inverse * (left, top))[0], (inverse * (right, bottom))[0]))
+    rows = sorted(((inverse * (left, top))[1], (inverse * (right, bottom))[1]))
+    c0, c1 = max(0, int(np.floor(cols[0] + 1e-6))), min(before.width, int(np.ceil(cols[1] - 1e-6)))
+    r0, r1 = max(0, int(np.floor(rows[0] + 1e-6))), min(before.height, int(np.ceil(rows[1] - 1e-6)))
+
+    def starts(lo: int, hi: int) -> list[int]:
+        if hi - lo <= side:
+            return [lo]
+        out = list(range(lo, hi - side + 1, stride))
+        return out + [hi - side] if out[-1] != hi - side else out
+
+    windows = [(c, r, side, side) for r in starts(r0, r1) for c in starts(c0, c1)]
+    boxes = []
+    t = before.transform
+    for c, r, w, h in windows:
+        xs, ys = (t.c + t.a * c, t.c + t.a * (c + w)), (t.f + t.e * r, t.f + t.e * (r + h))
+        box = (min(xs), min(ys), max(xs), max(ys))
+        if before.crs is not None and after.crs is not None and before.crs != after.crs:
+            box = transform_bounds(before.crs, after.crs, *box, densify_pts=5)
+        boxes.append(box)
+    return windows, boxes
+
+
+def _after_window(after, box: tuple[float, float, float, float]) -> Window:
+    inverse = ~after.transform
+    (x0, y0), (x1, y1) = inverse * (box[0], box[3]), inverse * (box[2], box[1])
+    c0, c1 = sorted((x0, x1))
+    r0, r1 = sorted((y0, y1))
+    return int(round(c0)), int(round(r0)), max(1, int(round(c1 - c0))), max(1, int(round(r1 - r0)))
+
+
+def detect_scenes(encoder, before_path: str | Path, after_path: str | Path, *, options: ChangeOptions = ChangeOptions(),
+                  concepts: Sequence[str] = DEFAULT_CONCEPTS, bank: ConceptBank | None = None,
+                  progress: Callable[[int, int], None] | None = None) -> ChangeMap:
+    """The change map of two scene files of the same place (module doc)."""
+    from rsrag.geo.bands import BandRuleError
+    from rsrag.geo.scene import SceneError, SceneReader, open_scene
+
+    t0 = time.perf_counter()
+    try:
+        before, after = open_scene(before_path), open_scene(after_path)
+        pick_b, pick_a = before.pick(options.bands), after.pick(options.bands)
+    except (SceneError, BandRuleError) as exc:
+        raise ChangeError(str(exc)) from None
+    notes, warnings = [], []
+    names_b, names_a = _band_names(pick_b), _band_names(pick_a)
+    if names_b != names_a:
+        raise ChangeError(f"{before.source} reads bands {names_b} and {after.source} reads {names_a}: different "
+                          "band sets cannot be compared; pick the same bands of both (--bands)")
+    if before.sensor and after.sensor and before.sensor != after.sensor:
+        warnings.append(f"different sensors: {before.source} is {before.sensor}, {after.source} is {after.sensor}; "
+                        "colour and resolution differences are treated as nuisance")
+    if before.crs is not None and after.crs is not None and before.crs != after.crs:
+        notes.append(f"{after.source} ({_crs_text(after.crs)}) is reprojected onto the grid of {before.source} "
+                     f"({_crs_text(before.crs)}) chip by chip")
+    elif before.gsd and after.gsd and abs(before.gsd - after.gsd) > 0.01 * before.gsd:
+        notes.append(f"{after.source} ({after.gsd:.2f} m) is resampled onto the grid of {before.source} "
+                     f"({before.gsd:.2f} m)")
+    if before.datetime and after.datetime and after.datetime < before.datetime:
+        warnings.append(f"{after.source} ({after.datetime[:10]}) is older than {before.source} "
+                        f"({before.datetime[:10]}): the map reads as BEFORE -> AFTER as given")
+    side = chip_side(before, options)
+    stride = max(1, int(round(side * options.stride)))
+    windows, boxes = overlap_windows(before, after, side, stride)
+    same_grid = before.crs == after.crs and before.transform == after.transform
+    bank = bank or ConceptBank.from_texts(encoder, list(concepts))
+    encode = encode_images(encoder)
+    size = encoder.preprocess.size
+    rng = np.random.default_rng(options.seed)
+    vec_b = np.zeros((len(windows), encoder.dim), np.float32)
+    vec_a = np.zeros((len(windows), encoder.dim), np.float32)
+    usable = np.zeros(len(windows), bool)
+    bad_b = bad_a = 0
+    reservoir: list[np.ndarray] = []
+    seen = 0
+    with SceneReader(before, pick_b) as read_b, SceneReader(after, pick_a) as read_a:
+        for start in range(0, len(windows), options.batch_size):
+            idx = list(range(start, min(start + options.batch_size, len(windows))))
+            chips_b, chips_a, keep = [], [], []
+            for i in idx:
+                image_b, valid_b = read_b.read(windows[i], (size, size))
+                window_a = windows[i] if same_grid else _after_window(after, boxes[i])
+                image_a, valid_a = read_a.read(window_a, (size, size))
+                lost_b = bad_fraction(image_b, valid_b) > options.max_nodata
+                lost_a = bad_fraction(image_a, valid_a) > options.max_nodata
+                bad_b += lost_b
+                bad_a += lost_a
+                if lost_b or lost_a:
+                    continue
+                chips_b.append(image_b), chips_a.append(image_a), keep.append(i)
+                seen += 1  # reservoir sample of BEFORE chips for the calibration
+                if len(reservoir) < options.calibration_chips:
+                    reservoir.append(image_b)
+                else:
+                    j = int(rng.integers(seen))
+                    if j < options.calibration_chips:
+                        reservoir[j] = image_b
+            if keep:
+                vectors = encode(chips_b + chips_a)
+                vec_b[keep], vec_a[keep] = vectors[:len(keep)], vectors[len(keep):]
+                usable[keep] = True
+            if progress:
+                progress(idx[-1] + 1, len(windows))
+    for path, bad in ((before.source, bad_b), (after.source, bad_a)):
+        if bad > 0.5 * len(windows):
+            warnings.append(f"{path}: {bad} of {len(windows)} chips over the overlap are mostly nodata or cloud; "
+                            "they are left out of the map (NaN)")
+    if not usable.any():
+        raise ChangeError(f"no chip of the overlap of {before.source} and {after.source} has data in both "
+                          "(nodata or cloud everywhere)")
+    copies = [image for image in reservoir for _ in range(options.calibration_copies)]
+    null_b = encode(_jittered(copies, rng))
+    null_a = encode(copies)
+    calibration = Calibration.from_null(raw_scores(bank, null_a, null_b, options.embedding_weight), options.threshold)
+    scored = detect_vectors(bank, calibration, windows, vec_b, vec_a, width=before.width, height=before.height,
+                            transform=before.transform, crs=before.crs,
+                            names=(str(before.source), str(after.source)), options=options, usable=usable)
+    scored.notes, scored.warnings = notes + [f"chips: {side} px of {before.source}, stride {stride} px"], warnings
+    scored.dates = (before.datetime, after.datetime)
+    scored.seconds = time.perf_counter() - t0
+    return scored
+
+
+def _jittered(images: Iterable[np.ndarray], rng: np.random.Generator) -> list[np.ndarray]:
+    from rsrag.change.nuisance import jitter
+
+    return [jitter(image, rng) for image in images]
+
+
+def scene_background(path: str | Path, max_side: int = 1024, bands: str | None = None) -> np.ndarray:
+    """The scene as people see it (stretched RGB), at most `max_side` on its long side, for overlays."""
+    from rsrag.geo.scene import SceneReader, open_scene
+
+    scene = open_scene(path)
+    factor = max(1.0, max(scene.width, scene.height) / max_side)
+    out = (max(1, round(scene.width / factor)), max(1, round(scene.height / factor)))
+    with SceneReader(scene, scene.pick(bands)) as reader:
+        image, _ = reader.read((0, 0, scene.width, scene.height), out)
+    return image
