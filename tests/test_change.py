@@ -241,3 +241,64 @@ def test_pairs_change_only_to_other_classes_and_redraw_within_one(data_root):
                 assert not confusable(lookup[a].label, lookup[b].label)
         if spec.index % 5 == 0:
             assert CHANGE not in flat(spec.kinds)
+
+
+# ---- an indexed series ------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def series(tmp_path_factory, pair, encoder):
+    """The pair as a two-date series in an index (one 224 px chip per cell), from the stored vectors on."""
+    import shutil
+
+    from rsrag.geo import Tiling, index_scenes
+    from rsrag.index import Library
+
+    folder = tmp_path_factory.mktemp("series")
+    for path in pair:
+        shutil.copy(path, folder / path.name)
+    library = Library.create(tmp_path_factory.mktemp("idx"), "area", encoder=encoder)
+    report = index_scenes(library, [folder], tiling=Tiling(size=CELL))
+    assert report.added == 12
+    return library
+
+
+def test_series_change_from_stored_vectors(series, tmp_path):
+    from rsrag.change.detect import ChangeError, ChangeOptions
+    from rsrag.change.series import detect_dates, series_dates
+
+    assert [s.datetime[:4] for s in series_dates(series)] == ["2009", "2020"]
+    options = ChangeOptions(calibration_chips=6)
+    result = detect_dates(series, "2009", "2020-08-31", options=options)
+    assert len(result.windows) == 6 and len(result.regions) == 1
+    region = result.regions[0]
+    assert region.position == "top left" and region.area_m2 == pytest.approx(CELL * CELL, rel=0.05)
+    cited = result.to_dict()["chips"]
+    assert cited == [{"before": "area_20090818:s1:r0:c0", "after": "area_20200831:s1:r0:c0"}]
+    with pytest.raises(ChangeError, match="2009-08-18, 2020-08-31"):
+        detect_dates(series, "2015", "2020", options=options)  # a date missing from the series names the dates
+
+
+def test_change_search_and_timeline(series, tmp_path):
+    from rsrag.change.series import change_search, plot_timeline, timeline
+
+    hits = change_search(series, "buildings", "2009", "2020", k=3)
+    assert hits[0]["before_id"] == "area_20090818:s1:r0:c0" and hits[0]["score"] > hits[1]["score"]
+    gone = change_search(series, "forest", "2009", "2020", k=1, gone=True)
+    assert gone[0]["before_id"] == "area_20090818:s1:r0:c0"
+    result = timeline(series, hits[0]["lon"], hits[0]["lat"], ["buildings", "forest"])
+    first, last = result["points"]
+    assert last["scores"]["buildings"] > first["scores"]["buildings"]
+    assert first["scores"]["forest"] > last["scores"]["forest"]
+    assert plot_timeline(result, tmp_path / "t.png").stat().st_size > 1000
+
+
+def test_post_change(series):
+    from fastapi.testclient import TestClient
+
+    from rsrag.service.app import create_app
+
+    client = TestClient(create_app(series))
+    assert [d["date"] for d in client.get("/change/dates").json()["dates"]] == ["2009-08-18", "2020-08-31"]
+    body = client.post("/change", json={"before": "2009", "after": "2020"}).json()
+    assert body["regions"][0]["position"] == "top left" and body["sentence"] != "there is no difference"
+    bad = client.post("/change", json={"before": "1999", "after": "2020"})
+    assert bad.status_code == 400 and "2009-08-18" in bad.text

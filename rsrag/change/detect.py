@@ -33,8 +33,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from rsrag.change.concepts import DEFAULT_CONCEPTS, ConceptBank
-from rsrag.change.nuisance import Nuisance
-from rsrag.change.score import EMBEDDING_WEIGHT, THRESHOLD, Calibration, calibrate, raw_scores
+from rsrag.change.score import EMBEDDING_WEIGHT, THRESHOLD, Calibration, raw_scores
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +121,7 @@ class ChangeMap:
     seconds: float = 0.0
     dates: tuple[str | None, str | None] = (None, None)
     sentence: str = ""
+    chip_ids: tuple[list[str], list[str]] | None = None  # indexed dates: the chips compared, per window
 
     @property
     def changed(self) -> np.ndarray:
@@ -140,7 +140,12 @@ class ChangeMap:
                 "changed_area_ha": None if area is None else round(area / 1e4, 3)}
 
     def to_dict(self) -> dict:
+        cited = None
+        if self.chip_ids:
+            cited = [{"before": self.chip_ids[0][i], "after": self.chip_ids[1][i]} for i in
+                     sorted({i for r in self.regions for i in r.chips})][:50]
         return {"before": self.before, "after": self.after, "dates": list(self.dates), "sentence": self.sentence,
+                "chips": cited,
                 "summary": self.summary(), "regions": [r.to_dict() for r in self.regions],
                 "calibration": self.calibration.to_dict(), "crs": _crs_text(self.crs), "notes": self.notes,
                 "warnings": self.warnings, "seconds": round(self.seconds, 3)}
@@ -451,3 +456,43 @@ def scene_background(path: str | Path, max_side: int = 1024, bands: str | None =
     with SceneReader(scene, scene.pick(bands)) as reader:
         image, _ = reader.read((0, 0, scene.width, scene.height), out)
     return image
+
+
+def detect_arrays(encoder, before: np.ndarray, after: np.ndarray, *, options: ChangeOptions = ChangeOptions(),
+                  concepts: Sequence[str] = DEFAULT_CONCEPTS, bank: ConceptBank | None = None,
+                  names: tuple[str, str] = ("before", "after")) -> ChangeMap:
+    """The change map of two co-registered RGB images without a CRS (pixel coordinates, no areas):
+    photos of a pair such as LEVIR-CC's. Same tiling, scoring and calibration as `detect_scenes`."""
+    if before.shape[:2] != after.shape[:2]:
+        raise ChangeError(f"{names[0]} is {before.shape[1]}x{before.shape[0]} px and {names[1]} is "
+                          f"{after.shape[1]}x{after.shape[0]} px: images without a CRS must share one grid")
+    t0 = time.perf_counter()
+    height, width = before.shape[:2]
+    side = int(options.chip or max(32, min(224, min(width, height) // 2)))
+    stride = max(1, int(round(side * options.stride)))
+
+    def starts(extent: int) -> list[int]:
+        if extent <= side:
+            return [0]
+        out = list(range(0, extent - side + 1, stride))
+        return out + [extent - side] if out[-1] != extent - side else out
+
+    windows = [(c, r, side, side) for r in starts(height) for c in starts(width)]
+    crops_b = [before[r:r + h, c:c + w, :3] for c, r, w, h in windows]
+    crops_a = [after[r:r + h, c:c + w, :3] for c, r, w, h in windows]
+    usable = np.array([bad_fraction(b) <= options.max_nodata and bad_fraction(a) <= options.max_nodata
+                       for b, a in zip(crops_b, crops_a)])
+    bank = bank or ConceptBank.from_texts(encoder, list(concepts))
+    encode = encode_images(encoder)
+    vectors = encode(crops_b + crops_a)
+    rng = np.random.default_rng(options.seed)
+    sample = [crops_b[i] for i in rng.permutation(len(crops_b))[:options.calibration_chips]]
+    copies = [im for im in sample for _ in range(options.calibration_copies)]
+    null = raw_scores(bank, encode(copies), encode(_jittered(copies, rng)), options.embedding_weight)
+    calibration = Calibration.from_null(null, options.threshold)
+    n = len(windows)
+    result = detect_vectors(bank, calibration, windows, vectors[:n], vectors[n:], width=width, height=height,
+                            names=names, options=options, usable=usable)
+    result.notes = [f"no CRS: pixel coordinates, no areas; chips {side} px, stride {stride} px"]
+    result.seconds = time.perf_counter() - t0
+    return result

@@ -4,6 +4,9 @@ BEFORE and AFTER are scene files (GeoTIFF, COG, STAC item), or, with `--index`, 
 series (`2009`, `2020-08-31`). Prints the regions (area, what it was -> what it became, a sentence) or
 JSON; with `--out DIR` writes `DIR/change.tif` (calibrated score 0..1, 0.5 = the threshold),
 `DIR/overlay.png` and `DIR/regions.geojson`.
+
+`rsrag change-search TEXT --index I --from D1 --to D2 [--gone]` ranks where TEXT appeared (or went);
+`rsrag timeline --index I --lon X --lat Y` gives concept shares at a point over every date.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from typing import Optional
 
 import typer
 
-from rsrag.cli.common import ROOT_OPTION, fail, user_errors
+from rsrag.cli.common import BBOX_OPTION, NEAR_OPTION, ROOT_OPTION, WITHIN_OPTION, fail, user_errors
 from rsrag.cli.index import _progress
 
 
@@ -79,3 +82,60 @@ def change_command(
     for kind, path in files.items():
         typer.echo(f"wrote {path}", err=True)
     typer.secho(f"  {result.seconds:.2f} s", dim=True, err=True)
+
+
+def change_search_command(
+    text: str = typer.Argument(..., help='What appeared, e.g. "new buildings" (with --gone: what disappeared).'),
+    index: str = typer.Option(..., "--index", "-i", help="An indexed series."),
+    since: str = typer.Option(..., "--from", help="The earlier date (2009, 2009-08-18)."),
+    until: str = typer.Option(..., "--to", help="The later date."),
+    gone: bool = typer.Option(False, "--gone", help='Rank where TEXT was and is no more ("forest" cleared).'),
+    k: int = typer.Option(10, "--k", help="Locations."),
+    root: Optional[Path] = ROOT_OPTION,
+    bbox: Optional[str] = BBOX_OPTION,
+    near: Optional[str] = NEAR_OPTION,
+    within: Optional[Path] = WITHIN_OPTION,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Where did TEXT appear (or, with --gone, disappear) between two dates of an indexed series?"""
+    from rsrag.change.detect import ChangeError
+    from rsrag.change.series import change_search
+    from rsrag.geo.filters import Place
+    from rsrag.index import Library
+
+    with user_errors():
+        try:
+            place = Place.of(bbox=bbox, near=near, within=within) if (bbox or near or within) else None
+            hits = change_search(Library.open(root, index), text, since, until, k=k, place=place, gone=gone)
+        except ChangeError as exc:
+            fail(exc)
+    if as_json:
+        typer.echo(json.dumps(hits, indent=2))
+        return
+    for hit in hits:
+        typer.echo(f"{hit['rank']:2d}. {hit['score']:+.3f}  {hit['before_share']:.2f} -> {hit['after_share']:.2f}  "
+                   f"({hit['lon']:.5f}, {hit['lat']:.5f})  {hit['before_id']} -> {hit['after_id']}")
+
+
+def timeline_command(
+    index: str = typer.Option(..., "--index", "-i", help="An indexed series."),
+    lon: float = typer.Option(..., "--lon"),
+    lat: float = typer.Option(..., "--lat"),
+    radius: float = typer.Option(0.0, "--radius", help="Average the chips within this many metres."),
+    concepts: str = typer.Option("buildings,forest,water", "--concepts", help="Comma-separated concepts."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG plot here."),
+    root: Optional[Path] = ROOT_OPTION,
+) -> None:
+    """Each concept's share at a point (or region) over every date of an indexed series, as JSON."""
+    from rsrag.change.series import plot_timeline, timeline
+    from rsrag.index import Library
+
+    with user_errors():
+        result = timeline(Library.open(root, index), lon, lat, [c.strip() for c in concepts.split(",") if c.strip()],
+                          radius_m=radius)
+        if plot:
+            result["plot"] = str(plot_timeline(result, plot))
+    if result["missing_dates"]:
+        typer.secho(f"warning: no chip at this point on {', '.join(result['missing_dates'])}", fg=typer.colors.YELLOW,
+                    err=True)
+    typer.echo(json.dumps(result, indent=2))
