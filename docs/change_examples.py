@@ -55,8 +55,16 @@ def figure(before: np.ndarray, after: np.ndarray, grid: np.ndarray, titles: tupl
     sheet.save(path, quality=82)
 
 
-def summary(result, seconds: float | None = None) -> dict:
-    return {"sentence": result.sentence, "summary": result.summary(), "seconds": round(result.seconds, 2),
+def strongest(result, n: int = 3) -> list[dict]:
+    """The highest-scoring windows, changed or not: what the map would say next."""
+    before, after = result.labels("before"), result.labels("after")
+    order = [i for i in np.argsort(-np.nan_to_num(result.scores, nan=-1.0))[:n]]
+    return [{"window": list(result.windows[i]), "score": round(float(result.scores[i]), 3),
+             "transition": f"{before[i]} -> {after[i]}"} for i in order]
+
+
+def summary(result) -> dict:
+    return {"sentence": result.sentence, "strongest_windows": strongest(result), "summary": result.summary(), "seconds": round(result.seconds, 2),
             "calibration": result.calibration.to_dict(), "warnings": result.warnings, "notes": result.notes,
             "regions": [{k: r.to_dict()[k] for k in ("rank", "score", "area_ha", "transition", "position", "sentence")}
                         for r in result.regions[:8]]}

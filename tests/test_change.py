@@ -302,3 +302,19 @@ def test_post_change(series):
     assert body["regions"][0]["position"] == "top left" and body["sentence"] != "there is no difference"
     bad = client.post("/change", json={"before": "1999", "after": "2020"})
     assert bad.status_code == 400 and "2009-08-18" in bad.text
+
+
+def test_ask_answers_change_questions_and_keeps_the_pair_in_context(series):
+    from rsrag.rag import ask
+
+    first = ask(series, "What changed between 2009 and 2020?")
+    assert first.generator == "change" and "region 1" in first.text and "top left" in first.text
+    assert first.citations[0]["before_id"] == "area_20090818:s1:r0:c0"
+    history = [{"role": "user", "content": "What changed between 2009 and 2020?"},
+               {"role": "assistant", "content": first.text}]
+    area = ask(series, "How much area?", history=history)
+    assert "ha" in area.text and "2009-08-18" in area.text and "2020-08-31" in area.text
+    when = ask(series, "When did region 1 start to change?", history=history)
+    assert "started between 2009-08-18 and 2020-08-31" in when.text
+    missing = ask(series, "And region 3, what changed there?", history=history)
+    assert "no region 3" in missing.text

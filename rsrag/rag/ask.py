@@ -251,4 +251,9 @@ def ask(
     """
     if options is not None and kwargs:
         raise TypeError(f"ask got options= and keyword options ({', '.join(sorted(kwargs))}): pass one or the other")
-    return answerer_for(library).answer(question, image, options or AskOptions.from_kwargs(**kwargs))
+    options = options or AskOptions.from_kwargs(**kwargs)
+    from rsrag.rag.change import change_answer, wants_change
+
+    if wants_change(library, question, image):  # "what changed between 2009 and 2020?" over a dated series
+        return change_answer(library, question, options.history or [])
+    return answerer_for(library).answer(question, image, options)
