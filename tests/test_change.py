@@ -297,9 +297,14 @@ def test_post_change(series):
     from rsrag.service.app import create_app
 
     client = TestClient(create_app(series))
-    assert [d["date"] for d in client.get("/change/dates").json()["dates"]] == ["2009-08-18", "2020-08-31"]
+    dates = client.get("/change/dates").json()["dates"]
+    assert [d["date"] for d in dates] == ["2009-08-18", "2020-08-31"]
+    assert dates[0]["image_url"] == "/scenes/area_20090818/image" and "path" not in dates[0]
     body = client.post("/change", json={"before": "2009", "after": "2020"}).json()
     assert body["regions"][0]["position"] == "top left" and body["sentence"] != "there is no difference"
+    assert body["before"] == "2009-08-18T00:00:00Z" and "/" not in json.dumps(body["notes"])  # no server paths
+    overlay = client.get("/change/overlay.png", params={"before": "2009", "after": "2020"})
+    assert overlay.status_code == 200 and overlay.content[:4] == b"\x89PNG"
     bad = client.post("/change", json={"before": "1999", "after": "2020"})
     assert bad.status_code == 400 and "2009-08-18" in bad.text
 

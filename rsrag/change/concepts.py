@@ -71,7 +71,8 @@ class ConceptBank:
     @classmethod
     def from_texts(cls, encoder, names: Sequence[str], *, texts: Sequence[str] | None = None,
                    temperature: float = 0.1) -> "ConceptBank":
-        """Text-only concepts: the prompt-ensembled embedding of each name."""
+        """Text-only concepts: the prompt-ensembled embedding of each name's text (default: the
+        dataset-label rewriting of `concept_text`; a readable vocabulary passes `texts=names`)."""
         names = list(names)
         if not names:
             raise ValueError("a concept bank needs at least one concept")

@@ -254,8 +254,9 @@ def position_words(cx: float, cy: float, width: int, height: int) -> str:
 
 def _regions(result: ChangeMap, options: ChangeOptions) -> list[ChangeRegion]:
     from affine import Affine
+    from shapely.geometry import mapping
+
     from rsrag.geo.heatmap import regions as heat_regions
-    from shapely.geometry import box, mapping
 
     found = heat_regions(result.heatmap.grid, result.heatmap.transform, result.crs, 0.5, top=options.top_regions)
     if not found:
@@ -263,19 +264,21 @@ def _regions(result: ChangeMap, options: ChangeOptions) -> list[ChangeRegion]:
     transform = result.transform if result.transform is not None else Affine.identity()
     inverse = ~transform
     changed = result.changed
+    scored = np.isfinite(result.scores)
+    boxes = np.array(result.windows, np.float64).reshape(-1, 4)  # col, row, width, height
     out = []
     for region in found:
-        # the windows under the region: changed ones whose box meets it (scene pixel space)
+        # the windows under the region: changed ones overlapping its box by a sixteenth of their area
         minx, miny, maxx, maxy = region.geometry.bounds
         corners = [inverse * (x, y) for x, y in ((minx, miny), (maxx, maxy))]
         c0, c1 = sorted(c[0] for c in corners)
         r0, r1 = sorted(c[1] for c in corners)
-        pixel_box = box(c0, r0, c1, r1)
-        under = [i for i, (col, row, w, h) in enumerate(result.windows)
-                 if changed[i] and pixel_box.intersection(box(col, row, col + w, row + h)).area > 0.25 * w * h * 0.25]
+        overlap_w = np.clip(np.minimum(boxes[:, 0] + boxes[:, 2], c1) - np.maximum(boxes[:, 0], c0), 0, None)
+        overlap_h = np.clip(np.minimum(boxes[:, 1] + boxes[:, 3], r1) - np.maximum(boxes[:, 1], r0), 0, None)
+        overlap = overlap_w * overlap_h
+        under = np.flatnonzero(changed & (overlap > boxes[:, 2] * boxes[:, 3] / 16)).tolist()
         if not under:
-            under = [i for i, (col, row, w, h) in enumerate(result.windows)
-                     if np.isfinite(result.scores[i]) and pixel_box.intersects(box(col, row, col + w, row + h))]
+            under = np.flatnonzero(scored & (overlap > 0)).tolist()
         weights = np.nan_to_num(result.scores[under], nan=0.0) + 1e-6
         pb = (result.probs_before[under] * weights[:, None]).sum(0) / weights.sum()
         pa = (result.probs_after[under] * weights[:, None]).sum(0) / weights.sum()
@@ -382,7 +385,7 @@ def detect_scenes(encoder, before_path: str | Path, after_path: str | Path, *, o
     stride = max(1, int(round(side * options.stride)))
     windows, boxes = overlap_windows(before, after, side, stride)
     same_grid = before.crs == after.crs and before.transform == after.transform
-    bank = bank or ConceptBank.from_texts(encoder, list(concepts))
+    bank = bank or ConceptBank.from_texts(encoder, list(concepts), texts=list(concepts))
     encode = encode_images(encoder)
     size = encoder.preprocess.size
     rng = np.random.default_rng(options.seed)
@@ -482,7 +485,7 @@ def detect_arrays(encoder, before: np.ndarray, after: np.ndarray, *, options: Ch
     crops_a = [after[r:r + h, c:c + w, :3] for c, r, w, h in windows]
     usable = np.array([bad_fraction(b) <= options.max_nodata and bad_fraction(a) <= options.max_nodata
                        for b, a in zip(crops_b, crops_a)])
-    bank = bank or ConceptBank.from_texts(encoder, list(concepts))
+    bank = bank or ConceptBank.from_texts(encoder, list(concepts), texts=list(concepts))
     encode = encode_images(encoder)
     vectors = encode(crops_b + crops_a)
     rng = np.random.default_rng(options.seed)

@@ -50,8 +50,20 @@ class SeriesScene:
                 "crs": self.crs, "chips": self.chips}
 
 
+_DATES: dict[tuple[str, int], list[SeriesScene]] = {}
+
+
 def series_dates(library: Any) -> list[SeriesScene]:
-    """The dated scenes of an index, oldest first (chips without a time or a scene are not a series)."""
+    """The dated scenes of an index, oldest first (chips without a time or a scene are not a series);
+    one scan per table version."""
+    key = (str(library.folder), library.version)
+    if key not in _DATES:
+        _DATES.clear()
+        _DATES[key] = _scan_dates(library)
+    return _DATES[key]
+
+
+def _scan_dates(library: Any) -> list[SeriesScene]:
     table = library.rows(["scene", "path", "datetime", "crs"])
     seen: dict[str, list] = {}
     for scene, path, when, crs in zip(*(table.column(c).to_pylist() for c in ("scene", "path", "datetime", "crs"))):
@@ -83,9 +95,11 @@ def _chips(library: Any, scene: SeriesScene, place: Any = None) -> dict[str, lis
     out = {c: table.column(c).to_pylist() for c in SERIES_COLUMNS}
     scales = np.array([int(s or 1) for s in out["scale"]])
     keep = np.flatnonzero(scales == scales.min()) if len(scales) else np.zeros(0, int)  # the finest scale
-    vectors = table.column("vector").to_numpy(zero_copy_only=False)
+    column = table.column("vector").combine_chunks()
+    vectors = np.asarray(column.flatten(), np.float32).reshape(len(column), -1) if len(column) else \
+        np.zeros((0, library.dim), np.float32)  # one buffer, not a Python array per row
     out = {c: [v[i] for i in keep] for c, v in out.items()}
-    out["vector"] = np.stack([np.asarray(vectors[i], np.float32) for i in keep]) if len(keep) else np.zeros((0, library.dim), np.float32)
+    out["vector"] = vectors[keep]
     return out
 
 
@@ -170,13 +184,13 @@ def concept_bank(encoder: Any, concepts: Sequence[str]) -> ConceptBank:
 
     key = (encoder.id, tuple(concepts))
     if key not in _BANKS:
-        digest = hashlib.sha1(json.dumps([encoder.id, list(concepts)]).encode()).hexdigest()[:16]
+        digest = hashlib.sha1(json.dumps([encoder.id, list(concepts), "texts=names"]).encode()).hexdigest()[:16]
         path = cache_dir() / f"change-concepts-{digest}.npz"
         if path.is_file():
             data = np.load(path)
             _BANKS[key] = ConceptBank(list(concepts), [str(t) for t in data["texts"]], data["vectors"])
         else:
-            bank = ConceptBank.from_texts(encoder, list(concepts))
+            bank = ConceptBank.from_texts(encoder, list(concepts), texts=list(concepts))
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".tmp.npz")
             np.savez(tmp, texts=np.array(bank.texts), vectors=bank.vectors)
@@ -256,7 +270,7 @@ def timeline(library: Any, lon: float, lat: float, concepts: Sequence[str] = ("b
     extra = [c for c in concepts if c not in base.names]
     bank = base
     if extra:
-        more = ConceptBank.from_texts(library.encoder, extra)
+        more = ConceptBank.from_texts(library.encoder, extra, texts=extra)
         bank = ConceptBank(base.names + extra, base.texts + more.texts, np.concatenate([base.vectors, more.vectors]),
                            base.temperature)
     columns = [bank.names.index(c) for c in concepts]

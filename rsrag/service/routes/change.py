@@ -1,9 +1,15 @@
 """`POST /change`: the change map between two dates of the served index's series (regions with
-areas, before -> after labels, sentences, the chips compared), and `GET /change/dates`: its dates."""
+areas, before -> after labels, sentences, the chips compared); `GET /change/dates`: its dates and each
+date's scene image URL; `GET /change/overlay.png?before=&after=`: the change map coloured (transparent
+where no change), north up on the BEFORE scene's grid, for the web page's side-by-side view."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from io import BytesIO
+from urllib.parse import quote
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.responses import Response
 
 from rsrag.service import schemas as S
 from rsrag.service.deps import get_handle
@@ -19,7 +25,27 @@ def change_dates(handle: LibraryHandle = Depends(get_handle)) -> dict:
     """The dated scenes of the served index, oldest first."""
     from rsrag.change.series import series_dates
 
-    return {"dates": [s.to_dict() for s in series_dates(handle.reader())]}
+    return {"dates": [{**{k: v for k, v in s.to_dict().items() if k != "path"},  # no server paths over HTTP
+                       "image_url": f"/scenes/{quote(s.scene, safe='')}/image"} for s in series_dates(handle.reader())]}
+
+
+@router.get("/change/overlay.png", responses=error_docs(400))
+def change_overlay(before: str = Query(..., min_length=4, max_length=40), after: str = Query(..., min_length=4, max_length=40),
+                   handle: LibraryHandle = Depends(get_handle)) -> Response:
+    """The change map of two dates as a transparent PNG (0.5 = the threshold, warmer = more change)."""
+    from PIL import Image
+
+    from rsrag.change.detect import ChangeError
+    from rsrag.change.series import detect_dates
+    from rsrag.geo.heatmap import overlay_rgba
+
+    try:
+        result = detect_dates(handle.reader(), before, after)
+    except ChangeError as exc:
+        raise ApiError(400, str(exc), code="change") from None
+    buffer = BytesIO()
+    Image.fromarray(overlay_rgba(result.heatmap.grid, vmin=0.0, vmax=1.0, flat=False, alpha=0.6), "RGBA").save(buffer, "PNG")
+    return Response(buffer.getvalue(), media_type="image/png")
 
 
 @router.post("/change", responses=error_docs(400, 422))
@@ -37,4 +63,7 @@ def change(body: S.ChangeRequest, handle: LibraryHandle = Depends(get_handle)) -
                               concepts=body.concepts or list(DEFAULT_CONCEPTS))
     except ChangeError as exc:
         raise ApiError(400, str(exc), code="change") from None
-    return result.to_dict()
+    body = result.to_dict()
+    body["before"], body["after"] = result.dates[0], result.dates[1]  # dates, not server file paths
+    body["notes"] = [n for n in body["notes"] if "/" not in n]
+    return body
