@@ -309,6 +309,21 @@ def test_post_change(series):
     assert bad.status_code == 400 and "2009-08-18" in bad.text
 
 
+def test_an_index_of_plain_images_has_no_series(tmp_path, encoder, data_root):
+    from fastapi.testclient import TestClient
+
+    from rsrag.data import load_dataset
+    from rsrag.index import Library
+    from rsrag.service.app import create_app
+
+    library = Library.create(tmp_path, "plain", encoder=encoder)
+    library.add(load_dataset("ucm", "test", limit=2))
+    client = TestClient(create_app(library))
+    assert client.get("/change/dates").json() == {"dates": []}
+    res = client.post("/change", json={"before": "2009", "after": "2020"})
+    assert res.status_code == 400 and "no dated scene" in res.text
+
+
 def test_ask_answers_change_questions_and_keeps_the_pair_in_context(series):
     from rsrag.rag import ask
 

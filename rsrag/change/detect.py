@@ -33,7 +33,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from rsrag.change.concepts import DEFAULT_CONCEPTS, ConceptBank
-from rsrag.change.score import EMBEDDING_WEIGHT, THRESHOLD, Calibration, raw_scores
+from rsrag.change.score import EMBEDDING_WEIGHT, THRESHOLD, Calibration, raw_from_probabilities, raw_scores
 
 log = logging.getLogger(__name__)
 
@@ -203,8 +203,9 @@ def bad_fraction(image: np.ndarray, valid: float = 1.0) -> float:
 def score_vectors(bank: ConceptBank, calibration: Calibration, before: np.ndarray, after: np.ndarray,
                   embedding_weight: float = EMBEDDING_WEIGHT) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(raw, calibrated, probs_before, probs_after) for co-located chip vectors."""
-    raw = raw_scores(bank, before, after, embedding_weight)
-    return raw, calibration.score(raw), bank.probabilities(before), bank.probabilities(after)
+    p, q = bank.probabilities(before), bank.probabilities(after)
+    raw = raw_from_probabilities(p, q, before, after, embedding_weight)
+    return raw, calibration.score(raw), p, q
 
 
 def detect_vectors(bank: ConceptBank, calibration: Calibration, windows: Sequence[Window], before: np.ndarray,

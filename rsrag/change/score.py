@@ -37,7 +37,13 @@ EMBEDDING_WEIGHT = 0.0  # share of the raw embedding distance in the raw score (
 def raw_scores(bank: ConceptBank, before: np.ndarray, after: np.ndarray,
                embedding_weight: float = EMBEDDING_WEIGHT) -> np.ndarray:
     """(n,) raw change scores of n chip pairs given their unit embeddings (n, dim) each."""
-    p, q = bank.probabilities(before), bank.probabilities(after)
+    return raw_from_probabilities(bank.probabilities(before), bank.probabilities(after), before, after,
+                                  embedding_weight)
+
+
+def raw_from_probabilities(p: np.ndarray, q: np.ndarray, before: np.ndarray, after: np.ndarray,
+                           embedding_weight: float = EMBEDDING_WEIGHT) -> np.ndarray:
+    """`raw_scores` when the concept distributions are already computed."""
     cos = (p * q).sum(axis=1) / np.maximum(np.linalg.norm(p, axis=1) * np.linalg.norm(q, axis=1), 1e-12)
     score = 1.0 - cos
     if embedding_weight:

@@ -32,7 +32,8 @@ from rsrag.change.detect import ChangeError, ChangeMap, ChangeOptions, detect_ve
 from rsrag.change.nuisance import jitter
 from rsrag.change.score import Calibration, raw_scores
 
-SERIES_COLUMNS = ["id", "path", "scene", "window", "scale", "crs", "bounds", "datetime", "lon", "lat", "footprint"]
+MAP_COLUMNS = ["id", "window", "scale", "bounds"]  # what matching chips and citing them needs
+PLACE_COLUMNS = MAP_COLUMNS + ["lon", "lat", "footprint"]  # and where they are, for search results
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,8 @@ def series_dates(library: Any) -> list[SeriesScene]:
 
 
 def _scan_dates(library: Any) -> list[SeriesScene]:
+    if not {"scene", "datetime", "crs"} <= set(library.columns()):
+        return []  # an index of plain images: no series
     table = library.rows(["scene", "path", "datetime", "crs"])
     seen: dict[str, list] = {}
     for scene, path, when, crs in zip(*(table.column(c).to_pylist() for c in ("scene", "path", "datetime", "crs"))):
@@ -90,9 +93,9 @@ def pick_date(library: Any, date: str) -> SeriesScene:
     return matches[0]
 
 
-def _chips(library: Any, scene: SeriesScene, place: Any = None) -> dict[str, list]:
-    table = library.rows(SERIES_COLUMNS + ["vector"], filters={"scene": scene.scene}, place=place)
-    out = {c: table.column(c).to_pylist() for c in SERIES_COLUMNS}
+def _chips(library: Any, scene: SeriesScene, place: Any = None, columns: Sequence[str] = MAP_COLUMNS) -> dict[str, list]:
+    table = library.rows(list(columns) + ["vector"], filters={"scene": scene.scene}, place=place)
+    out = {c: table.column(c).to_pylist() for c in columns}
     scales = np.array([int(s or 1) for s in out["scale"]])
     keep = np.flatnonzero(scales == scales.min()) if len(scales) else np.zeros(0, int)  # the finest scale
     column = table.column("vector").combine_chunks()
@@ -240,7 +243,7 @@ def change_search(library: Any, text: str, before: str, after: str, *, k: int = 
     reverse, "where was forest cleared?"), best first. Score: the rise of the text's share among the
     default concepts plus the text, so "matches" is relative to what else the chip could be."""
     first, second = pick_date(library, before), pick_date(library, after)
-    rows_b, rows_a = _chips(library, first, place), _chips(library, second, place)
+    rows_b, rows_a = _chips(library, first, place, PLACE_COLUMNS), _chips(library, second, place, PLACE_COLUMNS)
     if not len(rows_b["id"]) or not len(rows_a["id"]):
         return []
     ib, ia, _ = match_chips(rows_b, rows_a, first.crs, second.crs)
