@@ -338,3 +338,15 @@ def test_ask_answers_change_questions_and_keeps_the_pair_in_context(series):
     assert "started between 2009-08-18 and 2020-08-31" in when.text
     missing = ask(series, "And region 3, what changed there?", history=history)
     assert "no region 3" in missing.text
+    where = ask(series, "Where?", history=history)  # a bare follow-up stays on the pair
+    assert where.generator == "change" and "region 1 at the top left" in where.text
+
+
+def test_what_counts_as_a_change_question():
+    from rsrag.change.questions import is_change_question
+
+    assert is_change_question("What changed?") and is_change_question("where was forest cleared?")
+    assert is_change_question("new buildings since 2009?") and is_change_question("2009 vs 2020")
+    assert not is_change_question("When was the Red Tower built?")  # a knowledge question, no date
+    assert not is_change_question("Where?")
+    assert is_change_question("Where?", [{"role": "assistant", "content": "Between 2009-08-18 and 2020-08-31: x"}])

@@ -19,15 +19,25 @@ import numpy as np
 from rsrag.change.detect import ChangeMap, ChangeOptions
 from rsrag.change.series import detect_dates, series_dates
 
-_CHANGE_WORDS = re.compile(r"\b(chang\w*|appear\w*|disappear\w*|new|cleared|clearing|built|grew|grown|growth|"
-                           r"became|become|turned|difference|lost|gained|since|when did|how much area)\b", re.I)
+_STRONG = re.compile(r"\b(chang\w*|difference|appear\w*|disappear\w*|cleared|clearing|how much area|"
+                     r"when did (?:it|the change|region \d+) start)\b", re.I)
+_WEAK = re.compile(r"\b(new|built|grew|grown|growth|became|become|turned|lost|gained|since)\b", re.I)
+_FOLLOW_UP = re.compile(r"^\s*(and\b|where|how much|when|what about|which)", re.I)
 _DATE = re.compile(r"\b((?:19[5-9]\d|20\d\d)(?:-\d\d(?:-\d\d)?)?)\b")
 _REGION = re.compile(r"\bregion\s*#?\s*(\d+)\b", re.I)
+_ANSWERED = re.compile(r"^(Between \d{4}-\d\d-\d\d and \d{4}-\d\d-\d\d|There is no region|"
+                       r"(Region \d+|The change) started between)")
 
 
-def is_change_question(question: str) -> bool:
-    """Whether a question asks about change over time (a change word, or two dates)."""
-    return bool(_CHANGE_WORDS.search(question)) or len(_DATE.findall(question)) >= 2
+def is_change_question(question: str, history: Sequence[dict] = ()) -> bool:
+    """Whether a question asks about change over time: a change word ("changed", "appeared",
+    "cleared"), a weaker one ("new", "built") with a date, two dates, or a follow-up ("and region 2?",
+    "how much area?") right after a change answer."""
+    dates = len(_DATE.findall(question))
+    if _STRONG.search(question) or dates >= 2 or (dates and _WEAK.search(question)):
+        return True
+    last = next((str(t.get("content", "")) for t in reversed(history) if t.get("role") == "assistant"), "")
+    return bool(_ANSWERED.search(last)) and bool(_FOLLOW_UP.search(question) or _REGION.search(question))
 
 
 @dataclass

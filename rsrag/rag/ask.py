@@ -254,6 +254,6 @@ def ask(
     options = options or AskOptions.from_kwargs(**kwargs)
     from rsrag.rag.change import change_answer, wants_change
 
-    if wants_change(library, question, image):  # "what changed between 2009 and 2020?" over a dated series
+    if wants_change(library, question, image, options.history or []):  # "what changed between 2009 and 2020?" over a dated series
         return change_answer(library, question, options.history or [])
     return answerer_for(library).answer(question, image, options)

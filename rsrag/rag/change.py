@@ -12,9 +12,9 @@ from rsrag.change.series import series_dates
 from rsrag.rag.answer import Answer
 
 
-def wants_change(library: Any, question: str | None, image: Any) -> bool:
+def wants_change(library: Any, question: str | None, image: Any, history: Sequence[dict] = ()) -> bool:
     """A change question (no image) about a library with at least two dated scenes."""
-    if image is not None or not question or not is_change_question(question):
+    if image is not None or not question or not is_change_question(question, history):
         return False
     columns = getattr(library, "columns", None)  # test doubles and plain stores have no scene columns
     return callable(columns) and "scene" in columns() and len(series_dates(library)) >= 2
