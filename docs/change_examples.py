@@ -7,6 +7,8 @@
   benchmark).
 - Landsat, Pucallpa 1985 -> 2020 (real change: river meanders, town growth, clearing).
 - NAIP 2009 -> 2020 (prairie, lakes and crops: mostly seasonal change; the test of not crying wolf).
+- The Pucallpa series as an index (8 dates, 64 px chips): the timeline of buildings / forest / water
+  around the town 1985-2020 (`pucallpa_timeline.jpg`) and "where did new buildings appear?".
 
 Each picture is BEFORE | AFTER | AFTER with the change map (0.5 = the calibrated threshold) over it.
 """
@@ -70,6 +72,24 @@ def summary(result) -> dict:
                         for r in result.regions[:8]]}
 
 
+def series_part(data: Path) -> dict:
+    """Index the Pucallpa dates (in a temporary folder) and ask the series what changed around the town."""
+    import tempfile
+
+    from rsrag.change.series import change_search, plot_timeline, timeline
+    from rsrag.geo import Tiling, index_scenes
+    from rsrag.index import Library
+
+    with tempfile.TemporaryDirectory() as tmp:
+        library = Library.create(Path(tmp), "pucallpa", encoder=create_encoder())
+        index_scenes(library, [data / "geo" / "landsat_pucallpa"], tiling=Tiling(size=64, overlap=32))
+        town = timeline(library, -74.553, -8.379, ["buildings", "forest", "water"], radius_m=3000)
+        plot_timeline(town, OUT / "pucallpa_timeline.jpg")
+        built = change_search(library, "buildings", "1985", "2020", k=3)
+        cleared = change_search(library, "forest", "1985", "2020", k=3, gone=True)
+    return {"timeline_town": town, "new_buildings": built, "forest_cleared": cleared}
+
+
 def main() -> None:
     encoder = create_encoder()
     data = data_root()
@@ -100,6 +120,7 @@ def main() -> None:
         figure(bg_b, bg_a, result.heatmap.grid, (before.name, after.name), OUT / f"{name}.jpg")
         out[name] = {"before": str(before.relative_to(data)), "after": str(after.relative_to(data)), **summary(result)}
         print(name, result.sentence, f"{result.seconds:.1f}s", flush=True)
+    out["pucallpa_series"] = series_part(data)
     (OUT / "examples.json").write_text(json.dumps(out, indent=2) + "\n")
     print(json.dumps({k: (v.get("sentence") if isinstance(v, dict) and "sentence" in v else
                           {"bleu4": v.get("bleu4"), "cider": v.get("cider")}) for k, v in out.items()}, indent=2))
