@@ -234,10 +234,11 @@ def finish(result: ChangeMap, options: ChangeOptions) -> None:
     from rsrag.geo.heatmap import HeatmapAccumulator, grid_factor
 
     factor = grid_factor(result.width, result.height, options.max_side)
-    acc = HeatmapAccumulator(result.width, result.height, factor=factor, transform=result.transform, crs=result.crs)
-    for window, score in zip(result.windows, result.scores):
-        if np.isfinite(score):
-            acc.add(window, float(score))
+    acc = HeatmapAccumulator(result.width, result.height, factor=factor, transform=result.transform, crs=result.crs,
+                             keep_max=False)
+    scored = np.isfinite(result.scores)
+    if scored.any():  # one vectorised pass: 10k windows cost milliseconds
+        acc.add_scalars(np.asarray(result.windows, np.float64)[scored], result.scores[scored])
     result.heatmap = acc.result("mean")
     result.regions = _regions(result, options)
     for region in result.regions:

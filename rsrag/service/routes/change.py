@@ -1,7 +1,7 @@
 """`POST /change`: the change map between two dates of the served index's series (regions with
 areas, before -> after labels, sentences, the chips compared); `GET /change/dates`: its dates and each
 date's scene image URL; `GET /change/overlay.png?before=&after=`: the change map coloured (transparent
-where no change), north up on the BEFORE scene's grid, for the web page's side-by-side view."""
+where no change), warped to Web Mercator like the scene images, for the web page's side-by-side view."""
 
 from __future__ import annotations
 
@@ -37,14 +37,17 @@ def change_overlay(before: str = Query(..., min_length=4, max_length=40), after:
 
     from rsrag.change.detect import ChangeError
     from rsrag.change.series import detect_dates
-    from rsrag.geo.heatmap import overlay_rgba
+    from rsrag.geo.heatmap import overlay_rgba, to_mercator
 
     try:
         result = detect_dates(handle.reader(), before, after)
     except ChangeError as exc:
         raise ApiError(400, str(exc), code="change") from None
+    grid = result.heatmap.grid
+    if result.heatmap.crs is not None:  # warped like the scene images it is laid over
+        grid, _ = to_mercator(result.heatmap)
     buffer = BytesIO()
-    Image.fromarray(overlay_rgba(result.heatmap.grid, vmin=0.0, vmax=1.0, flat=False, alpha=0.6), "RGBA").save(buffer, "PNG")
+    Image.fromarray(overlay_rgba(grid, vmin=0.0, vmax=1.0, flat=False, alpha=0.6), "RGBA").save(buffer, "PNG")
     return Response(buffer.getvalue(), media_type="image/png")
 
 
