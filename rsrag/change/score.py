@@ -23,7 +23,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from rsrag.change.concepts import ConceptBank
-from rsrag.change.nuisance import Nuisance, jitter
 
 # The reference null: raw scores of val-split chips against jittered / blurred / shifted copies of
 # themselves, pooled (`rsrag eval change --split val` prints it as `reference_null`). Its median and 99th
@@ -99,26 +98,3 @@ class Calibration:
             threshold = (own - median) / base.unit
         far = float((null >= median + threshold * base.unit).mean())
         return cls(median, base.unit, threshold, len(null), far, raised)
-
-
-def self_pairs(images: list[np.ndarray], rng: np.random.Generator, copies: int = 2,
-               nuisance: Nuisance = Nuisance()) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """(a, b) image lists where each b is an independently jittered/shifted copy of the same chip as
-    its a (also jittered): the no-change pairs the calibration is fitted on."""
-    first, second = [], []
-    for image in images:
-        for _ in range(copies):
-            first.append(jitter(image, rng, nuisance))
-            second.append(jitter(image, rng, nuisance))
-    return first, second
-
-
-def calibrate(encode, bank: ConceptBank, images: list[np.ndarray], *, seed: int = 0, copies: int = 2,
-              threshold: float = THRESHOLD, embedding_weight: float = EMBEDDING_WEIGHT,
-              nuisance: Nuisance = Nuisance()) -> Calibration:
-    """Fit the null on chips of the scene itself: `encode(list of (h, w, 3) uint8) -> (n, dim)`."""
-    if not images:
-        raise ValueError("calibration needs at least one chip with data")
-    a, b = self_pairs(images, np.random.default_rng(seed), copies, nuisance)
-    null = raw_scores(bank, encode(a), encode(b), embedding_weight)
-    return Calibration.from_null(null, threshold)
