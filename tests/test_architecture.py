@@ -27,12 +27,14 @@ ALLOWED: dict[str, set[str]] = {
     "models": BASE | {"imageio", "data", "encoders", "geo", "index"},  # the captioner's neighbours can be a Library
     "training": BASE | {"imageio", "data", "encoders", "models"},
     "knowledge": BASE | {"imageio", "data", "encoders", "geo", "index"},
+    "change": BASE | {"imageio", "data", "encoders", "geo", "index"},
     "generators": BASE | {"imageio", "data", "encoders", "rerankers", "knowledge", "models"},
-    "rag": BASE | {"imageio", "data", "encoders", "geo", "index", "knowledge", "generators", "rerankers", "models"},
+    "rag": BASE | {"imageio", "data", "encoders", "geo", "index", "knowledge", "generators", "rerankers", "models",
+                   "change"},
     "eval": BASE | {"imageio", "data", "encoders", "geo", "index", "knowledge", "generators", "rerankers", "models",
-                    "rag", "training"},
+                    "rag", "training", "change"},
     "service": BASE | {"imageio", "data", "encoders", "geo", "index", "knowledge", "generators", "rerankers", "models",
-                       "rag"},
+                       "rag", "change"},
     "cli": None,  # the top: may import everything
 }
 

@@ -5,7 +5,7 @@
     rsrag chat                               (chat.py)
     rsrag caption, rsrag vqa                 (models.py)     rsrag serve       (serve.py)
     rsrag eval retrieval|zeroshot|caption|vqa|qa (eval.py)   rsrag train       (train.py)
-    rsrag encoders list                      (encoders.py)
+    rsrag encoders list                      (encoders.py)     rsrag change, change-search, timeline (change.py)
 
 Owns parsing options, printing tables and JSON, and exit codes: every command turns the errors a
 user can act on into one `error: ...` line and exit status 2 through the one wrapper
@@ -22,6 +22,7 @@ from __future__ import annotations
 import typer
 
 from rsrag.cli.ask import ask_command
+from rsrag.cli.change import change_command, change_search_command, timeline_command
 from rsrag.cli.chat import chat_command
 from rsrag.cli.encoders import app as encoders_app
 from rsrag.cli.eval import app as eval_app
@@ -44,6 +45,9 @@ app.add_typer(knowledge_app, name="knowledge")
 app.command("caption")(caption_command)
 app.command("vqa")(vqa_command)
 app.command("serve")(serve_command)
+app.command("change")(change_command)
+app.command("change-search")(change_search_command)
+app.command("timeline")(timeline_command)
 
 
 def main() -> None:

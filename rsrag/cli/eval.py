@@ -1,4 +1,4 @@
-"""`rsrag eval retrieval|zeroshot|caption|vqa|qa`: run the evaluators from the shell.
+"""`rsrag eval retrieval|zeroshot|caption|vqa|qa|change`: run the evaluators from the shell.
 
 Every run prints a table (or JSON with `--json`) and also leaves a JSON results file
 (`rsrag.cli.common.report`); errors a user can act on (a missing dataset or weights file, an unknown
@@ -410,3 +410,49 @@ def match(
         if save:
             result["saved"] = str(save_match_scale(enc.id, scale, {"dataset": dataset, "split": fit_split}))
     report(result, output, f"match_{dataset}.json", as_json, lambda r: Console().print_json(data=r))
+
+
+# ---- change ---------------------------------------------------------------------------------------
+@app.command()
+def change(
+    split: str = typer.Option("test", "--split", help="val (choose settings, --sweep) or test (report once)."),
+    pairs: int = typer.Option(40, "--pairs", help="Synthetic bi-temporal pairs (4 x 4 cells each)."),
+    seed: int = typer.Option(0, "--seed", help="Pair sampling / jitter seed."),
+    sweep_settings: bool = typer.Option(False, "--sweep", help="val: sweep threshold, temperature and embedding "
+                                                               "weight and print the chosen setting."),
+    encoder: Optional[str] = EncoderOpt,
+    as_json: bool = JsonOpt,
+    output: Optional[Path] = OutputOpt,
+) -> None:
+    """Change detection on synthetic pairs of val/test chips: AUC, F1, false alarms, transitions, captions."""
+    from rsrag.cli.index import _progress
+    from rsrag.eval.change import collect, evaluate_change, sweep
+
+    name = _encoder_name(encoder)
+    with user_errors():
+        model = create_encoder(name)
+        if sweep_settings:
+            data = collect(model, split, n_pairs=pairs, seed=seed, progress=_progress(f"change {split}", unit="pair"))
+            result = sweep(data, [0.8, 1.0, 1.2, 1.4, 1.6, 1.8, 2.0], temperatures=[0.05, 0.1],
+                           embedding_weights=[0.0, 0.5])
+            result.update({"split": split, "pairs": pairs, "seed": seed, "encoder": model.id})
+        else:
+            result = evaluate_change(model, split, n_pairs=pairs, seed=seed,
+                                     progress=_progress(f"change {split}", unit="pair"))
+    default_name = f"change_{slug(split)}{'_sweep' if sweep_settings else ''}_{slug(name)}.json"
+    report(result, output, default_name, as_json, _print_change)
+
+
+def _print_change(result: dict) -> None:
+    if "chosen" in result:
+        typer.echo(f"chosen on {result['split']}: {result['chosen']}")
+        return
+    keys = ("auc", "f1", "precision", "recall", "false_alarm_rate", "false_alarm_same_chip", "false_alarm_redraw",
+            "transition_accuracy", "transition_accuracy_lenient")
+    for key in keys:
+        typer.echo(f"{key:28s} {result[key]}")
+    captions = result.get("captions") or {}
+    if captions:
+        typer.echo(f"{'caption BLEU-4 / CIDEr':28s} {captions['bleu4']} / {captions['cider']} ({captions['n']} sentences)")
+    typer.echo(f"{result['cells']} cells ({result['changed_cells']} changed, {result['redraw_cells']} same-class "
+               f"redraws) in {result['pairs']} pairs of {result['split']}")

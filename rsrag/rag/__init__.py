@@ -4,7 +4,8 @@ library knows about an image (`image_to_text`).
 Owns: `ask` / `Answerer` / `AskOptions`, `Answer`, `Evidence` handling, `KnowledgeRetriever` and its
 `Retrieval`, the prompt builder, image description over a library, and the `ask` / `knowledge` CLI
 commands. May import: `rsrag.index` (public API only: `Library`, its search/read methods, `Hit`),
-`rsrag.knowledge`, `rsrag.generators`, `rsrag.rerankers`, `rsrag.encoders`, `rsrag.fusion`. Nothing
+`rsrag.knowledge`, `rsrag.generators`, `rsrag.rerankers`, `rsrag.encoders`, `rsrag.fusion`, and
+`rsrag.change` (change questions over a dated series are answered from change maps). Nothing
 below it imports `rsrag.rag`.
 """
 

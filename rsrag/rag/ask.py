@@ -193,7 +193,11 @@ class Answerer:
     def answer(self, question: str | None = None, image: ImageInput | None = None,
                options: AskOptions | None = None) -> Answer:
         """Answer a question about the library's knowledge and/or an image (module doc)."""
-        turn = self._prepare(question, image, options or AskOptions())
+        options = options or AskOptions()
+        change = self._change_answer(question, image, options)
+        if change is not None:  # "what changed between 2009 and 2020?" over a dated series
+            return change
+        turn = self._prepare(question, image, options)
         t_g = time.perf_counter()
         if turn.abstained is not None:
             return self._finish(turn, turn.abstained, t_g)
@@ -203,7 +207,13 @@ class Answerer:
                options: AskOptions | None = None) -> Iterator[str | Answer]:
         """`answer`, with the generated text yielded piece by piece as the generator produces it
         (token streaming where the generator can; one piece otherwise), and the `Answer` last."""
-        turn = self._prepare(question, image, options or AskOptions())
+        options = options or AskOptions()
+        change = self._change_answer(question, image, options)
+        if change is not None:
+            yield change.text
+            yield change
+            return
+        turn = self._prepare(question, image, options)
         t_g = time.perf_counter()
         if turn.abstained is not None:
             yield turn.abstained.text
@@ -214,6 +224,14 @@ class Answerer:
                 yield self._finish(turn, piece, t_g)
                 return
             yield piece
+
+    def _change_answer(self, question: str | None, image: ImageInput | None, options: AskOptions) -> Answer | None:
+        """The answer of a change question about a dated series (rsrag.rag.change), or None."""
+        from rsrag.rag.change import change_answer, wants_change
+
+        if wants_change(self.library, question, image, options.history or []):
+            return change_answer(self.library, question, options.history or [])
+        return None
 
     def _prepare(self, question: str | None, image: ImageInput | None, options: AskOptions) -> "_Turn":
         """Check the inputs, retrieve the evidence and build the prompt: everything before generation."""

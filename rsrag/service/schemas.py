@@ -267,3 +267,16 @@ class Scene(BaseModel):
 class ScenesResponse(BaseModel):
     tile_url: Optional[str] = Field(None, description="an XYZ tile server for the basemap (RSRAG_TILE_URL)")
     scenes: list[Scene]
+
+
+class ChangeRequest(BaseModel):
+    """Two dates of the served index's series to compare (scene files are not read from requests)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"before": "2009", "after": "2020"}]})
+
+    before: Annotated[str, StringConstraints(min_length=4, max_length=40)] = Field(description="BEFORE date (2009, 2009-08-18)")
+    after: Annotated[str, StringConstraints(min_length=4, max_length=40)] = Field(description="AFTER date")
+    threshold: float | None = Field(None, gt=0, le=10, description="change threshold in nuisance-null units "
+                                                                    "(default: chosen on val)")
+    concepts: list[Annotated[str, StringConstraints(min_length=1, max_length=60)]] | None = Field(
+        None, max_length=40, description="land covers to label regions with (default: rsrag's list)")
