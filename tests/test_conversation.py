@@ -149,3 +149,27 @@ def test_ask_abstains_on_what_the_knowledge_base_does_not_hold(library):
     assert unknown.extra["evidence_score"] < threshold <= known.extra["evidence_score"]
     assert not ask(library, "When was the Hagia Sophia in Istanbul built?", abstain=None).extra.get("abstained")
     assert ask(library, "When was the Blue Bridge built?", abstain=1e9).extra["abstained"]  # an explicit threshold
+
+
+def test_search_hits_carry_a_calibrated_match_level(library, tmp_path, monkeypatch):
+    import numpy as np
+    from fastapi.testclient import TestClient
+
+    from rsrag.encoders import calibration
+    from rsrag.service import create_app
+
+    scale = calibration.fit_match_scale(np.linspace(0.4, 0.8, 100), np.linspace(0.0, 0.5, 100))
+    assert scale.weak == pytest.approx(0.44, abs=0.01) and scale.strong == pytest.approx(0.495, abs=0.01)
+    assert [scale.level(s) for s in (0.9, 0.45, 0.1, None)] == ["strong", "weak", "none", None]
+    monkeypatch.setattr(calibration, "MATCH_FILE", tmp_path / "match.json")
+    with TestClient(create_app(library, token="")) as client:
+        plain = client.post("/search", json={"query": "a red field", "mode": "dense", "k": 3}).json()
+        assert plain["match"] is None and all(h["match"] is None for h in plain["hits"])  # no scale for this encoder
+        best = plain["hits"][0]["score"]
+        calibration.save_match_scale(library.encoder.id, calibration.MatchScale(strong=best + 1, weak=best - 1e-3), {})
+        body = client.post("/search", json={"query": "a red field", "mode": "hybrid", "k": 3}).json()
+        assert body["hits"][0]["match"] == "weak" and body["match"] == "weak"
+        calibration.save_match_scale(library.encoder.id, calibration.MatchScale(strong=2.0, weak=1.5), {})
+        nothing = client.post("/search", json={"query": "a red field", "mode": "dense", "k": 3}).json()
+        assert nothing["match"] == "none" and {h["match"] for h in nothing["hits"]} == {"none"}
+        assert client.post("/search", json={"query": "red", "mode": "bm25"}).json()["match"] is None

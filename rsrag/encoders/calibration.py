@@ -55,12 +55,13 @@ def _scales(path: str) -> dict:
     return json.loads(file.read_text()) if file.is_file() else {}
 
 
-def match_scale(encoder_id: str, path: Path = MATCH_FILE) -> MatchScale | None:
-    entry = _scales(str(path)).get(encoder_id)
+def match_scale(encoder_id: str, path: Path | None = None) -> MatchScale | None:
+    entry = _scales(str(path or MATCH_FILE)).get(encoder_id)
     return MatchScale(entry["strong"], entry["weak"]) if entry else None
 
 
-def save_match_scale(encoder_id: str, scale: MatchScale, fitted_on: dict, path: Path = MATCH_FILE) -> Path:
+def save_match_scale(encoder_id: str, scale: MatchScale, fitted_on: dict, path: Path | None = None) -> Path:
+    path = path or MATCH_FILE
     scales = dict(_scales(str(path)))
     scales[encoder_id] = {"strong": scale.strong, "weak": scale.weak, "fitted_on": fitted_on}
     path.write_text(json.dumps(scales, indent=2, sort_keys=True) + "\n")

@@ -101,6 +101,8 @@ class Hit(BaseModel):
     metadata: dict[str, Any] = {}
     parts: dict[str, Optional[float]] = Field({}, description="hybrid: the dense and bm25 scores that were fused")
     image_url: str = Field(description="thumbnail of the item")
+    match: Optional[str] = Field(None, description="strong, weak or none: the text-image score on the encoder's "
+                                                   "calibrated scale (absent for bm25 and image search)")
 
 
 class SearchResponse(BaseModel):
@@ -112,6 +114,8 @@ class SearchResponse(BaseModel):
     k: int
     took_ms: float
     hits: list[Hit]
+    match: Optional[str] = Field(None, description="the best hit's match level: `none` says the library has nothing "
+                                                   "that looks like the query")
 
 
 class Item(BaseModel):

@@ -59,9 +59,25 @@ async def search(body: S.SearchRequest, request: Request, handle: LibraryHandle 
     vector = await handle.query_encoder.encode_async(body.query) if body.mode != "bm25" else None
     hits = lib.search_text(body.query, body.k, mode=body.mode, filters=body.filters, place=place,
                                        vector=vector)
-    return respond({"query": body.query, "mode": body.mode, "k": body.k,
-                     "took_ms": round((time.perf_counter() - t0) * 1000, 2), "hits": [public.hit(h) for h in hits]},
+    levels, overall = match_levels(lib, hits, body.mode)
+    return respond({"query": body.query, "mode": body.mode, "k": body.k, "match": overall,
+                     "took_ms": round((time.perf_counter() - t0) * 1000, 2),
+                     "hits": [{**public.hit(h), "match": level} for h, level in zip(hits, levels)]},
                     request)
+
+
+def match_levels(lib, hits: list, mode: str) -> tuple[list[str | None], str | None]:
+    """Each hit's match level from its dense (text-image) score on the encoder's calibrated scale
+    (rsrag.encoders.calibration), and the best one's; None where there is no scale or no dense score."""
+    from rsrag.encoders.calibration import match_scale
+
+    scale = match_scale(lib.encoder.id) if mode != "bm25" else None
+    if scale is None:
+        return [None] * len(hits), None
+    dense = [h.score if mode == "dense" else h.parts.get("dense") for h in hits]
+    levels = [scale.level(s) for s in dense]
+    known = [s for s in dense if s is not None]
+    return levels, scale.level(max(known)) if known else "none"
 
 
 @router.post("/search/image", response_model=S.SearchResponse, responses=error_docs(*UPLOAD_ERRORS))

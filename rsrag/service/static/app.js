@@ -38,6 +38,12 @@ function card(hit) {
   const score = document.createElement("span");
   score.className = "score";
   score.textContent = typeof hit.score === "number" ? hit.score.toFixed(4) : "";
+  if (hit.match) {  // the calibrated text-image match level
+    const badge = document.createElement("span");
+    badge.className = `match match-${hit.match}`;
+    badge.textContent = hit.match;
+    score.append(" ", badge);
+  }
   const label = document.createElement("div");
   label.className = "label";
   label.textContent = hit.label || hit.id;
@@ -190,6 +196,9 @@ async function searchText(event) {
       body: JSON.stringify({ query, k: 24, mode: $("mode").value, ...placeFields() }),
     });
     showHits(body.hits, `"${query}" (${body.mode}, ${body.took_ms} ms)`);
+    if (body.match === "none") {
+      $("summary").textContent += ": nothing in this library looks like that (every hit is a weak or no match)";
+    }
   } catch (err) { setError(err.message); }
 }
 
