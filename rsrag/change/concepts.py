@@ -12,22 +12,16 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from rsrag.encoders.prompts import class_text_embeddings, pretty_label
+
 log = logging.getLogger(__name__)
 
-TEMPLATES: tuple[str, ...] = (
-    "a satellite image of {}.",
-    "an aerial photograph of {}.",
-    "a remote sensing image of {}.",
-    "an aerial view of {}.",
-    "a top-down view of {}.",
-)
 
 # the default vocabulary for real scenes: land covers people name when they describe change
 DEFAULT_CONCEPTS: tuple[str, ...] = (
@@ -36,23 +30,11 @@ DEFAULT_CONCEPTS: tuple[str, ...] = (
     "mountain", "beach", "airport", "port", "bridge", "playground", "park", "construction site", "town",
 )
 
-# labels of RSICD / UCM that do not read well as prompts (mirrors the zero-shot evaluation's table)
-_LABEL_TEXT = {
-    "bareland": "bare land", "baseballdiamond": "baseball diamond", "baseballfield": "baseball field",
-    "denseresidential": "dense residential", "golfcourse": "golf course", "mediumresidential": "medium residential",
-    "mobilehomepark": "mobile home park", "parking": "parking lot", "parkinglot": "parking lot",
-    "commercial": "commercial area", "playfields": "school playground", "railwaystation": "railway station",
-    "sparseresidential": "sparse houses and green land", "storagetanks": "storage tanks", "tenniscourt": "tennis court",
-}
 
 
 def concept_text(label: str) -> str:
     """Dataset label -> readable concept text ("DenseResidential" -> "dense residential")."""
-    key = re.sub(r"[^a-z]", "", label.lower())
-    if key in _LABEL_TEXT:
-        return _LABEL_TEXT[key]
-    text = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", label)
-    return " ".join(re.sub(r"[_\-]+", " ", text).lower().split())
+    return pretty_label(label)
 
 
 def _normalise(x: np.ndarray) -> np.ndarray:
@@ -77,9 +59,7 @@ class ConceptBank:
         if not names:
             raise ValueError("a concept bank needs at least one concept")
         texts = list(texts) if texts is not None else [concept_text(n) for n in names]
-        prompts = [t.format(c) for c in texts for t in TEMPLATES]
-        emb = encoder.encode_texts(prompts).reshape(len(texts), len(TEMPLATES), -1).mean(axis=1)
-        return cls(names, texts, _normalise(emb), temperature)
+        return cls(names, texts, class_text_embeddings(encoder, texts), temperature)
 
     def with_prototypes(self, image_vectors: np.ndarray, labels: Sequence[str], weight: float = 1.0) -> "ConceptBank":
         """Each concept pulled towards the mean of the image vectors labelled with its name:
