@@ -71,7 +71,7 @@ def evaluate_abstention(kb: int = 1500, n_val: int = 300, n_test: int = 500, see
 
     reranker = CachedReranker(create_reranker("cross-encoder"))
     answerer = answerer_for(library)
-    options = AskOptions(reranker=reranker, abstain=None)  # scores only: the threshold is applied below
+    options = AskOptions(reranker=reranker, abstain=False)  # scores only: the threshold is applied below
 
     def run(names_in: list[str], names_out: list[str]) -> list[dict]:
         rows = []

@@ -171,7 +171,7 @@ def evaluate_rswk(
     t_start = time.perf_counter()
     for i, item in enumerate(items, start=1):
         question, gold_id = item.grounded, record_id[item.name]
-        answer = ask(library, question, k=k, config=config, reranker=reranker, generator=answerer, abstain=None)
+        answer = ask(library, question, k=k, config=config, reranker=reranker, generator=answerer, abstain=False)
         latencies.append(answer.timings["total"])
         rank = records_rank(answer.evidence, gold_id)
         top = answer.evidence[0] if answer.evidence else {}

@@ -63,8 +63,8 @@ class AskOptions:
     focus: list[str] | None = None  # names a follow-up question may point back to, most recent first
     focus_records: list[str] | None = None  # their knowledge records: a follow-up is answered from them
     # abstain when the best re-ranked knowledge chunk scores below this: "auto" is the threshold fitted on
-    # validation data for the re-ranker in use (rsrag.rag.abstain); None never abstains
-    abstain: float | str | None = "auto"
+    # validation data for the re-ranker in use (rsrag.rag.abstain); False never abstains
+    abstain: float | str | bool = "auto"
     resolve_followups: bool = True  # rewrite "When was it built?" with the name in focus (rsrag.rag.followup)
 
     @classmethod
@@ -293,7 +293,7 @@ class Answerer:
             return None
         best = max(reranked)
         extra["evidence_score"] = round(best, 4)  # the best re-ranked chunk: what abstention is judged on
-        if options.abstain is None:
+        if options.abstain is None or options.abstain is False:
             return None
         if options.abstain == "auto":
             name = options.reranker if isinstance(options.reranker, str) else getattr(options.reranker, "name", None)
