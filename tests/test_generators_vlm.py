@@ -25,31 +25,9 @@ from PIL import Image
 from index_helpers import HashEncoder, make_records
 from rsrag.generators import (Evidence, Generation, GenerationRequest, GeneratorRefused, GeneratorUnavailable,
                               create_generator)
+from rsrag.generators.tiny import tiny_chat_model, tiny_llava
 from rsrag.index import Library
 from rsrag.rag import PromptBuilder
-
-
-def _tiny_model(folder: Path) -> Path:
-    """A 2-layer random Llama with a word-level tokenizer and a chat template: loads in a second."""
-    import torch
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    torch.manual_seed(0)
-    core = Tokenizer(models.WordLevel(unk_token="[UNK]"))
-    core.pre_tokenizer = pre_tokenizers.Whitespace()
-    words = "the a harbour with boats river tanks planes airport answer context question image".split()
-    core.train_from_iterator([" ".join(words)], trainers.WordLevelTrainer(special_tokens=["[UNK]", "[PAD]", "<s>", "</s>"]))
-    tok = PreTrainedTokenizerFast(tokenizer_object=core, unk_token="[UNK]", pad_token="[PAD]", bos_token="<s>",
-                                  eos_token="</s>", model_input_names=["input_ids", "attention_mask"])
-    tok.chat_template = ("{% for m in messages %}{{ m['role'] }}: {{ m['content'] if m['content'] is string "
-                         "else m['content'][0]['text'] }}\n{% endfor %}assistant:")
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=4096,
-                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    LlamaForCausalLM(cfg).save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return folder
 
 
 def _free_port() -> int:
@@ -64,7 +42,7 @@ def model_server(tmp_path_factory):
     cli = shutil.which("transformers", path=str(Path(sys.executable).parent)) or shutil.which("transformers")
     if cli is None:
         pytest.fail("the `transformers` command is missing (pip install transformers)")
-    folder = _tiny_model(tmp_path_factory.mktemp("tiny-llm"))
+    folder = tiny_chat_model(tmp_path_factory.mktemp("tiny-llm"))
     port = _free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen([cli, "serve", str(folder), "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"],
@@ -232,39 +210,8 @@ def test_serve_enables_generators_from_flags_and_a_config_without_keys(tmp_path)
         generator_settings(None, None, None, None, config)
 
 
-def _tiny_llava(folder: Path) -> Path:
-    """A random LLaVA (tiny CLIP vision tower + 1-layer Llama) with its processor and chat template."""
-    import torch
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-    from transformers import (CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, LlavaConfig,
-                              LlavaForConditionalGeneration, LlavaProcessor, PreTrainedTokenizerFast)
-
-    torch.manual_seed(0)
-    core = Tokenizer(models.WordLevel(unk_token="[UNK]"))
-    core.pre_tokenizer = pre_tokenizers.Whitespace()
-    core.train_from_iterator(["the a harbour with boats river answer context question what is moored here"],
-                             trainers.WordLevelTrainer(special_tokens=["[UNK]", "[PAD]", "<s>", "</s>", "<image>"]))
-    tok = PreTrainedTokenizerFast(tokenizer_object=core, unk_token="[UNK]", pad_token="[PAD]", bos_token="<s>",
-                                  eos_token="</s>", model_input_names=["input_ids", "attention_mask"],
-                                  extra_special_tokens={"image_token": "<image>"})
-    template = ("{% for m in messages %}{{ m['role'] }}: {% for p in m['content'] %}{% if p['type'] == 'image' %}"
-                "<image> {% else %}{{ p['text'] }}{% endif %}{% endfor %}\n{% endfor %}assistant:")
-    vision = CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-                              image_size=32, patch_size=8, projection_dim=16)
-    text = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                       num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=2048,
-                       bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    LlavaForConditionalGeneration(LlavaConfig(vision_config=vision, text_config=text, vision_feature_layer=-1,
-                                              image_token_index=tok.convert_tokens_to_ids("<image>"),
-                                              vision_feature_select_strategy="full")).save_pretrained(folder)
-    LlavaProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
-                   tokenizer=tok, patch_size=8, vision_feature_select_strategy="full", num_additional_image_tokens=1,
-                   chat_template=template).save_pretrained(folder)
-    return folder
-
-
 def test_hf_generator_shows_the_image_to_an_image_text_to_text_model(tmp_path):
-    vlm = create_generator("hf", model=str(_tiny_llava(tmp_path / "llava")), max_new_tokens=4)
+    vlm = create_generator("hf", model=str(tiny_llava(tmp_path / "llava")), max_new_tokens=4)
     with_image = vlm.generate(_request(_photo(tmp_path, (96, 64))))
     without = vlm.generate(_request())
     assert vlm.sees_images and with_image.extra["image_sent"] and not without.extra["image_sent"]
@@ -273,6 +220,6 @@ def test_hf_generator_shows_the_image_to_an_image_text_to_text_model(tmp_path):
     pieces = list(vlm.stream(_request(Image.new("RGB", (40, 40)))))
     assert isinstance(pieces[-1], Generation) and pieces[-1].extra["image_sent"]
     assert "".join(p for p in pieces[:-1]).strip() == pieces[-1].text
-    text_only = create_generator("hf", model=str(_tiny_model(tmp_path / "llm")), max_new_tokens=3)
+    text_only = create_generator("hf", model=str(tiny_chat_model(tmp_path / "llm")), max_new_tokens=3)
     answer = text_only.generate(_request(Image.new("RGB", (8, 8))))
     assert not text_only.sees_images and answer.extra["image_sent"] is False and "text-only" in answer.extra["image_note"]
