@@ -28,11 +28,13 @@ ALLOWED: dict[str, set[str]] = {
     "training": BASE | {"imageio", "data", "encoders", "models"},
     "knowledge": BASE | {"imageio", "data", "encoders", "geo", "index"},
     "generators": BASE | {"imageio", "data", "encoders", "rerankers", "knowledge", "models"},
-    "rag": BASE | {"imageio", "data", "encoders", "geo", "index", "knowledge", "generators", "rerankers", "models"},
+    "localize": BASE | {"imageio", "data", "encoders", "geo", "index"},
+    "rag": BASE | {"imageio", "data", "encoders", "geo", "index", "knowledge", "generators", "rerankers", "models",
+                   "localize"},
     "eval": BASE | {"imageio", "data", "encoders", "geo", "index", "knowledge", "generators", "rerankers", "models",
-                    "rag", "training"},
+                    "rag", "training", "localize"},
     "service": BASE | {"imageio", "data", "encoders", "geo", "index", "knowledge", "generators", "rerankers", "models",
-                       "rag"},
+                       "rag", "localize"},
     "cli": None,  # the top: may import everything
 }
 

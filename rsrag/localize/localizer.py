@@ -1,0 +1,189 @@
+"""From a scene's features and a text query to one heatmap, its regions, and a verdict.
+
+The combination rule (chosen on val-split mosaics, see `rsrag eval localize`):
+
+1. Every chip gets the calibrated probability that the query describes it (`scoring.QueryScorer`).
+2. Chip level: each scale's chips are spread over their windows and AVERAGED where they overlap;
+   the scales are then averaged with `scale_weights` (default equal).
+3. Patch level: the chips of the finest scale that score in the top `dense_top` fraction (all of them
+   by default; a fraction keeps a 10k-chip scene fast) get a g x g map of patch probabilities from their
+   patch vectors, spread over the chip and averaged where chips overlap.
+4. Final map = (1 - `dense_weight`) * chip level + `dense_weight` * patch level where patches were
+   scored, the chip level elsewhere. Values stay probabilities in [0, 1]: never rescaled per scene.
+
+Verdict: the query matches when the map's peak is at least `min_peak` AND at least `min_margin` above
+the scene's background (the map's median); otherwise the result says so, has no regions, and the
+overlay is drawn flat (transparent) rather than stretched into false hot spots.
+Regions: cells at least halfway from the background to the peak, as polygons (`rsrag.geo.heatmap`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from rsrag.encoders import Encoder
+from rsrag.geo.heatmap import (Heatmap, HeatmapAccumulator, HeatRegion, grid_factor, overlay_png, regions,
+                               regions_geojson, write_geotiff)
+from rsrag.localize.features import SceneFeatures
+from rsrag.localize.scoring import TEMPLATES, QueryScorer
+
+
+class LocalizeError(ValueError):
+    """A localization request that cannot be served as asked (the message says why and what to do)."""
+
+
+@dataclass(frozen=True)
+class LocalizeSettings:
+    """How chips are cut, scored and combined (defaults chosen on val mosaics; module doc)."""
+
+    chip: int = 224  # scene pixels per chip side at scale 1
+    scales: tuple[int, ...] = (1, 2)
+    overlap: float = 0.5  # fraction of a chip shared with its neighbour
+    scale_weights: tuple[float, ...] | None = None  # per scale (None: equal)
+    dense_weight: float = 0.5  # share of the patch-level map in the final one
+    dense_top: float = 1.0  # fraction of finest-scale chips refined with patch scores
+    temperature: float = 50.0
+    templates: tuple[str, ...] = TEMPLATES
+    min_peak: float = 0.3  # a match needs a peak probability at least this ...
+    min_margin: float = 0.2  # ... and this far above the scene's median
+    max_side: int = 1024  # the heatmap's long side at most this many cells (coarser for large scenes)
+    max_chips: int = 4000  # an unindexed scene needing more chips than this is refused
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Localization:
+    """One query's answer on one scene."""
+
+    query: str
+    heatmap: Heatmap  # the final map (probabilities)
+    chip_map: Heatmap  # the chip-level map alone
+    peak: tuple[float, float, float]  # col, row (scene pixels), value
+    background: float  # the final map's median
+    match: bool
+    message: str
+    regions: list[HeatRegion] = field(default_factory=list)
+    chips: int = 0
+    seconds: float = 0.0
+    dropped_negatives: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict:
+        col, row, value = self.peak
+        return {"query": self.query, "match": self.match, "message": self.message,
+                "peak": {"col": col, "row": row, "score": value}, "background": self.background,
+                "chips": self.chips, "seconds": round(self.seconds, 4),
+                "grid": {"rows": self.heatmap.shape[0], "cols": self.heatmap.shape[1], "factor": self.heatmap.factor},
+                "crs": self.heatmap.crs.to_string() if self.heatmap.crs is not None else None,
+                "regions": [r.to_dict() for r in self.regions],
+                "synonyms_not_used_as_negatives": list(self.dropped_negatives)}
+
+    def save(self, out: str | Path, background: np.ndarray | None = None) -> dict[str, Path]:
+        """Write `heatmap.tif` (float32, the scene's grid and CRS), `overlay.png` (over `background`, the
+        scene as an RGB array, when given) and `regions.geojson` into folder `out`."""
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        paths = {"heatmap": write_geotiff(out / "heatmap.tif", self.heatmap.grid, self.heatmap.transform, self.heatmap.crs),
+                 "overlay": overlay_png(out / "overlay.png", self.heatmap.grid, vmin=0.0, vmax=1.0,
+                                        flat=not self.match, background=background),
+                 "regions": out / "regions.geojson"}
+        regions_geojson(self.regions, paths["regions"], query=self.query, match=self.match, message=self.message)
+        return paths
+
+
+class Localizer:
+    """Scores scene features for text queries (see module doc)."""
+
+    def __init__(self, encoder: Encoder, settings: LocalizeSettings = LocalizeSettings()) -> None:
+        self.encoder = encoder
+        self.settings = settings
+
+    def with_settings(self, **changes: Any) -> "Localizer":
+        return Localizer(self.encoder, replace(self.settings, **changes))
+
+    def scorer(self, query: str) -> QueryScorer:
+        return QueryScorer.build(self.encoder, query, temperature=self.settings.temperature,
+                                 templates=self.settings.templates)
+
+    def maps(self, features: SceneFeatures, scorer: QueryScorer) -> tuple[Heatmap, Heatmap]:
+        """(final map, chip-level map) of a scene for a query (module doc, steps 1-4)."""
+        s = self.settings
+        if not len(features):
+            raise LocalizeError("the scene has no chips to score")
+        factor = grid_factor(features.width, features.height, s.max_side)
+
+        def accumulator() -> HeatmapAccumulator:
+            return HeatmapAccumulator(features.width, features.height, factor=factor, transform=features.transform,
+                                      crs=features.crs, keep_max=False)
+
+        probs = scorer.probability(features.vectors)
+        present = sorted(set(features.scales.tolist()))
+        weights = dict(zip(s.scales, s.scale_weights)) if s.scale_weights else {}
+        chip_sum = np.zeros((0, 0))
+        total = 0.0
+        template: Heatmap | None = None
+        for scale in present:
+            rows = features.scales == scale
+            acc = accumulator()
+            acc.add_scalars(features.windows[rows], probs[rows])
+            template = acc.result("mean")
+            w = float(weights.get(scale, 1.0))
+            chip_sum = w * np.nan_to_num(template.grid) + (chip_sum if chip_sum.size else 0.0)
+            total += w
+        assert template is not None
+        chip_grid = (chip_sum / max(total, 1e-9)).astype(np.float32)
+        chip_map = Heatmap(chip_grid, template.transform, template.crs, template.factor)
+        final = chip_grid
+        if s.dense_weight > 0 and features.patches is not None and len(features.patch_rows):
+            rows = features.patch_rows
+            chosen = np.arange(len(rows))
+            if s.dense_top < 1.0:
+                k = max(1, int(np.ceil(s.dense_top * len(rows))))
+                chosen = np.argsort(-probs[rows], kind="stable")[:k]
+            patch_probs = scorer.probability(features.patches.vectors(chosen))  # (k, g, g)
+            acc = accumulator()
+            for i, grid in zip(rows[chosen], patch_probs):
+                acc.add(tuple(features.windows[i]), grid)
+            dense = acc.result("mean").grid
+            covered = np.isfinite(dense)
+            final = chip_grid.copy()
+            final[covered] = (1 - s.dense_weight) * chip_grid[covered] + s.dense_weight * dense[covered]
+        return Heatmap(final.astype(np.float32), chip_map.transform, chip_map.crs, chip_map.factor), chip_map
+
+    def localize(self, features: SceneFeatures, query: str, *, top: int = 10) -> Localization:
+        """The answer for one query: maps, verdict, regions (module doc)."""
+        t0 = time.perf_counter()
+        scorer = self.scorer(query)
+        final, chip_map = self.maps(features, scorer)
+        return self.decide(query, final, chip_map, len(features), t0, scorer.dropped, top=top)
+
+    def decide(self, query: str, final: Heatmap, chip_map: Heatmap, chips: int, t0: float,
+               dropped: Sequence[str] = (), *, top: int = 10) -> Localization:
+        """The verdict and regions of a map (module doc)."""
+        s = self.settings
+        peak = final.peak()
+        values = final.grid[np.isfinite(final.grid)]
+        background = float(np.median(values)) if values.size else float("nan")
+        margin = peak[2] - background
+        match = bool(values.size) and peak[2] >= s.min_peak and margin >= s.min_margin
+        if match:
+            message = (f"best match {peak[2]:.2f} against a background of {background:.2f} "
+                       f"(needs >= {s.min_peak:.2f} and {s.min_margin:.2f} above it)")
+            threshold = background + 0.5 * margin
+            found = regions(final.grid, final.transform, final.crs, threshold, top=top)
+        else:
+            message = (f"nothing here matches {query!r}: the best score {peak[2]:.2f} is not meaningfully above "
+                       f"the scene's background {background:.2f} (a match needs >= {s.min_peak:.2f} and "
+                       f"{s.min_margin:.2f} above it); the map is left flat")
+            found = []
+        return Localization(query, final, chip_map, peak, background, match, message, found, chips,
+                            time.perf_counter() - t0, tuple(dropped))
+
+
+__all__ = ["Localization", "LocalizeError", "LocalizeSettings", "Localizer"]
