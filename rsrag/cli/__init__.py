@@ -25,6 +25,7 @@ from rsrag.cli.encoders import app as encoders_app
 from rsrag.cli.eval import app as eval_app
 from rsrag.cli.index import app as index_app
 from rsrag.cli.knowledge import app as knowledge_app
+from rsrag.cli.localize import ground_command, localize_command
 from rsrag.cli.models import caption_command, vqa_command
 from rsrag.cli.search import search_command
 from rsrag.cli.serve import serve_command
@@ -41,6 +42,8 @@ app.add_typer(knowledge_app, name="knowledge")
 app.command("caption")(caption_command)
 app.command("vqa")(vqa_command)
 app.command("serve")(serve_command)
+app.command("localize")(localize_command)
+app.command("ground")(ground_command)
 
 
 def main() -> None:

@@ -275,6 +275,28 @@ def overlay_png(path: str | Path, grid: np.ndarray, **options: Any) -> Path:
     return path
 
 
+def to_mercator(heatmap: Heatmap, max_side: int = 1024) -> tuple[np.ndarray, tuple[float, float, float, float]]:
+    """The map warped to Web Mercator for a web map (like `rsrag.geo.render.mercator_overview` does
+    the scene): (float32 grid, NaN outside, (south, west, north, east) in degrees). Needs a CRS."""
+    from rasterio.transform import array_bounds, from_bounds
+    from rasterio.warp import Resampling, reproject, transform_bounds
+
+    if heatmap.crs is None:
+        raise ValueError("a heatmap without a CRS has no place on a map")
+    rows, cols = heatmap.shape
+    # array_bounds gives (west, south, east, north) as (left, bottom, right, top)
+    left, bottom, right, top = array_bounds(rows, cols, heatmap.transform)
+    west, south, east, north = transform_bounds(heatmap.crs, "EPSG:3857", left, bottom, right, top, densify_pts=21)
+    scale = max(east - west, north - south) / min(max(rows, cols), max_side)
+    dst_w, dst_h = max(1, round((east - west) / scale)), max(1, round((north - south) / scale))
+    dst = np.full((dst_h, dst_w), np.nan, np.float32)
+    reproject(np.asarray(heatmap.grid, np.float32), dst, src_transform=heatmap.transform, src_crs=heatmap.crs,
+              src_nodata=np.nan, dst_transform=from_bounds(west, south, east, north, dst_w, dst_h),
+              dst_crs="EPSG:3857", dst_nodata=np.nan, resampling=Resampling.bilinear)
+    lon_w, lat_s, lon_e, lat_n = transform_bounds("EPSG:3857", "EPSG:4326", west, south, east, north)
+    return dst, (lat_s, lon_w, lat_n, lon_e)
+
+
 @dataclass
 class HeatRegion:
     """One region of a map: a polygon where the map is above the threshold, and how hot it is."""
@@ -393,4 +415,4 @@ def regions_geojson(found: Sequence[HeatRegion], path: str | Path | None = None,
 
 
 __all__ = ["Heatmap", "HeatmapAccumulator", "HeatRegion", "Window", "grid_factor", "grid_transform", "is_flat",
-           "merge_regions", "overlay_png", "overlay_rgba", "regions", "regions_geojson", "upsample", "write_geotiff"]
+           "merge_regions", "overlay_png", "overlay_rgba", "regions", "regions_geojson", "to_mercator", "upsample", "write_geotiff"]
