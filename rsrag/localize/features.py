@@ -96,19 +96,26 @@ def chip_windows_for(width: int, height: int, chip: int, scales: Sequence[int], 
     if not 0 <= overlap < 1:
         raise ValueError("overlap is a fraction of the chip in [0, 1)")
     out = []
-    for scale in scales:
+    for scale in _useful_scales(width, height, chip, scales):
         side = max(1, int(chip * scale))
         stride = max(1, int(round(side * (1 - overlap))))
         for row in _starts(height, side, stride):
             for col in _starts(width, side, stride):
-                out.append(((col, row, side, side), int(scale)))
+                out.append(((col, row, min(side, width), min(side, height)), int(scale)))
     return out
+
+
+def _useful_scales(width: int, height: int, chip: int, scales: Sequence[int]) -> list[int]:
+    """The scales whose chips fit in the scene (the finest always, as one chip of the whole scene when
+    even it does not fit): a chip larger than the scene would only repeat the whole scene."""
+    ordered = sorted(int(s) for s in scales)
+    return [s for i, s in enumerate(ordered) if i == 0 or chip * s <= min(width, height)]
 
 
 def count_windows(width: int, height: int, chip: int, scales: Sequence[int], overlap: float) -> int:
     """How many chips `chip_windows_for` makes (without listing them)."""
     total = 0
-    for scale in scales:
+    for scale in _useful_scales(width, height, chip, scales):
         side = max(1, int(chip * scale))
         stride = max(1, int(round(side * (1 - overlap))))
         per = [1 if extent <= side else math.ceil((extent - side) / stride) + 1 for extent in (width, height)]

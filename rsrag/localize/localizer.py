@@ -177,6 +177,10 @@ class Localizer:
                        f"(needs >= {s.min_peak:.2f} and {s.min_margin:.2f} above it)")
             threshold = background + 0.5 * margin
             found = regions(final.grid, final.transform, final.crs, threshold, top=top)
+        elif values.size and background >= s.min_peak:
+            message = (f"{query!r} scores about as high everywhere (background {background:.2f}, best {peak[2]:.2f}): "
+                       f"nothing stands out to localize; the map is left flat")
+            found = []
         else:
             message = (f"nothing here matches {query!r}: the best score {peak[2]:.2f} is not meaningfully above "
                        f"the scene's background {background:.2f} (a match needs >= {s.min_peak:.2f} and "
