@@ -235,6 +235,11 @@ def test_localize_scene_finds_the_red_corner_and_writes_outputs(tmp_path):
     inside, edge = (100, 300), (250, 300)  # (col, row): in the red square, and just right of it
     assert result.heatmap.value_at(*edge) < result.chip_map.value_at(*edge)
     assert result.heatmap.value_at(*inside) > 0.9
+    # only the best chip refined: patch scores change the map inside that chip only
+    one = Localizer(encoder, LocalizeSettings(chip=112, scales=(1, 2), dense_top=1)).localize(features, "red")
+    changed = np.abs(one.heatmap.grid - one.chip_map.grid) > 1e-6
+    rows, cols = np.nonzero(changed)
+    assert changed.any() and rows.max() - rows.min() < 112 and cols.max() - cols.min() < 112
     paths = result.save(tmp_path / "out", background=np.zeros((448, 448, 3), np.uint8))
     with rasterio.open(paths["heatmap"]) as ds:
         assert ds.crs == UTM and ds.width == 448 and ds.dtypes[0] == "float32"
@@ -282,7 +287,8 @@ def test_indexed_scene_reuses_stored_vectors_and_caches_patches(tmp_path, monkey
     encoded = encoder.images_encoded
     features = indexed_features(lib, "area_20200105")
     assert len(features) == lib.count() and features.crs == UTM and features.patches is not None
-    assert len(list((tmp_path / "cache" / "localize").glob("*.npz"))) == 1
+    stores = list((tmp_path / "cache" / "localize").iterdir())
+    assert len(stores) == 1 and np.load(stores[0] / "q.npy").dtype == np.int8
     result = Localizer(encoder, SMALL).localize(features, "red")
     assert result.match and 224 <= result.peak[1] < 448 and result.peak[0] < 224
     store.forget()

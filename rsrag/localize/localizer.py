@@ -5,9 +5,10 @@ The combination rule (chosen on val-split mosaics, see `rsrag eval localize`):
 1. Every chip gets the calibrated probability that the query describes it (`scoring.QueryScorer`).
 2. Chip level: each scale's chips are spread over their windows and AVERAGED where they overlap;
    the scales are then averaged with `scale_weights` (default equal).
-3. Patch level: the chips of the finest scale that score in the top `dense_top` fraction (all of them
-   by default; a fraction keeps a 10k-chip scene fast) get a g x g map of patch probabilities from their
-   patch vectors, spread over the chip and averaged where chips overlap.
+3. Patch level: the `dense_top` best-scoring chips of the finest scale (all of them in a scene of up
+   to that many; the best ones in a 10k-chip scene, which keeps a query fast: elsewhere the chip level
+   says the query is absent anyway) get a g x g map of patch probabilities from their patch vectors,
+   spread over the chip and averaged where chips overlap.
 4. Final map = (1 - `dense_weight`) * chip level + `dense_weight` * patch level where patches were
    scored, the chip level elsewhere. Values stay probabilities in [0, 1]: never rescaled per scene.
 
@@ -46,7 +47,7 @@ class LocalizeSettings:
     overlap: float = 0.5  # fraction of a chip shared with its neighbour
     scale_weights: tuple[float, ...] | None = None  # per scale (None: equal)
     dense_weight: float = 0.5  # share of the patch-level map in the final one
-    dense_top: float = 1.0  # fraction of finest-scale chips refined with patch scores
+    dense_top: int = 256  # at most this many (best-scoring) finest-scale chips refined with patch scores
     temperature: float = 50.0
     templates: tuple[str, ...] = TEMPLATES
     min_peak: float = 0.3  # a match needs a peak probability at least this ...
@@ -143,9 +144,8 @@ class Localizer:
         if s.dense_weight > 0 and features.patches is not None and len(features.patch_rows):
             rows = features.patch_rows
             chosen = np.arange(len(rows))
-            if s.dense_top < 1.0:
-                k = max(1, int(np.ceil(s.dense_top * len(rows))))
-                chosen = np.argsort(-probs[rows], kind="stable")[:k]
+            if len(rows) > s.dense_top:
+                chosen = np.sort(np.argsort(-probs[rows], kind="stable")[:max(1, s.dense_top)])
             patch_probs = scorer.probability(features.patches.vectors(chosen))  # (k, g, g)
             acc = accumulator()
             for i, grid in zip(rows[chosen], patch_probs):

@@ -5,7 +5,7 @@ in the index; a query reuses them, so a new text costs a text encoding and a mat
 pass over the pixels. Patch vectors are not in the index (49 per chip would multiply it by 49): they
 are computed once per scene on first use, from the chips of the finest indexed scale read back exactly
 as they were embedded (`rsrag.geo.ChipSource`), and kept as int8 (`PatchBank`) in
-`cache_dir()/localize/`, keyed by the index folder, the scene and its chip ids (a rebuilt scene gets a
+`cache_dir()/localize/` (memory-mapped when read), keyed by the index folder, the scene and its chip ids (a rebuilt scene gets a
 new file). Loaded features are kept in memory for the last few scenes, per index table version.
 """
 
@@ -29,25 +29,32 @@ _LOCK = threading.Lock()
 
 
 def patch_file(library: Any, scene_id: str, ids: list[str]) -> Path:
-    """Where a scene's patch vectors are cached (see module doc)."""
+    """The folder where a scene's patch vectors are cached (see module doc)."""
     digest = hashlib.sha1("\n".join([str(Path(library.folder).resolve()), scene_id, *ids]).encode()).hexdigest()[:16]
-    return cache_dir() / "localize" / f"{library.name}-{digest}.npz"
+    return cache_dir() / "localize" / f"{library.name}-{digest}"
 
 
 def save_patches(path: Path, rows: np.ndarray, bank: PatchBank) -> Path:
-    """Write a scene's patch store (chip rows, int8 vectors, scales) atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, rows=rows, q=bank.q, scale=bank.scale)
-    tmp.replace(path)
+    """Write a scene's patch store (chip rows, int8 vectors, scales) as .npy files in folder `path`,
+    made complete under a temporary name and then renamed, so a reader never sees half of it."""
+    import shutil
+
+    tmp = path.with_name(path.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for name, array in (("rows", rows), ("q", bank.q), ("scale", bank.scale)):
+        np.save(tmp / f"{name}.npy", np.ascontiguousarray(array))
+    shutil.rmtree(path, ignore_errors=True)
+    tmp.rename(path)
     return path
 
 
 def load_patches(path: Path) -> tuple[np.ndarray, PatchBank] | None:
-    if not path.is_file():
+    """A scene's patch store, memory-mapped (a query reads only the chips it refines); None if absent."""
+    if not (path / "scale.npy").is_file():
         return None
-    with np.load(path) as data:
-        return data["rows"], PatchBank(data["q"], data["scale"])
+    return (np.load(path / "rows.npy"),
+            PatchBank(np.load(path / "q.npy", mmap_mode="r"), np.load(path / "scale.npy", mmap_mode="r")))
 
 
 def indexed_features(library: Any, scene_id: str, *, dense: bool = True,
