@@ -196,7 +196,7 @@ def test_auc_and_selo_metrics():
     assert perfect["rsu"] == pytest.approx(1.0) and perfect["ras"] < 0.05 and perfect["rda"] == 0.0
     wrong = selo_metrics((~target).astype(np.float32), target, centres)
     assert wrong["rsu"] == 0.0 and wrong["ras"] > perfect["ras"] and wrong["rmi"] < perfect["rmi"]
-    assert query_for("StorageTanks") == "an aerial image showing storage tanks."
+    assert query_for("StorageTanks") == "there are storage tanks in the image."
 
 
 # ---- the localizer ---------------------------------------------------------------------------------------

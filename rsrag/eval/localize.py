@@ -45,7 +45,7 @@ from rsrag.localize import Localizer, SceneFeatures, array_features
 from rsrag.localize.features import PatchBank
 from rsrag.localize.scoring import QueryScorer
 
-QUERY = "an aerial image showing {}."
+QUERY = "there are {} in the image."  # chosen on val among a few caption-style templates
 SELO_WEIGHTS = (0.4, 0.35, 0.25)
 
 

@@ -76,7 +76,7 @@ class QueryScorer:
     dropped: tuple[str, ...] = ()  # vocabulary entries left out as synonyms of the query
 
     @classmethod
-    def build(cls, encoder: Encoder, query: str, *, temperature: float = 50.0, same_as: float = 0.85,
+    def build(cls, encoder: Encoder, query: str, *, temperature: float = 10.0, same_as: float = 0.85,
               negatives: Sequence[str] = NEGATIVES, templates: Sequence[str] = TEMPLATES) -> "QueryScorer":
         text = embed_query(encoder, query, templates)
         negs = negative_vectors(encoder, negatives, templates)
@@ -87,6 +87,14 @@ class QueryScorer:
     def cosine(self, vectors: np.ndarray) -> np.ndarray:
         """Raw cosines (any leading shape, last axis dim) with the query."""
         return np.asarray(vectors, np.float32) @ self.text
+
+    def margin(self, vectors: np.ndarray) -> np.ndarray:
+        """How far the query's cosine is above the best negative's, per vector: > 0 where the query
+        describes a chip better than every generic scene text does (the no-match test uses the best)."""
+        vectors = np.asarray(vectors, np.float32)
+        flat = vectors.reshape(-1, vectors.shape[-1])
+        sims = flat @ np.vstack([self.text[None], self.negatives]).T
+        return (sims[:, 0] - sims[:, 1:].max(1)).reshape(vectors.shape[:-1])
 
     def probability(self, vectors: np.ndarray) -> np.ndarray:
         """P(query | chip) against the negatives, for (..., dim) unit vectors -> (...) float32 in [0, 1]."""
