@@ -154,13 +154,12 @@ class HeatmapAccumulator:
         r1 = np.clip(np.ceil((row + height) / self.factor), 0, self.rows).astype(int)
         keep = (c1 > c0) & (r1 > r0) & (weights > 0)
         c0, r0, c1, r1, scores, weights = c0[keep], r0[keep], c1[keep], r1[keep], scores[keep], weights[keep]
+        width1 = self.cols + 1
+        corners = np.concatenate([r0 * width1 + c0, r0 * width1 + c1, r1 * width1 + c0, r1 * width1 + c1])
+        signs = np.concatenate([np.ones(len(r0)), -np.ones(len(r0)), -np.ones(len(r0)), np.ones(len(r0))])
         for target, values in ((self._sum, weights * scores), (self._weight, weights)):
-            diff = np.zeros((self.rows + 1, self.cols + 1), np.float64)
-            np.add.at(diff, (r0, c0), values)
-            np.add.at(diff, (r0, c1), -values)
-            np.add.at(diff, (r1, c0), -values)
-            np.add.at(diff, (r1, c1), values)
-            target += diff.cumsum(0).cumsum(1)[:-1, :-1]
+            diff = np.bincount(corners, weights=signs * np.tile(values, 4), minlength=(self.rows + 1) * width1)
+            target += diff.reshape(self.rows + 1, width1).cumsum(0).cumsum(1)[:-1, :-1]
         for i in np.argsort(scores) if self.keep_max else ():  # ascending, so the slices only ever raise the maximum
             np.maximum(self._max[r0[i]:r1[i], c0[i]:c1[i]], scores[i], out=self._max[r0[i]:r1[i], c0[i]:c1[i]])
 
@@ -362,12 +361,13 @@ def regions(grid: np.ndarray, transform: Any, crs: Any, threshold: float, *, top
                                                   connectivity=8) if v == 1]
     labels = features.rasterize([(g, i + 1) for i, g in enumerate(geoms)], out_shape=grid.shape, transform=transform,
                                 fill=0, dtype="int32", all_touched=False)
-    labels[~mask] = 0
-    flat_labels, flat_values = labels.ravel(), np.where(mask, grid, 0.0).ravel()
+    inside = np.flatnonzero(mask.ravel() & (labels.ravel() > 0))
+    flat_labels, flat_values = labels.ravel()[inside], grid.ravel()[inside].astype(np.float64)
     counts = np.bincount(flat_labels, minlength=len(geoms) + 1)[1:]
     sums = np.bincount(flat_labels, weights=flat_values, minlength=len(geoms) + 1)[1:]
     peaks = np.full(len(geoms) + 1, -np.inf)
-    np.maximum.at(peaks, flat_labels, flat_values)
+    order = np.argsort(flat_values, kind="stable")
+    peaks[flat_labels[order]] = flat_values[order]  # ascending, so each label keeps its largest value
     peaks = peaks[1:]
     keep = [i for i in np.argsort(-peaks, kind="stable") if counts[i] >= max(min_cells, 1)][:top]
     found: list[HeatRegion] = []
