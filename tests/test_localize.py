@@ -26,7 +26,7 @@ from rsrag.geo.heatmap import (HeatmapAccumulator, is_flat, merge_regions, overl
 from rsrag.localize import LocalizeError, LocalizeSettings, Localizer, array_features, indexed_features, scene_features
 from rsrag.localize.api import features_for, ground
 from rsrag.localize.features import PatchBank, chip_windows_for, count_windows
-from tests.index_helpers import HashEncoder
+from index_helpers import HashEncoder
 
 UTM = CRS.from_epsg(32614)
 
@@ -395,3 +395,41 @@ def test_service_localize_indexed_scene_and_upload(tmp_path, monkeypatch):
     assert res.status_code == 200, res.text
     assert res.json()["match"] and res.json()["overlay_bounds"] is None
     assert res.json()["regions"]["features"][0]["properties"]["coordinates"] == "pixel"
+
+
+def test_web_page_shows_the_heatmap_with_its_opacity_and_regions(tmp_path):
+    """The map page: Localize draws the heatmap over the scene, the slider fades it, regions are listed."""
+    import shutil
+
+    from rsrag.geo import Tiling, index_scenes
+    from rsrag.index.library import Library
+    from rsrag.service import create_app, running_server
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    playwright = pytest.importorskip("playwright.sync_api")
+    if chromium is None:
+        pytest.skip("chromium is not installed")
+    (tmp_path / "scenes").mkdir()
+    write_scene(tmp_path / "scenes" / "area_20200105.tif")
+    lib = Library.create(tmp_path / "idx", "geo", encoder=DenseHash())
+    index_scenes(lib, [tmp_path / "scenes"], tiling=Tiling(size=112, overlap=56, scales=(1, 2)))
+    with running_server(create_app(lib, token="")) as url, playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, headless=True,
+                                    args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
+        page = browser.new_page()
+        page.set_default_timeout(20_000)
+        page.goto(url)
+        page.wait_for_selector("#map-section:not([hidden])")
+        page.fill("#query", "red")
+        page.click("#localize-btn")
+        page.wait_for_function("[...document.querySelectorAll('img.heat-overlay')].some(i => i.complete && i.naturalWidth > 0)")
+        assert "found" in page.inner_text("#localize-status")
+        assert page.locator("#regions li.region").count() >= 1
+        assert page.locator("path.heat-region").count() >= 1
+        page.fill("#heat-opacity", "0.3")
+        page.wait_for_function("getComputedStyle(document.querySelector('img.heat-overlay')).opacity === '0.3'")
+        page.fill("#query", "blue")
+        page.click("#localize-btn")
+        page.wait_for_function("document.getElementById('localize-status').textContent.includes('no match')")
+        assert "nothing here matches" in page.inner_text("#regions")
+        browser.close()
