@@ -14,7 +14,7 @@ The combination rule (chosen on val-split mosaics, see `rsrag eval localize`):
 
 Verdict: the query matches when at its best chip it beats every generic scene text of the vocabulary
 by a clear cosine margin (`min_margin`, chosen on val mosaics: with the query of a class absent from
-the mosaic, 19% false matches; with the target present, 85% found). Otherwise the result says so, has
+the mosaic, 25% false matches; with the target present, 92.5% found). Otherwise the result says so, has
 no regions, and the overlay is drawn flat (transparent) rather than stretched into false hot spots.
 Regions: cells at least halfway from the background (the map's median) to the peak, as polygons
 (`rsrag.geo.heatmap`).
