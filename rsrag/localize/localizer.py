@@ -26,11 +26,13 @@ probabilities into ties), scale weights 2:1 for 224 / 448 px chips, patch weight
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+from affine import Affine
 
 from rsrag.encoders import Encoder
 from rsrag.geo.heatmap import (Heatmap, HeatmapAccumulator, HeatRegion, grid_factor, overlay_png, regions,
@@ -56,7 +58,7 @@ class LocalizeSettings:
     temperature: float = 10.0
     templates: tuple[str, ...] = TEMPLATES
     min_margin: float = 0.03  # a match: the query's cosine beats the best generic text's by this at some chip
-    max_side: int = 1024  # the heatmap's long side at most this many cells (coarser for large scenes)
+    max_side: int = 512  # the heatmap's long side at most this many cells (coarser for large scenes)
     max_chips: int = 4000  # an unindexed scene needing more chips than this is refused
 
     def to_dict(self) -> dict:
@@ -104,6 +106,26 @@ class Localization:
         return paths
 
 
+REGION_SIDE = 256  # regions are traced on the map pooled to at most this many cells a side
+
+
+def pooled(heatmap: Heatmap, max_side: int) -> Heatmap:
+    """The map block-averaged by a whole factor so its long side is at most `max_side` (itself when it
+    is already): region outlines need no more detail, and tracing them on 512 x 512 cells costs more
+    than the rest of a query."""
+    rows, cols = heatmap.shape
+    k = int(np.ceil(max(rows, cols) / max_side))
+    if k <= 1:
+        return heatmap
+    pad = np.full((int(np.ceil(rows / k)) * k, int(np.ceil(cols / k)) * k), np.nan, np.float32)
+    pad[:rows, :cols] = heatmap.grid
+    blocks = pad.reshape(pad.shape[0] // k, k, pad.shape[1] // k, k)
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN blocks stay NaN
+        grid = np.nanmean(blocks, axis=(1, 3)).astype(np.float32)
+    return Heatmap(grid, heatmap.transform * Affine.scale(k, k), heatmap.crs, heatmap.factor * k)
+
+
 def patch_windows(windows: np.ndarray, maps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Every patch of every chip as its own window with its score: (k * g * g, 4) windows and scores,
     so the patch level accumulates as fast as the chip level (each cell of a chip's g x g map covers
@@ -132,6 +154,10 @@ class Localizer:
 
     def maps(self, features: SceneFeatures, scorer: QueryScorer) -> tuple[Heatmap, Heatmap]:
         """(final map, chip-level map) of a scene for a query (module doc, steps 1-4)."""
+        return self._maps(features, scorer)[:2]
+
+    def _maps(self, features: SceneFeatures, scorer: QueryScorer) -> tuple[Heatmap, Heatmap, float]:
+        """`maps`, and the query's best cosine margin over the vocabulary at any chip (the verdict)."""
         s = self.settings
         if not len(features):
             raise LocalizeError("the scene has no chips to score")
@@ -141,7 +167,7 @@ class Localizer:
             return HeatmapAccumulator(features.width, features.height, factor=factor, transform=features.transform,
                                       crs=features.crs, keep_max=False)
 
-        probs = scorer.probability(features.vectors)
+        probs, margins = scorer.probability_and_margin(features.vectors)
         present = sorted(set(features.scales.tolist()))
         weights = dict(zip(s.scales, s.scale_weights)) if s.scale_weights else {}
         chip_sum = np.zeros((0, 0))
@@ -171,14 +197,14 @@ class Localizer:
             covered = np.isfinite(dense)
             final = chip_grid.copy()
             final[covered] = (1 - s.dense_weight) * chip_grid[covered] + s.dense_weight * dense[covered]
-        return Heatmap(final.astype(np.float32), chip_map.transform, chip_map.crs, chip_map.factor), chip_map
+        final_map = Heatmap(final.astype(np.float32), chip_map.transform, chip_map.crs, chip_map.factor)
+        return final_map, chip_map, float(margins.max())
 
     def localize(self, features: SceneFeatures, query: str, *, top: int = 10) -> Localization:
         """The answer for one query: maps, verdict, regions (module doc)."""
         t0 = time.perf_counter()
         scorer = self.scorer(query)
-        final, chip_map = self.maps(features, scorer)
-        best = float(scorer.margin(features.vectors).max())
+        final, chip_map, best = self._maps(features, scorer)
         return self.decide(query, final, chip_map, best, len(features), t0, scorer.dropped, top=top)
 
     def decide(self, query: str, final: Heatmap, chip_map: Heatmap, best_margin: float, chips: int, t0: float,
@@ -193,7 +219,8 @@ class Localizer:
         if match:
             message = (f"best score {peak[2]:.2f} against a background of {background:.2f}; at its best chip the "
                        f"query beats every generic scene text by {best_margin:.3f} (a match needs {s.min_margin:.3f})")
-            found = regions(final.grid, final.transform, final.crs, background + 0.5 * (peak[2] - background), top=top)
+            coarse = pooled(final, REGION_SIDE)
+            found = regions(coarse.grid, coarse.transform, coarse.crs, background + 0.5 * (peak[2] - background), top=top)
         else:
             message = (f"nothing here matches {query!r}: at no chip does it describe the scene better than generic "
                        f"scene texts by the margin a match needs ({best_margin:.3f} < {s.min_margin:.3f}; best score "

@@ -89,6 +89,15 @@ class QueryScorer:
         """Raw cosines (any leading shape, last axis dim) with the query."""
         return np.asarray(vectors, np.float32) @ self.text
 
+    def probability_and_margin(self, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`probability` and `margin` of (n, dim) vectors from one matrix product (the chip level)."""
+        sims = np.asarray(vectors, np.float32) @ np.vstack([self.text[None], self.negatives]).T
+        margin = sims[:, 0] - sims[:, 1:].max(1)
+        logits = self.temperature * sims
+        logits -= logits.max(1, keepdims=True)
+        expo = np.exp(logits)
+        return (expo[:, 0] / expo.sum(1)).astype(np.float32), margin
+
     def margin(self, vectors: np.ndarray) -> np.ndarray:
         """How far the query's cosine is above the best negative's, per vector: > 0 where the query
         describes a chip better than every generic scene text does (the no-match test uses the best)."""
