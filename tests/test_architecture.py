@@ -29,12 +29,13 @@ ALLOWED: dict[str, set[str]] = {
     "knowledge": BASE | {"imageio", "data", "encoders", "geo", "index"},
     "change": BASE | {"imageio", "data", "encoders", "geo", "index"},
     "generators": BASE | {"imageio", "data", "encoders", "rerankers", "knowledge", "models"},
+    "localize": BASE | {"imageio", "data", "encoders", "geo", "index"},
     "rag": BASE | {"imageio", "data", "encoders", "geo", "index", "knowledge", "generators", "rerankers", "models",
-                   "change"},
+                   "change", "localize"},
     "eval": BASE | {"imageio", "data", "encoders", "geo", "index", "knowledge", "generators", "rerankers", "models",
-                    "rag", "training", "change"},
+                    "rag", "training", "change", "localize"},
     "service": BASE | {"imageio", "data", "encoders", "geo", "index", "knowledge", "generators", "rerankers", "models",
-                       "rag", "change"},
+                       "rag", "change", "localize"},
     "cli": None,  # the top: may import everything
 }
 

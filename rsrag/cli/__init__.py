@@ -2,7 +2,8 @@
 
     rsrag index build|add|delete|info|list   (index.py)      rsrag search      (search.py)
     rsrag ask                                (ask.py)        rsrag knowledge   (knowledge.py)
-    rsrag chat                               (chat.py)
+    rsrag chat                               (chat.py)       rsrag localize, rsrag ground (localize.py)
+    rsrag change, change-search, timeline    (change.py)
     rsrag caption, rsrag vqa                 (models.py)     rsrag serve       (serve.py)
     rsrag eval retrieval|zeroshot|caption|vqa|qa (eval.py)   rsrag train       (train.py)
     rsrag encoders list                      (encoders.py)     rsrag change, change-search, timeline (change.py)
@@ -28,6 +29,7 @@ from rsrag.cli.encoders import app as encoders_app
 from rsrag.cli.eval import app as eval_app
 from rsrag.cli.index import app as index_app
 from rsrag.cli.knowledge import app as knowledge_app
+from rsrag.cli.localize import ground_command, localize_command
 from rsrag.cli.models import caption_command, vqa_command
 from rsrag.cli.search import search_command
 from rsrag.cli.serve import serve_command
@@ -48,6 +50,8 @@ app.command("serve")(serve_command)
 app.command("change")(change_command)
 app.command("change-search")(change_search_command)
 app.command("timeline")(timeline_command)
+app.command("localize")(localize_command)
+app.command("ground")(ground_command)
 
 
 def main() -> None:

@@ -138,6 +138,15 @@ class Encoder(ABC):
         result.vectors = np.concatenate(vectors)
         return result
 
+    def encode_patch_arrays(self, batch: np.ndarray, normalize: bool = True) -> np.ndarray:
+        """Dense features: preprocessed pixels (n, 3, size, size) -> (n, h, w, dim) float32, one vector
+        per cell of the image tower's last spatial map, projected into the shared space (MaskCLIP-style),
+        so a text vector scores every cell of an image. L2-normalised per cell unless `normalize` is
+        False (then the cells' mean is the image's unnormalised vector, where the backend says so).
+        Backends without a spatial map (or not yet wired for one) raise NotImplementedError."""
+        raise NotImplementedError(f"{self.id} gives no dense (patch-level) features; localization then "
+                                  "uses chip-level scores only")
+
     def describe(self) -> dict:
         """What an index manifest records about the encoder."""
         return {"id": self.id, "dim": self.dim, "preprocess": self.preprocess.__dict__}

@@ -478,3 +478,54 @@ class RSLiteEncoder(Encoder):
             out[idx] = session.run(None, {"input_ids": tok["input_ids"].astype(np.int64),
                                           "attention_mask": tok["attention_mask"].astype(np.int64)})[0]
         return out
+
+    # -- dense (patch-level) features: new methods only, after everything else --
+
+    def encode_patch_arrays(self, batch: np.ndarray, normalize: bool = True) -> np.ndarray:
+        """Dense features (see `Encoder.encode_patch_arrays`): the tail's (B, 1280, 7, 7) map before
+        pooling, every cell through the same linear projection, so at 224 px a chip gives a 7 x 7 map
+        whose unnormalised mean is exactly the image vector of a one-view encoder without memory
+        (views and memory are image-level and do not apply to cells). Runs in its own ONNX graph."""
+        batch = np.asarray(batch, dtype=np.float32)
+        size = self.preprocess.size
+        if batch.ndim != 4 or batch.shape[1:] != (3, size, size):
+            raise ValueError(f"{self.id} expects preprocessed pixels of shape (n, 3, {size}, {size}), got {batch.shape}")
+        if not len(batch):
+            side = self.patch_grid
+            return np.zeros((0, side, side, self.dim), np.float32)
+        batch = np.ascontiguousarray(batch)
+        if self.runtime == "onnx":
+            dense = self._dense_session().run(None, {"pixels": batch})[0]
+        else:
+            with torch.inference_mode():
+                dense = DensePath(self.image_model)(torch.from_numpy(batch).to(self.device)).float().cpu().numpy()
+        return l2_normalize(dense) if normalize else dense
+
+    @property
+    def patch_grid(self) -> int:
+        """Cells per side of `encode_patch_arrays` maps (7 at 224 px: EfficientNet's stride 32)."""
+        return self.preprocess.size // 32
+
+    def _dense_session(self):
+        """The ONNX session of the dense path, exported on first use (kept on the instance)."""
+        session = getattr(self, "_dense_onnx", None)
+        if session is None:
+            name = f"rs-lite-{self.config.tower}-{self._onnx_tag}-dense.onnx"
+            session = onnx_session(onnx_file(name), lambda path: export_onnx(
+                DensePath(self.image_model), {"pixels": torch.zeros(1, 3, self.config.image_size, self.config.image_size)},
+                path, "patches", {"pixels": {0: "batch"}}), self._threads)
+            self._dense_onnx = session
+        return session
+
+
+class DensePath(nn.Module):
+    """Trunk + tail up to the spatial map + the image projection applied per cell:
+    pixels -> (B, H, W, dim) unnormalised patch embeddings (one view, no memory)."""
+
+    def __init__(self, image_model: RSLiteImageModel):
+        super().__init__()
+        self.trunk, self.tail, self.proj = image_model.trunk, image_model.tail, image_model.proj
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        spatial = self.tail.spatial(self.trunk(x))  # (B, C, H, W)
+        return self.proj(spatial.permute(0, 2, 3, 1))

@@ -24,12 +24,14 @@ from rsrag.service.components import default_components
 from rsrag.service.deps import TOKEN_ENV, Service, Settings
 from rsrag.service.errors import install_error_handlers
 from rsrag.service.routes import change, geo, items, meta, models, qa, search
+from rsrag.service.routes import localize as localize_routes
 from rsrag.service.routes.meta import STATIC
 from rsrag.service.state import LibraryHandle
 from rsrag.service.uploads import BodyLimitMiddleware, BodyTimeoutMiddleware, ImageDecoder, UploadLimits
 
 ALLOWED_HOSTS_ENV = "RSRAG_ALLOWED_HOSTS"
-ROUTERS = (meta.router, search.router, geo.router, items.router, qa.router, models.router, change.router)
+ROUTERS = (meta.router, search.router, geo.router, items.router, qa.router, models.router, change.router,
+           localize_routes.router)
 
 
 def create_app(library: Library, *, token: str | None = None, ask: Callable | None = None, captioner: Any = None,

@@ -284,3 +284,30 @@ class ChangeRequest(BaseModel):
                                                                     "(default: chosen on val)")
     concepts: list[Annotated[str, StringConstraints(min_length=1, max_length=60)]] | None = Field(
         None, max_length=40, description="land covers to label regions with (default: rsrag's list)")
+
+
+class LocalizeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"scene": "m_4709963_se_14_1_20200831", "query": "small lakes", "top": 5}]})
+
+    scene: Annotated[str, StringConstraints(min_length=1, max_length=300)] = Field(
+        description="the id of a scene in this index")
+    query: Annotated[str, StringConstraints(min_length=1, max_length=500)] = Field(description="what to look for")
+    top: int = Field(10, ge=1, le=50, description="at most this many regions")
+
+
+class LocalizeResponse(BaseModel):
+    query: str
+    scene: Optional[str] = None
+    match: bool = Field(description="whether the best score is meaningfully above the scene's background")
+    message: str
+    peak: dict[str, Any] = Field(description="col, row (scene pixels) and score of the map's maximum")
+    background: float = Field(description="the map's median score")
+    chips: int
+    took_ms: float
+    grid: dict[str, Any]
+    crs: Optional[str] = None
+    regions: dict[str, Any] = Field(description="GeoJSON FeatureCollection (WGS84; pixel coordinates without a CRS)")
+    overlay_png: str = Field(description="the heatmap as a base64 PNG (Web Mercator for a scene with a CRS, "
+                                         "else the image's pixel grid); transparent when nothing matches")
+    overlay_bounds: Optional[list[float]] = Field(None, description="south, west, north, east of the overlay (degrees)")

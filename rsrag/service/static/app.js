@@ -63,7 +63,7 @@ function showHits(hits, what) {
 }
 
 // ---- the map (scene indexes): imagery overlay, footprints of hits, click for similar, area filter ----
-const geo = { map: null, overlay: null, scenes: [], footprints: null, area: null, areaLayer: null };
+const geo = { map: null, overlay: null, scenes: [], footprints: null, area: null, areaLayer: null, heat: null };
 
 function placeFields() {
   return geo.area ? { bbox: geo.area } : {};
@@ -178,7 +178,55 @@ async function initMap() {
     if (geo.overlay) { geo.overlay.eachLayer((l) => l.setOpacity(Number($("opacity").value))); }
   });
   $("clear-area").addEventListener("click", () => setArea(null));
+  $("localize-btn").addEventListener("click", localizeScene);
+  $("heat-opacity").addEventListener("input", () => {
+    if (geo.heat) { geo.heat.eachLayer((l) => { if (l.setOpacity) { l.setOpacity(Number($("heat-opacity").value)); } }); }
+  });
+  $("scene-date").addEventListener("change", clearHeat);
   enableAreaDrawing(map);
+}
+
+// ---- semantic localization: a heatmap of the query over the scene shown, and its top regions ----
+function clearHeat() {
+  if (geo.heat) { geo.heat.remove(); geo.heat = null; }
+  $("regions").replaceChildren();
+}
+
+async function localizeScene() {
+  const query = $("query").value.trim();
+  if (!query) { setError("type what to localize in the search box"); return; }
+  const scene = scenesAt($("scene-date").value)[0];
+  if (!scene) { setError("no scene is shown"); return; }
+  $("localize-status").textContent = "localizing...";
+  try {
+    const body = await call("/localize", {
+      method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ scene: scene.scene, query, top: 10 }),
+    });
+    clearHeat();
+    const b = body.overlay_bounds;
+    const heat = L.imageOverlay(`data:image/png;base64,${body.overlay_png}`, [[b[0], b[1]], [b[2], b[3]]],
+      { opacity: Number($("heat-opacity").value), className: "heat-overlay" });
+    const outlines = L.geoJSON(body.regions, { style: { color: "#00e5ff", weight: 2, fill: false, className: "heat-region" } });
+    geo.heat = L.layerGroup([heat, outlines]).addTo(geo.map);
+    $("localize-status").textContent = `"${query}" in ${scene.scene}: ${body.match ? "found" : "no match"} (${body.took_ms} ms)`;
+    $("localize-status").title = body.message;
+    $("regions").replaceChildren(...body.regions.features.map((f) => {
+      const item = document.createElement("li");
+      const p = f.properties;
+      const area = p.area_m2 != null ? `${(p.area_m2 / 10000).toFixed(2)} ha` : `${p.cells} cells`;
+      item.textContent = `score ${p.score.toFixed(3)} (mean ${p.mean.toFixed(3)}), ${area}`;
+      item.className = "region";
+      item.addEventListener("click", () => geo.map.fitBounds(L.geoJSON(f).getBounds()));
+      return item;
+    }));
+    if (!body.match) {
+      const item = document.createElement("li");
+      item.textContent = body.message;
+      item.className = "muted";
+      $("regions").replaceChildren(item);
+    }
+  } catch (err) { $("localize-status").textContent = ""; setError(err.message); }
 }
 
 function imageFile() {
