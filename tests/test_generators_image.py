@@ -63,7 +63,7 @@ def test_image_generators_are_optional():
     code = ("import sys; sys.modules['rsrag.models'] = None\n"
             "from rsrag.generators import list_generators; print(','.join(list_generators()))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "extractive,hf,openai"
+    assert out.strip() == "extractive,hf,ollama,openai"
 
 
 def test_vqa_answers_inside_its_answer_space():

@@ -256,7 +256,7 @@ def test_cli_ask_and_knowledge_add(tmp_path: Path):
         app,
         [
             "ask",
-            "Where is it?",
+            "Where is the Red Tower?",  # answerable: a vague question would be abstained on before any model call
             "--index",
             "lib",
             "--root",

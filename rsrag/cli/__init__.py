@@ -6,7 +6,7 @@
     rsrag change, change-search, timeline    (change.py)
     rsrag caption, rsrag vqa                 (models.py)     rsrag serve       (serve.py)
     rsrag eval retrieval|zeroshot|caption|vqa|qa (eval.py)   rsrag train       (train.py)
-    rsrag encoders list                      (encoders.py)     rsrag change, change-search, timeline (change.py)
+    rsrag eval dialogue|abstain|match|localize|change          rsrag encoders list (encoders.py)
 
 Owns parsing options, printing tables and JSON, and exit codes: every command turns the errors a
 user can act on into one `error: ...` line and exit status 2 through the one wrapper

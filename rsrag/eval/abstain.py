@@ -71,33 +71,35 @@ def evaluate_abstention(kb: int = 1500, n_val: int = 300, n_test: int = 500, see
 
     reranker = CachedReranker(create_reranker("cross-encoder"))
     answerer = answerer_for(library)
-    options = AskOptions(reranker=reranker, abstain=False)  # scores only: the threshold is applied below
+    options = AskOptions(reranker=reranker, abstain=False)  # validation: scores only, to fit the threshold on
 
-    def run(names_in: list[str], names_out: list[str]) -> list[dict]:
+    def run(names_in: list[str], names_out: list[str], options: AskOptions) -> list[dict]:
         rows = []
         for answerable, group in ((True, names_in), (False, names_out)):
             for name in group:
                 item = first_item[name]
                 answer = answerer.answer(item.grounded, None, options)
                 rows.append({"answerable": answerable, "score": answer.extra.get("evidence_score", float("-inf")),
+                             "abstained": bool(answer.extra.get("abstained")),
                              "r1": answerable and records_rank(answer.evidence, by_name[name].id) == 1,
                              "f1": token_f1(answer.text, item.answer) if answerable else 0.0})
         return rows
 
     t0 = time.perf_counter()
-    val = run(*split["val"])
+    val = run(*split["val"], options)
     threshold = fit_threshold([r["score"] for r in val if r["answerable"]], [r["score"] for r in val if not r["answerable"]])
     log(f"validation: {len(val)} questions, threshold {threshold:.3f} ({time.perf_counter() - t0:.0f}s)")
-    test = run(*split["test"])
-    abstained = [r for r in test if r["score"] < threshold]
-    answered = [r for r in test if r["score"] >= threshold and r["answerable"]]
+    # the test questions go through ask's own decision with that threshold (its rules included)
+    test = run(*split["test"], AskOptions(reranker=reranker, abstain=threshold))
+    abstained = [r for r in test if r["abstained"]]
+    answered = [r for r in test if not r["abstained"] and r["answerable"]]
     answerable = [r for r in test if r["answerable"]]
     held_out = [r for r in test if not r["answerable"]]
     result = {
         "threshold": round(threshold, 4), "seed": seed, "kb_landmarks": len(inside),
         "val_questions": len(val), "test_questions": len(test),
         "abstention_precision": round(sum(not r["answerable"] for r in abstained) / max(1, len(abstained)), 4),
-        "abstention_recall": round(sum(r["score"] < threshold for r in held_out) / max(1, len(held_out)), 4),
+        "abstention_recall": round(sum(r["abstained"] for r in held_out) / max(1, len(held_out)), 4),
         "answered_rate": round(len(answered) / max(1, len(answerable)), 4),
         "answered_r1": round(sum(r["r1"] for r in answered) / max(1, len(answered)), 4),
         "answered_f1": round(sum(r["f1"] for r in answered) / max(1, len(answered)), 4),

@@ -34,7 +34,7 @@ from rsrag.change.concepts import ConceptBank, concept_text, dataset_prototypes
 from rsrag.change.detect import ChangeOptions, detect_vectors, encode_images, position_words
 from rsrag.change.nuisance import Nuisance, jitter, shift_image
 from rsrag.change.score import Calibration, raw_scores
-from rsrag.eval.mosaics import LabelledChip, build_mosaic, confusable, load_labelled_chips
+from rsrag.eval.mosaics import LabelledChip, build_mosaic, chips_by_dataset, confusable, load_labelled_chips
 
 log = logging.getLogger(__name__)
 
@@ -56,12 +56,8 @@ def sample_pairs(chips: Sequence[LabelledChip], n: int, *, rows: int = 4, cols: 
                  p_redraw: float = 0.2, seed: int = 0) -> list[PairSpec]:
     """`n` seeded pair layouts (module doc); every 5th has no changed cell."""
     rng = random.Random(seed)
-    by_dataset: dict[str, dict[str, list[LabelledChip]]] = {}
-    for chip in sorted(chips, key=lambda c: c.id):
-        by_dataset.setdefault(chip.dataset, {}).setdefault(chip.label, []).append(chip)
+    by_dataset = chips_by_dataset(chips, "change pairs")
     datasets = sorted(by_dataset)
-    if not datasets:
-        raise ValueError("no labelled chips to build change pairs from")
     specs = []
     for i in range(n):
         classes = by_dataset[datasets[i % len(datasets)]]

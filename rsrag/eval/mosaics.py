@@ -170,18 +170,24 @@ class MosaicSpec:
     blend: int
 
 
+def chips_by_dataset(chips: Sequence[LabelledChip], what: str = "mosaics") -> dict[str, dict[str, list[LabelledChip]]]:
+    """dataset -> label -> chips (in id order, so seeded sampling is reproducible); an error when empty."""
+    by_dataset: dict[str, dict[str, list[LabelledChip]]] = {}
+    for chip in sorted(chips, key=lambda c: c.id):
+        by_dataset.setdefault(chip.dataset, {}).setdefault(chip.label, []).append(chip)
+    if not by_dataset:
+        raise ValueError(f"no labelled chips to build {what} from")
+    return by_dataset
+
+
 def sample_mosaics(chips: Sequence[LabelledChip], n: int, *, rows: int = 6, cols: int = 6, targets: tuple[int, int] = (1, 4),
                    blends: Sequence[int] = (0, 16), seed: int = 0, min_per_class: int = 4) -> list[MosaicSpec]:
     """`n` seeded layouts: each picks a dataset, then a target class uniformly among its classes with
     at least `min_per_class` chips, then 1..4 (`targets`) distinct target chips in random cells, the
     other cells distinct chips of non-confusable classes; `blend` cycles through `blends`."""
     rng = random.Random(seed)
-    by_dataset: dict[str, dict[str, list[LabelledChip]]] = {}
-    for chip in sorted(chips, key=lambda c: c.id):
-        by_dataset.setdefault(chip.dataset, {}).setdefault(chip.label, []).append(chip)
+    by_dataset = chips_by_dataset(chips, "mosaics")
     datasets = sorted(by_dataset)
-    if not datasets:
-        raise ValueError("no labelled chips to build mosaics from")
     specs = []
     for i in range(n):
         dataset = datasets[i % len(datasets)]

@@ -65,7 +65,8 @@ class ChipWindow:
         return self.col, self.row, self.width, self.height
 
 
-def _starts(extent: int, side: int, stride: int) -> list[int]:
+def window_starts(extent: int, side: int, stride: int) -> list[int]:
+    """Offsets of windows of `side` every `stride` along `extent`, the last moved back inside the edge."""
     if extent <= side:
         return [0]
     last = extent - side
@@ -89,8 +90,8 @@ def chip_windows(scene: Scene, tiling: Tiling) -> Iterator[ChipWindow]:
         stride = max(1, side - int(math.floor(overlap)))
         if stride <= 0 or overlap >= side:
             raise ValueError(f"overlap {tiling.overlap}{tiling.unit} is not smaller than the chip")
-        for row in _starts(scene.height, side, stride):
-            for col in _starts(scene.width, side, stride):
+        for row in window_starts(scene.height, side, stride):
+            for col in window_starts(scene.width, side, stride):
                 yield ChipWindow(col, row, side, side, scale)
 
 

@@ -23,6 +23,7 @@ from PIL import Image
 
 from rsrag.encoders import Encoder, l2_normalize
 from rsrag.geo.heatmap import Window
+from rsrag.geo.tiling import window_starts
 
 
 @dataclass
@@ -80,16 +81,6 @@ class SceneFeatures:
         return self.vectors.nbytes + self.windows.nbytes + extra
 
 
-def _starts(extent: int, side: int, stride: int) -> list[int]:
-    if extent <= side:
-        return [0]
-    last = extent - side
-    starts = list(range(0, last + 1, stride))
-    if starts[-1] != last:
-        starts.append(last)
-    return starts
-
-
 def chip_windows_for(width: int, height: int, chip: int, scales: Sequence[int], overlap: float) -> list[tuple[Window, int]]:
     """((col, row, side, side), scale) for every chip: side = chip * scale scene pixels, neighbours
     overlapping by `overlap` (a fraction of the side), scale by scale, row by row."""
@@ -99,8 +90,8 @@ def chip_windows_for(width: int, height: int, chip: int, scales: Sequence[int], 
     for scale in _useful_scales(width, height, chip, scales):
         side = max(1, int(chip * scale))
         stride = max(1, int(round(side * (1 - overlap))))
-        for row in _starts(height, side, stride):
-            for col in _starts(width, side, stride):
+        for row in window_starts(height, side, stride):
+            for col in window_starts(width, side, stride):
                 out.append(((col, row, min(side, width), min(side, height)), int(scale)))
     return out
 

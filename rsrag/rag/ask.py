@@ -281,17 +281,22 @@ class Answerer:
             list(labels) if labels else None,
             image,
         )
-        return _Turn(gen, request, evidence, dict(found.timings), extra, t0, self._abstention(found, options, extra))
+        abstained = self._abstention(question, found, options, extra) if image is None else None
+        return _Turn(gen, request, evidence, dict(found.timings), extra, t0, abstained)
 
     @staticmethod
-    def _abstention(found: Retrieval, options: AskOptions, extra: dict[str, Any]) -> Generation | None:
+    def _abstention(question: str | None, found: Retrieval, options: AskOptions,
+                    extra: dict[str, Any]) -> Generation | None:
         """The abstaining answer when the best re-ranked knowledge chunk is below the threshold
-        (rsrag.rag.abstain), else None. Only knowledge evidence re-ranked by the calibrated re-ranker
-        is judged: an image described from the library's own pictures always gets an answer."""
-        reranked = [c.rerank for c in found.candidates if c.rerank is not None]
-        if not reranked or not options.config.rerank:
+        (rsrag.rag.abstain), else None. Judged only for text questions over knowledge re-ranked by the
+        calibrated re-ranker (with an image, retrieval follows the image and the question may name
+        nothing), and never when the question names the best chunk's own place: then the knowledge base
+        does know the place, and the generator says which fact it lacks."""
+        scored = [c for c in found.candidates if c.rerank is not None]
+        if not scored or not options.config.rerank:
             return None
-        best = max(reranked)
+        top = max(scored, key=lambda c: c.rerank)
+        best = top.rerank
         extra["evidence_score"] = round(best, 4)  # the best re-ranked chunk: what abstention is judged on
         if options.abstain is None or options.abstain is False:
             return None
@@ -301,6 +306,9 @@ class Answerer:
         else:
             threshold = float(options.abstain)
         if threshold is None or best >= threshold:
+            return None
+        if top.name and question and top.name.lower() in question.lower():
+            extra["abstain_skipped"] = f"the question names {top.name}, which the knowledge base holds"
             return None
         extra["abstained"] = True
         extra["abstain_threshold"] = threshold
