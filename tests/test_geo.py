@@ -273,7 +273,11 @@ def test_index_scenes_streams_chips_with_footprints_and_resumes(tmp_path):
     assert {r["datetime"] for r in dated} == {"2021-01-05T00:00:00Z"}
     first = next(r for r in dated if r["window"] == "0,0,100,100")
     assert first["crs"] == "EPSG:32633" and first["gsd"] == pytest.approx(10.0)
-    assert wkt.loads(first["footprint"]).contains(wkt.loads(f"POINT ({first['lon']} {first['lat']})"))
+    import shapely
+
+    assert isinstance(first["footprint"], bytes)  # stored as WKB (GeoArrow wkb); hits show it as WKT
+    assert shapely.from_wkb(first["footprint"]).contains(wkt.loads(f"POINT ({first['lon']} {first['lat']})"))
+    assert wkt.loads(lib.get([first["id"]])[0].metadata["footprint"]).equals(shapely.from_wkb(first["footprint"]))
     coarse = next(r for r in dated if r["window"] == "0,0,300,300")
     assert next(r for r in rows if r["id"] == coarse["id"])["gsd"] == pytest.approx(30.0)
     plain = next(r for r in rows if r["scene"] == "nocrs")
@@ -579,3 +583,26 @@ def test_place_select_in_memory_equals_the_exact_test():
             if place.after:
                 want &= np.array([v >= place.after for v in values["datetime"]])
             assert np.array_equal(place.select(columns), want), place
+
+
+def test_footprints_are_stored_as_wkb_from_any_form(tmp_path):
+    """A footprint given as WKT (records written by hand) is stored as WKB like the chips' own; one that
+    is not a geometry is refused naming the record."""
+    import shapely
+
+    from index_helpers import make_records
+    from rsrag.index import RecordError
+
+    records = make_records(tmp_path / "images", n_per_colour=1, colours=("red", "green"))
+    records[0].metadata["footprint"] = "POLYGON ((10 50, 11 50, 11 51, 10 51, 10 50))"
+    records[1].metadata["footprint"] = shapely.to_wkb(shapely.box(20, 40, 21, 41))
+    lib = Library.create(tmp_path / "indexes", "hand", encoder=HashEncoder())
+    lib.add(records)
+    stored = {r["id"]: r["footprint"] for r in lib.rows(["id", "footprint"]).to_pylist()}
+    assert all(isinstance(v, bytes) for v in stored.values())
+    assert shapely.from_wkb(stored[records[0].id]).equals(shapely.box(10, 50, 11, 51))
+    assert lib.get([records[1].id])[0].metadata["footprint"].startswith("POLYGON ((21 40")
+    bad = make_records(tmp_path / "more", n_per_colour=1, colours=("blue",), start=10)
+    bad[0].metadata["footprint"] = "not a polygon"
+    with pytest.raises(RecordError, match="footprint"):
+        lib.add(bad)

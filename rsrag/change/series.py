@@ -31,6 +31,7 @@ from rsrag.change.concepts import DEFAULT_CONCEPTS, ConceptBank
 from rsrag.change.detect import ChangeError, ChangeMap, ChangeOptions, detect_vectors, encode_images
 from rsrag.change.nuisance import jitter
 from rsrag.change.score import Calibration, raw_scores
+from rsrag.geo.footprint import footprint_wkt
 
 MAP_COLUMNS = ["id", "window", "scale", "bounds"]  # what matching chips and citing them needs
 PLACE_COLUMNS = MAP_COLUMNS + ["lon", "lat", "footprint"]  # and where they are, for search results
@@ -258,7 +259,7 @@ def change_search(library: Any, text: str, before: str, after: str, *, k: int = 
     return [{"rank": r + 1, "score": round(float(rise[o]), 4), "before_share": round(float(pb[o]), 4),
              "after_share": round(float(pa[o]), 4), "before_id": rows_b["id"][ib[o]], "after_id": rows_a["id"][ia[o]],
              "before_date": first.datetime[:10], "after_date": second.datetime[:10], "lon": rows_b["lon"][ib[o]],
-             "lat": rows_b["lat"][ib[o]], "footprint": rows_b["footprint"][ib[o]]} for r, o in enumerate(order)]
+             "lat": rows_b["lat"][ib[o]], "footprint": footprint_wkt(rows_b["footprint"][ib[o]])} for r, o in enumerate(order)]
 
 
 def timeline(library: Any, lon: float, lat: float, concepts: Sequence[str] = ("buildings", "forest", "water"),

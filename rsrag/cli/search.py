@@ -88,11 +88,12 @@ def _same_place(lib, anchor, place, filters, where, k: int) -> list:
     import shapely
 
     from rsrag.geo.filters import Place
+    from rsrag.geo.footprint import footprint_geometry
 
     footprint = anchor.metadata.get("footprint")
     if not footprint:
         raise ValueError(f"record {anchor.id!r} has no footprint (is it a scene chip?)")
-    area = Place.of(within=shapely.geometry.mapping(shapely.from_wkt(footprint)))
+    area = Place.of(within=shapely.geometry.mapping(footprint_geometry(footprint)))
     ids = lib.rows(["id", "scene", "datetime"], filters=filters, where=where, place=area).to_pylist()
     if place is not None:
         allowed = set(lib.rows(["id"], place=place).column("id").to_pylist())

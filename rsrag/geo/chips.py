@@ -10,7 +10,7 @@ embedding and for display; no image file is copied. Its metadata columns (see `C
 | `window` | `col,row,width,height` in the scene's reference grid (pixels) |
 | `scale`, `size` | pyramid scale (1 = native or target GSD) and chip side in output pixels |
 | `crs`, `bounds` | native CRS (EPSG code or WKT; empty for a scene without one) and `left,bottom,right,top` in it |
-| `footprint` | WGS84 polygon as WKT (a MultiPolygon when it crosses the antimeridian) |
+| `footprint` | WGS84 polygon as WKB (a MultiPolygon when it crosses the antimeridian); hits show it as WKT |
 | `minx`, `miny`, `maxx`, `maxy` | the footprint's lon/lat bbox (minx > maxx across the antimeridian) |
 | `lon`, `lat` | the chip centre |
 | `gsd` | metres per chip pixel |
@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
+import shapely
 
 from rsrag.data import ImageRecord
 from rsrag.geo.footprint import Footprint, footprint
@@ -64,7 +65,7 @@ def chip_record(scene: Scene, chip: ChipWindow, size: int, bands: list[str], str
     meta: dict[str, Any] = {
         "scene": scene.id, "window": ",".join(map(str, chip.window)), "scale": chip.scale, "size": size,
         "crs": crs_text(scene.crs), "bounds": ",".join(f"{v:.6f}" for v in bounds),
-        "footprint": place.geometry.wkt if place else None,
+        "footprint": shapely.to_wkb(place.geometry) if place else None,
         "minx": place.bbox[0] if place else None, "miny": place.bbox[1] if place else None,
         "maxx": place.bbox[2] if place else None, "maxy": place.bbox[3] if place else None,
         "lon": place.lon if place else None, "lat": place.lat if place else None,

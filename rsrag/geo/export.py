@@ -17,6 +17,8 @@ from typing import Any, Iterable, Mapping
 import shapely
 from shapely.geometry import mapping
 
+from rsrag.geo.footprint import footprint_geometry
+
 # the properties exported (server paths, row ids, vectors and stretches never are)
 PROPERTIES = ("id", "rank", "score", "label", "captions", "scene", "datetime", "sensor", "gsd", "scale", "window",
               "crs", "bands")
@@ -31,7 +33,7 @@ def _as_dict(result: Any) -> dict:
 
 def _geometry(row: Mapping[str, Any]):
     if row.get("footprint"):
-        return shapely.from_wkt(row["footprint"])
+        return footprint_geometry(row["footprint"])
     if row.get("lon") is not None and row.get("lat") is not None:
         return shapely.Point(float(row["lon"]), float(row["lat"]))
     return None

@@ -196,7 +196,12 @@ def _row_geometries(rows: Mapping[str, Sequence[Any]], n: int) -> np.ndarray:
     footprints = rows.get("footprint", [None] * n)
     lons, lats = rows.get("lon", [None] * n), rows.get("lat", [None] * n)
     shapes = np.empty(n, dtype=object)
-    parsed = shapely.from_wkt(np.array([w if w else None for w in footprints], dtype=object), on_invalid="ignore")
+    wkb = np.array([bytes(w) if isinstance(w, (bytes, bytearray, memoryview)) and len(w) else None for w in footprints],
+                   dtype=object)
+    wkt = np.array([w if isinstance(w, str) and w else None for w in footprints], dtype=object)
+    parsed = shapely.from_wkb(wkb, on_invalid="ignore")  # indexes store WKB; older ones WKT
+    if any(w is not None for w in wkt):
+        parsed = np.where(parsed == None, shapely.from_wkt(wkt, on_invalid="ignore"), parsed)  # noqa: E711
     for i in range(n):
         if parsed[i] is not None:
             shapes[i] = parsed[i]

@@ -166,6 +166,30 @@ def footprints(crs, bounds: Sequence[tuple[float, float, float, float]]) -> list
     return out
 
 
+def footprint_geometry(value: bytes | str | Geometry | None) -> Geometry | None:
+    """A stored footprint as a shapely geometry: WKB (what indexes store), WKT (older indexes and
+    records written by hand) or a geometry; None when there is none."""
+    if value is None or isinstance(value, Geometry):
+        return value
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return shapely.from_wkb(bytes(value)) if len(value) else None
+    return shapely.from_wkt(value) if value else None
+
+
+def footprint_wkb(value: bytes | str | Geometry | None) -> bytes | None:
+    """A footprint as WKB bytes, the stored form (the geometry encoding of GeoParquet and GeoArrow)."""
+    geometry = footprint_geometry(value)
+    return None if geometry is None else shapely.to_wkb(geometry)
+
+
+def footprint_wkt(value: bytes | str | Geometry | None) -> str | None:
+    """A footprint as WKT text, the form hits and JSON answers show."""
+    if isinstance(value, str):
+        return value or None
+    geometry = footprint_geometry(value)
+    return None if geometry is None else geometry.wkt
+
+
 def bbox_polygon(bbox: tuple[float, float, float, float]) -> Geometry:
     """A lon/lat bbox as a polygon (two when it crosses the antimeridian)."""
     min_lon, min_lat, max_lon, max_lat = bbox

@@ -14,6 +14,8 @@ from typing import Any, Mapping, Sequence
 
 import pyarrow as pa
 
+from rsrag.geo.footprint import footprint_wkt
+
 HIT_FIELDS = ("id", "label", "path", "captions", "split")  # the row tuple's fields, in order
 _EMPTY: Mapping[str, Any] = MappingProxyType({})  # a hit's metadata / parts when it has none (read-only, shared)
 
@@ -77,8 +79,10 @@ class RecordRows:
         for i, (rid, score) in enumerate(zip(rids, scores)):
             row = rows[rid] if 0 <= rid < n else None
             if row is not None:
-                hits.append(Hit(row[0], score, len(hits) + 1, row[1], row[2], row[3], row[4],
-                                {c: v[rid] for c, v in extra.items()} if extra else _EMPTY,
+                metadata = {c: v[rid] for c, v in extra.items()} if extra else _EMPTY
+                if metadata and metadata.get("footprint") is not None:  # stored as WKB; hits show WKT
+                    metadata["footprint"] = footprint_wkt(metadata["footprint"])
+                hits.append(Hit(row[0], score, len(hits) + 1, row[1], row[2], row[3], row[4], metadata,
                                 parts[i] if parts else _EMPTY))
         return hits
 

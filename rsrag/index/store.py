@@ -19,7 +19,7 @@ names the key and the type):
   | `minx`, `miny`, `maxx`, `maxy`   | float64 | footprint lon/lat bbox (minx > maxx: across 180) |
   | `gsd`                            | float64 | ground sample distance, metres per pixel    |
   | `crs`                            | string  | e.g. "EPSG:4326"                            |
-  | `footprint`                      | string  | WKT polygon                                 |
+  | `footprint`                      | binary  | WKB polygon, WGS84; hits show WKT; WKT given is converted |
   | `datetime`                       | string  | ISO-8601 UTC, stored as "2021-06-01T10:30:00Z" |
   | `date`                           | string  | ISO-8601 date, stored as "2021-06-01"        |
 
@@ -62,7 +62,8 @@ def metadata_column(key: str) -> str:
 _INT64 = (-(1 << 63), (1 << 63) - 1)
 KNOWN_COLUMNS: dict[str, pa.DataType] = {  # see the module doc
     **dict.fromkeys(("lon", "lat", "minx", "miny", "maxx", "maxy", "gsd"), pa.float64()),
-    **dict.fromkeys(("crs", "footprint", "datetime", "date"), pa.string()),
+    **dict.fromkeys(("crs", "datetime", "date"), pa.string()),
+    "footprint": pa.binary(),
 }
 ISO_8601_COLUMNS = ("datetime", "date")
 _NUMBERS = (int, float, np.integer, np.floating)
@@ -85,6 +86,13 @@ def _fit(value: Any, typ: pa.DataType, column: str) -> Any:
     """`value` as column `column` of type `typ` stores it, or ValueError saying why it does not fit."""
     if value is None:
         return None
+    if column == "footprint":  # WKB in new indexes, WKT in older ones; either form is accepted
+        from rsrag.geo.footprint import footprint_wkb, footprint_wkt
+
+        try:
+            return footprint_wkb(value) if typ == pa.binary() else footprint_wkt(value)
+        except Exception as exc:  # noqa: BLE001 - shapely's parse errors differ by version
+            raise ValueError(f"not a WKB or WKT geometry ({exc})") from None
     is_bool = isinstance(value, (bool, np.bool_))
     if typ == pa.string():
         if column in ISO_8601_COLUMNS:
