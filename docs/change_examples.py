@@ -121,7 +121,9 @@ def main() -> None:
         out[name] = {"before": str(before.relative_to(data)), "after": str(after.relative_to(data)), **summary(result)}
         print(name, result.sentence, f"{result.seconds:.1f}s", flush=True)
     out["pucallpa_series"] = series_part(data)
-    (OUT / "examples.json").write_text(json.dumps(out, indent=2) + "\n")
+    # the data folder as the README names it, not this machine's path
+    text = json.dumps(out, indent=2).replace(str(data.resolve()), "../shared/data").replace(str(data), "../shared/data")
+    (OUT / "examples.json").write_text(text + "\n")
     print(json.dumps({k: (v.get("sentence") if isinstance(v, dict) and "sentence" in v else
                           {"bleu4": v.get("bleu4"), "cider": v.get("cider")}) for k, v in out.items()}, indent=2))
 
