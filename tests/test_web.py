@@ -174,3 +174,50 @@ def test_map_shows_scenes_footprints_similar_and_area(geo_site, page, tmp_path):
     shot = tmp_path / "map.png"
     page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 10_000
+
+
+def test_match_levels_show_as_badges_and_a_search_for_nothing_says_so(site, page, tmp_path, monkeypatch):
+    from rsrag.encoders import calibration
+
+    url, _ = site
+    lib_encoder_id = HashEncoder().id
+    monkeypatch.setattr(calibration, "MATCH_FILE", tmp_path / "match.json")
+    calibration.save_match_scale(lib_encoder_id, calibration.MatchScale(strong=5.0, weak=4.0), {})  # nothing reaches it
+    page.goto(url)
+    page.wait_for_function("document.getElementById('status').textContent.includes('12 items')")
+    page.fill("#query", "red field")
+    page.click("#search-btn")
+    page.wait_for_selector("#results .card .match")
+    assert page.locator("#results .card .match.match-none").count() == page.locator("#results .card").count()
+    assert "nothing in this library looks like that" in page.inner_text("#summary")
+    calibration.save_match_scale(lib_encoder_id, calibration.MatchScale(strong=-1.0, weak=-2.0), {})  # everything does
+    page.click("#search-btn")
+    page.wait_for_selector("#results .card .match.match-strong")
+    assert "nothing in this library" not in page.inner_text("#summary")
+
+
+def test_map_localizes_a_query_and_compares_two_dates(geo_site, page, tmp_path):
+    url, _ = geo_site
+    page.goto(url)
+    page.wait_for_selector("#map-section:not([hidden])")
+    page.wait_for_function("[...document.querySelectorAll('img.scene-overlay')].some(i => i.complete && i.naturalWidth > 0)")
+    page.fill("#query", "red")
+    page.click("#localize-btn")
+    page.wait_for_function("document.getElementById('localize-status').textContent.includes('\"red\" in')")
+    assert page.locator("#regions li").count() >= 1  # the top regions, or the no-match message
+    if "found" in page.inner_text("#localize-status"):
+        page.wait_for_selector("img.heat-overlay")
+        page.fill("#heat-opacity", "0.3")
+        page.wait_for_function("getComputedStyle(document.querySelector('img.heat-overlay')).opacity === '0.3'")
+    # the change view: two dates of the series side by side with the change map over the later one
+    page.wait_for_selector("#change-section:not([hidden])")
+    assert page.locator("#change-before option").count() == 2
+    page.select_option("#change-before", index=0)
+    page.click("#change-btn")
+    page.wait_for_function("document.getElementById('change-sentence').textContent.includes('->')")
+    page.wait_for_function("['change-img-before', 'change-img-after'].every(id => "
+                           "document.getElementById(id).complete && document.getElementById(id).naturalWidth > 0)")
+    assert "overlay.png" in page.get_attribute("#change-img-overlay", "src")
+    shot = tmp_path / "views.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 10_000
