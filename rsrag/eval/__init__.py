@@ -13,14 +13,9 @@ May import: `rsrag.metrics`, `rsrag.config`, `rsrag.data`, `rsrag.encoders`, `rs
 with `rsrag.metrics`.
 """
 
+from rsrag.encoders.prompts import LABEL_TEXT, TEMPLATES, class_text_embeddings, pretty_label
 from rsrag.eval.retrieval import RetrievalEvaluator
-from rsrag.eval.zeroshot import (
-    LABEL_TEXT,
-    TEMPLATES,
-    ZeroShotEvaluator,
-    class_text_embeddings,
-    pretty_label,
-)
+from rsrag.eval.zeroshot import ZeroShotEvaluator
 
 __all__ = [
     "RetrievalEvaluator",

@@ -39,11 +39,10 @@ import numpy as np
 
 from rsrag.eval.mosaics import (LabelledChip, Mosaic, MosaicSpec, confusable, load_labelled_chips, render,
                                 sample_mosaics)
-from rsrag.eval.zeroshot import pretty_label
+from rsrag.encoders.prompts import pretty_label
 from rsrag.geo.heatmap import Heatmap, HeatmapAccumulator
 from rsrag.localize import Localizer, SceneFeatures, array_features
 from rsrag.localize.features import PatchBank
-from rsrag.localize.scoring import QueryScorer
 
 QUERY = "there are {} in the image."  # chosen on val among a few caption-style templates
 SELO_WEIGHTS = (0.4, 0.35, 0.25)

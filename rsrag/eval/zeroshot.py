@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 
 from rsrag.eval.retrieval import common_split
-from rsrag.encoders.prompts import LABEL_TEXT, TEMPLATES, class_text_embeddings, pretty_label  # noqa: F401 (re-exported)
+from rsrag.encoders.prompts import TEMPLATES, class_text_embeddings, pretty_label
 from rsrag.metrics.classification import zeroshot_metrics
 
 if TYPE_CHECKING:

@@ -9,6 +9,7 @@ mappings it is handed into `Evidence`, so every generator reads attributes.
 from __future__ import annotations
 
 import re
+import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, Mapping
@@ -140,6 +141,27 @@ def create_generator(name: str | Generator = "extractive", **cfg) -> Generator:
     if isinstance(name, Generator):
         return name
     return GENERATORS.create(name, **cfg)
+
+
+def model_answer(request: GenerationRequest, text: str, extra: dict | None = None) -> Generation:
+    """A model's answer: the evidence it cites as [n], else the first item it was given."""
+    text = text.strip()
+    ids = request.prompt.evidence_ids
+    return Generation(text, cited_numbers(text, ids) or ids[:1], dict(extra or {}))
+
+
+def stream_answer(request: GenerationRequest, pieces: Iterable[str], extra: dict | None = None,
+                  started: float | None = None) -> Iterator[str | Generation]:
+    """Yield a model's text pieces as they come, then its `model_answer`, with the time to the first
+    piece in `extra["first_token_ms"]`, from `started` (a `time.perf_counter()`; default: this call)."""
+    t0, first, text = time.perf_counter() if started is None else started, None, []
+    for piece in pieces:
+        if piece:
+            first = first or time.perf_counter()
+            text.append(piece)
+            yield piece
+    first_ms = round((first - t0) * 1000, 1) if first is not None else None
+    yield model_answer(request, "".join(text), {**(extra or {}), "first_token_ms": first_ms})
 
 
 def cited_numbers(text: str, evidence_ids: list[str]) -> list[str]:

@@ -21,8 +21,9 @@ from rsrag.generators.base import (
     GenerationRequest,
     Generator,
     GeneratorError,
-    cited_numbers,
+    model_answer,
     register_generator,
+    stream_answer,
 )
 
 GEMMA_ALIAS = "gemma-3-270m-gguf"
@@ -146,10 +147,8 @@ class HFGenerator(Generator):
         inputs, meta = self._inputs(request)
         with torch.inference_mode():
             out = self._model.generate(**self._generate_kwargs(inputs))
-        answer = self._tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip()
-        ids = request.prompt.evidence_ids
-        return Generation(answer, cited_numbers(answer, ids) or ids[:1],
-                          {"prompt_tokens": int(inputs["input_ids"].shape[1]), **meta})
+        answer = self._tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+        return model_answer(request, answer, {"prompt_tokens": int(inputs["input_ids"].shape[1]), **meta})
 
     def stream(self, request: GenerationRequest) -> Iterator[str | Generation]:
         """Tokens as the model produces them (generation runs in a thread feeding a streamer)."""
@@ -172,17 +171,12 @@ class HFGenerator(Generator):
                 failure.append(exc)
                 streamer.end()
 
-        thread = threading.Thread(target=run, name="hf-generate", daemon=True)
-        thread.start()
-        pieces = []
-        for piece in streamer:
-            if piece:
-                pieces.append(piece)
-                yield piece
-        thread.join()
-        if failure:
-            raise GeneratorError(f"hf model {self.model_id!r} failed: {failure[0]}")
-        answer = "".join(pieces).strip()
-        ids = request.prompt.evidence_ids
-        yield Generation(answer, cited_numbers(answer, ids) or ids[:1],
-                         {"prompt_tokens": int(inputs["input_ids"].shape[1]), **meta})
+        def pieces() -> Iterator[str]:
+            thread = threading.Thread(target=run, name="hf-generate", daemon=True)
+            thread.start()
+            yield from streamer
+            thread.join()
+            if failure:
+                raise GeneratorError(f"hf model {self.model_id!r} failed: {failure[0]}")
+
+        yield from stream_answer(request, pieces(), {"prompt_tokens": int(inputs["input_ids"].shape[1]), **meta})

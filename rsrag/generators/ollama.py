@@ -10,7 +10,6 @@ raises `GeneratorRefused` with its message.
 from __future__ import annotations
 
 import os
-import time
 from typing import Any, Iterator
 
 import httpx
@@ -22,8 +21,9 @@ from rsrag.generators.base import (
     GeneratorError,
     GeneratorRefused,
     GeneratorUnavailable,
-    cited_numbers,
+    model_answer,
     register_generator,
+    stream_answer,
 )
 from rsrag.generators.images import MAX_SIDE, image_jpeg
 
@@ -70,24 +70,16 @@ class OllamaGenerator(Generator):
 
     def generate(self, request: GenerationRequest) -> Generation:
         reply = self._chat(request, stream=False)
-        text = str(reply["message"]["content"] or "").strip()
-        ids = request.prompt.evidence_ids
-        return Generation(text, cited_numbers(text, ids) or ids[:1], self._meta(request))
+        return model_answer(request, str(reply["message"]["content"] or ""), self._meta(request))
 
     def stream(self, request: GenerationRequest) -> Iterator[str | Generation]:
-        t0, first, pieces = time.perf_counter(), None, []
+        yield from stream_answer(request, self._stream_pieces(request), self._meta(request))
+
+    def _stream_pieces(self, request: GenerationRequest) -> Iterator[str]:
         try:
             for part in self._chat(request, stream=True):
-                piece = part["message"]["content"] or ""
-                if piece:
-                    first = first or time.perf_counter()
-                    pieces.append(piece)
-                    yield piece
+                yield part["message"]["content"] or ""
         except self._errors as exc:
             raise GeneratorRefused(f"ollama at {self.url} failed mid-stream: {getattr(exc, 'error', exc)}") from None
         except (httpx.TransportError, ConnectionError) as exc:
             raise GeneratorUnavailable(f"ollama at {self.url} broke off the stream: {exc}") from None
-        text = "".join(pieces).strip()
-        ids = request.prompt.evidence_ids
-        meta = {**self._meta(request), "first_token_ms": round((first - t0) * 1000, 1) if first else None}
-        yield Generation(text, cited_numbers(text, ids) or ids[:1], meta)

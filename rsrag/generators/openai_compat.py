@@ -34,8 +34,9 @@ from rsrag.generators.base import (
     GeneratorError,
     GeneratorRefused,
     GeneratorUnavailable,
-    cited_numbers,
+    model_answer,
     register_generator,
+    stream_answer,
 )
 from rsrag.generators.images import MAX_SIDE, image_data_url
 
@@ -142,8 +143,7 @@ class OpenAIGenerator(Generator):
         """Send with the image when allowed; on a refused image part under vision="auto", resend text only."""
         meta: dict[str, Any] = {"image_sent": False}
         body = self.body(request, stream=stream)
-        has_image = isinstance(body["messages"][-1].get("content"), list) or any(
-            isinstance(m.get("content"), list) for m in body["messages"])
+        has_image = any(isinstance(m.get("content"), list) for m in body["messages"])  # a content-part list
         if request.image is not None and not has_image:
             meta["image_note"] = ("the generator is configured text-only" if self.vision is False
                                   else self._text_only_reason or "no image was sent")
@@ -173,15 +173,16 @@ class OpenAIGenerator(Generator):
         except (KeyError, IndexError, TypeError):
             raise GeneratorRefused(
                 f"generator endpoint {self.url} sent no choices[0].message.content: {str(reply)[:300]}") from None
-        ids = request.prompt.evidence_ids
-        return Generation(text, cited_numbers(text, ids) or ids[:1], {"usage": reply.get("usage"), **meta})
+        return model_answer(request, text, {"usage": reply.get("usage"), **meta})
 
     def stream(self, request: GenerationRequest) -> Iterator[str | Generation]:
         """Tokens as the server sends them (server-sent events, `"stream": true`), then the Generation."""
-        t0 = time.perf_counter()
+        t0 = time.perf_counter()  # the image's encoding and the upload count towards the first token
         response, meta = self._send(request, stream=True)
-        pieces: list[str] = []
-        first: float | None = None
+        yield from stream_answer(request, self._stream_pieces(response), meta, started=t0)
+
+    def _stream_pieces(self, response: httpx.Response) -> Iterator[str]:
+        """The text pieces of a chat-completions event stream (closes the response)."""
         try:
             for line in response.iter_lines():
                 if not line.startswith("data:"):
@@ -198,20 +199,11 @@ class OpenAIGenerator(Generator):
                     detail = event.get("error") if isinstance(event, dict) else event
                     raise GeneratorRefused(f"generator endpoint {self.url} failed mid-stream: {str(detail)[:300]}")
                 choices = event.get("choices") or [{}]
-                piece = ((choices[0] or {}).get("delta") or {}).get("content") or ""
-                if piece:
-                    if first is None:
-                        first = time.perf_counter()
-                    pieces.append(piece)
-                    yield piece
+                yield ((choices[0] or {}).get("delta") or {}).get("content") or ""
         except httpx.TransportError as exc:
             raise GeneratorUnavailable(f"generator endpoint {self.url} broke off the stream: {exc}") from None
         finally:
             response.close()
-        text = "".join(pieces).strip()
-        ids = request.prompt.evidence_ids
-        meta["first_token_ms"] = round((first - t0) * 1000, 1) if first is not None else None
-        yield Generation(text, cited_numbers(text, ids) or ids[:1], meta)
 
 
 def _detail(response: httpx.Response) -> str:
