@@ -58,7 +58,7 @@ _DATES: dict[tuple[str, int], list[SeriesScene]] = {}
 def series_dates(library: Any) -> list[SeriesScene]:
     """The dated scenes of an index, oldest first (chips without a time or a scene are not a series);
     one scan per table version."""
-    key = (str(library.folder), library.version)
+    key = (str(library.location), library.version)
     if key not in _DATES:
         _DATES.clear()
         _DATES[key] = _scan_dates(library)

@@ -16,7 +16,7 @@ def ask_command(
     question: Optional[str] = typer.Argument(None, help="The question (may be omitted with --image)."),
     image: Optional[Path] = typer.Option(None, "--image", help="Query image."),
     index: str = LIBRARY_OPTION,
-    root: Optional[Path] = ROOT_OPTION,
+    root: Optional[str] = ROOT_OPTION,
     generator: str = typer.Option("extractive", "--generator", "-g", help="extractive, openai, ollama, hf, caption or vqa."),
     url: Optional[str] = typer.Option(None, "--url", help="openai: endpoint base URL, e.g. http://localhost:8000/v1; ollama: server URL."),
     model: Optional[str] = typer.Option(None, "--model", help="hf: local folder or hub id; openai, ollama: model name."),

@@ -27,7 +27,7 @@ def change_command(
     out: Optional[Path] = typer.Option(None, "--out", help="Write change.tif, overlay.png and regions.geojson here."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
     index: Optional[str] = typer.Option(None, "--index", "-i", help="An indexed series: BEFORE/AFTER are its dates."),
-    root: Optional[Path] = ROOT_OPTION,
+    root: Optional[str] = ROOT_OPTION,
     chip: Optional[int] = typer.Option(None, "--chip", help="Scene pixels per chip side (default: 224, or a "
                                                             "quarter of a small scene's short side)."),
     stride: float = typer.Option(0.5, "--stride", help="Step between chips, as a fraction of the chip."),
@@ -91,7 +91,7 @@ def change_search_command(
     until: str = typer.Option(..., "--to", help="The later date."),
     gone: bool = typer.Option(False, "--gone", help='Rank where TEXT was and is no more ("forest" cleared).'),
     k: int = typer.Option(10, "--k", help="Locations."),
-    root: Optional[Path] = ROOT_OPTION,
+    root: Optional[str] = ROOT_OPTION,
     bbox: Optional[str] = BBOX_OPTION,
     near: Optional[str] = NEAR_OPTION,
     within: Optional[Path] = WITHIN_OPTION,
@@ -124,7 +124,7 @@ def timeline_command(
     radius: float = typer.Option(0.0, "--radius", help="Average the chips within this many metres."),
     concepts: str = typer.Option("buildings,forest,water", "--concepts", help="Comma-separated concepts."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG plot here."),
-    root: Optional[Path] = ROOT_OPTION,
+    root: Optional[str] = ROOT_OPTION,
 ) -> None:
     """Each concept's share at a point (or region) over every date of an indexed series, as JSON."""
     from rsrag.change.series import plot_timeline, timeline

@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import shlex
-from pathlib import Path
 from typing import Optional
 
 import typer
@@ -22,7 +21,7 @@ HELP = ":image PATH [question]  ask about an image;  :reset  forget the conversa
 
 def chat_command(
     index: str = LIBRARY_OPTION,
-    root: Optional[Path] = ROOT_OPTION,
+    root: Optional[str] = ROOT_OPTION,
     generator: str = typer.Option("extractive", "--generator", "-g", help="extractive, openai, ollama, hf, caption or vqa."),
     url: Optional[str] = typer.Option(None, "--url", help="openai / ollama: server URL."),
     model: Optional[str] = typer.Option(None, "--model", help="Model name (openai, ollama) or local folder (hf)."),

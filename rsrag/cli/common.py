@@ -13,7 +13,7 @@ from typing import Callable, Iterator, NoReturn
 
 import typer
 
-ROOT_OPTION = typer.Option(None, "--root", help="Folder holding the indexes (default: $RSRAG_INDEXES or ./indexes).")
+ROOT_OPTION = typer.Option(None, "--root", help="Folder or s3://bucket/prefix holding the indexes (default: $RSRAG_INDEXES or ./indexes).")
 LIBRARY_OPTION = typer.Option(..., "--index", "-i", help="Library (index) name.")
 
 

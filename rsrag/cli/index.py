@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 from typing import List, Optional
 
 import typer
@@ -38,7 +37,7 @@ def _progress(desc: str, unit: str = "img"):
     return update
 
 
-def _run_build(source: str, name: str, root: Optional[Path], encoder: Optional[str], index_type: str,
+def _run_build(source: str, name: str, root: Optional[str], encoder: Optional[str], index_type: str,
                split: Optional[str], limit: Optional[int], upsert: bool, create: bool, batch_size: int,
                chunk_size: int, workers: int, as_json: bool) -> None:
     from rsrag.index.build import build_index
@@ -47,13 +46,13 @@ def _run_build(source: str, name: str, root: Optional[Path], encoder: Optional[s
         lib, report = build_index(source, name, root, encoder=encoder, index_type=index_type, split=split,
                                   limit=limit, upsert=upsert, create=create, batch_size=batch_size,
                                   chunk_size=chunk_size, workers=workers, progress=_progress(name))
-    summary = {"index": str(lib.folder), "records": len(lib), **report.to_dict(),
+    summary = {"index": str(lib.location), "records": len(lib), **report.to_dict(),
                "failures": [{"id": i, "path": p, "error": e} for i, p, e in report.failed]}
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
         return
     rate = f", {summary['images_per_second']} img/s" if summary["images_per_second"] else ""
-    typer.echo(f"{lib.folder}: {summary['records']} records (added {report.added}, replaced {report.replaced}, "
+    typer.echo(f"{lib.location}: {summary['records']} records (added {report.added}, replaced {report.replaced}, "
                f"already there {report.skipped}, failed {len(report.failed)}) in {report.seconds:.1f}s{rate}")
     for i, p, e in report.failed[:20]:
         typer.secho(f"skipped {i} ({p}): {e}", fg=typer.colors.YELLOW, err=True)
@@ -74,7 +73,7 @@ def _scene_options(tile: Optional[int], overlap: float, overlap_unit: str, scale
     return Tiling(size=tile or 224, overlap=overlap, unit=overlap_unit, gsd=gsd, scales=levels, max_nodata=max_nodata)
 
 
-def _run_scene_build(source: List[str], name: str, root: Optional[Path], encoder: Optional[str], index_type: str,
+def _run_scene_build(source: List[str], name: str, root: Optional[str], encoder: Optional[str], index_type: str,
                      tiling, bands: Optional[str], sensor: Optional[str], when: Optional[str], create: bool,
                      batch_size: int, as_json: bool) -> None:
     from rsrag.index.build import build_scene_index
@@ -83,12 +82,12 @@ def _run_scene_build(source: List[str], name: str, root: Optional[Path], encoder
         lib, report = build_scene_index(source, name, root, encoder=encoder, index_type=index_type, tiling=tiling,
                                         bands=bands, sensor=sensor, datetime=when, create=create,
                                         batch_size=batch_size, progress=_progress(name, unit="chip"))
-    summary = {"index": str(lib.folder), "records": len(lib), **report.to_dict()}
+    summary = {"index": str(lib.location), "records": len(lib), **report.to_dict()}
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
         return
     rate = f", {summary['chips_per_second']} chips/s" if summary["chips_per_second"] else ""
-    typer.echo(f"{lib.folder}: {summary['records']} records from {report.scenes} scene(s): added {report.added} "
+    typer.echo(f"{lib.location}: {summary['records']} records from {report.scenes} scene(s): added {report.added} "
                f"chips, already there {report.skipped_existing}, mostly nodata {report.skipped_nodata}, "
                f"failed {len(report.failed)} in {report.seconds:.1f}s{rate}")
     for note in report.notes[:20]:
@@ -126,7 +125,7 @@ def build_cmd(
                                                  "(rsicd:test), or scenes: GeoTIFF/COG/JP2 files, folders of them, "
                                                  "STAC item JSONs (several allowed)."),
     name: str = typer.Option(..., "--name", help="Index name (a folder under ROOT)."),
-    root: Optional[Path] = ROOT_OPTION,
+    root: Optional[str] = ROOT_OPTION,
     encoder: Optional[str] = typer.Option(None, "--encoder", help="Encoder (default: the index's own, else rs-lite)."),
     index_type: str = typer.Option("auto", "--index-type",
                                    help="auto | flat | ivf[:nlist=N,nprobe=N] | hnsw[:m=N,ef_search=N]"),
@@ -163,7 +162,7 @@ def build_cmd(
 def add_cmd(
     source: str = typer.Argument(..., help="Image folder, captions .jsonl/.csv, or dataset name."),
     name: str = typer.Option(..., "--name"),
-    root: Optional[Path] = ROOT_OPTION,
+    root: Optional[str] = ROOT_OPTION,
     upsert: bool = typer.Option(False, "--upsert", help="Replace records whose id is already indexed."),
     split: Optional[str] = typer.Option(None, "--split"),
     limit: Optional[int] = typer.Option(None, "--limit"),
@@ -181,7 +180,7 @@ def add_cmd(
 def delete_cmd(
     ids: List[str] = typer.Option(..., "--id", help="Record id to delete (repeat for several)."),
     name: str = typer.Option(..., "--name"),
-    root: Optional[Path] = ROOT_OPTION,
+    root: Optional[str] = ROOT_OPTION,
 ) -> None:
     """Delete records by id; they are never returned by a search again."""
     from rsrag.index.library import Library
@@ -195,7 +194,7 @@ def delete_cmd(
 
 
 @app.command("info")
-def info_cmd(name: str = typer.Option(..., "--name"), root: Optional[Path] = ROOT_OPTION, as_json: bool = _JSON) -> None:
+def info_cmd(name: str = typer.Option(..., "--name"), root: Optional[str] = ROOT_OPTION, as_json: bool = _JSON) -> None:
     """Encoder, index type, counts, columns and last build of an index."""
     from rsrag.index.library import Library
 
@@ -222,20 +221,20 @@ def info_cmd(name: str = typer.Option(..., "--name"), root: Optional[Path] = ROO
 
 
 @app.command("list")
-def list_cmd(root: Optional[Path] = ROOT_OPTION, as_json: bool = _JSON) -> None:
+def list_cmd(root: Optional[str] = ROOT_OPTION, as_json: bool = _JSON) -> None:
     """The indexes under ROOT."""
     from rich.console import Console
     from rich.table import Table
 
-    from rsrag.config import indexes_root
     from rsrag.index.library import Library
+    from rsrag.index.storage import location
 
     items = Library.list(root)
     if as_json:
-        typer.echo(json.dumps({"root": str(indexes_root(root)), "indexes": items}, indent=2))
+        typer.echo(json.dumps({"root": str(location(root)), "indexes": items}, indent=2))
         return
     if not items:
-        typer.echo(f"no indexes under {indexes_root(root)}")
+        typer.echo(f"no indexes under {location(root)}")
         return
     table = Table("name", "records", "faiss", "encoder", "dim", "updated")
     for m in items:

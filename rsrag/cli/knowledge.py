@@ -17,7 +17,7 @@ app = typer.Typer(help="Attach knowledge records (typed text chunks) to a librar
 def knowledge_add(
     files: List[Path] = typer.Argument(..., help="Knowledge JSONL files (one record per line)."),
     index: str = LIBRARY_OPTION,
-    root: Optional[Path] = ROOT_OPTION,
+    root: Optional[str] = ROOT_OPTION,
 ) -> None:
     """Validate and add knowledge records; a malformed file is refused whole (nothing stored changes)."""
     from rsrag.index import Library
@@ -32,7 +32,7 @@ def knowledge_add(
 @app.command("rswk")
 def knowledge_rswk(
     index: str = LIBRARY_OPTION,
-    root: Optional[Path] = ROOT_OPTION,
+    root: Optional[str] = ROOT_OPTION,
     all_landmarks: bool = typer.Option(False, "--all", help="Also the landmarks with measurements only."),
     export: Optional[Path] = typer.Option(None, "--export", help="Write the records as JSONL instead of adding them."),
 ) -> None:

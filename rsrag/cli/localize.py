@@ -38,7 +38,7 @@ def localize_command(
                                           "--index the id of an indexed scene."),
     query: str = typer.Argument(..., help="What to look for, e.g. \"farmland\" or \"small lakes among fields\"."),
     index: Optional[str] = typer.Option(None, "--index", "-i", help="Read the scene's stored chips from this index."),
-    root: Optional[Path] = ROOT_OPTION,
+    root: Optional[str] = ROOT_OPTION,
     out: Optional[Path] = typer.Option(None, "--out", help="Write heatmap.tif, overlay.png and regions.geojson here."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
     top: int = typer.Option(10, "--top", help="At most this many regions."),

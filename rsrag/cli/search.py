@@ -18,7 +18,7 @@ FORMATS = ("table", "json", "geojson", "geoparquet")
 def search_command(
     query: Optional[str] = typer.Argument(None, help="Text query (or use --image / --like)."),
     index: str = typer.Option(..., "--index", help="Index name."),
-    root: Optional[Path] = ROOT_OPTION,
+    root: Optional[str] = ROOT_OPTION,
     image: Optional[Path] = typer.Option(None, "--image", help="Search by an image instead of text."),
     like: Optional[str] = typer.Option(None, "--like", help="Search by a record already in the index (its id): "
                                                             "more like this chip."),

@@ -6,11 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from rsrag.config import indexes_root
 from rsrag.encoders.base import Encoder
 from rsrag.index.ann import IndexSpec
 from rsrag.index.errors import SourceError
-from rsrag.index.folder import MANIFEST, validate_index_name
+from rsrag.index.folder import validate_index_name
 from rsrag.index.library import AddReport, Library
 
 if TYPE_CHECKING:
@@ -68,7 +67,7 @@ def open_for_build(root: str | Path | None, name: str, encoder: Encoder | str | 
                    create: bool) -> Library:
     """The index a build writes to: created when missing (and `create`), else opened with the given
     encoder, which must match it; an explicit new index type rebuilds FAISS."""
-    if create and not (indexes_root(root) / name / MANIFEST).is_file():
+    if create and not Library.exists(root, name):
         return Library.create(root, name, encoder=encoder, index_type=index_type)
     if isinstance(encoder, str):
         from rsrag.encoders import create_encoder

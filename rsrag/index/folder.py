@@ -1,24 +1,48 @@
-"""`IndexFolder`: the files of one index folder, kept consistent with each other.
+"""`IndexFolder`: the objects of one index, kept consistent with each other.
 
-Layout of `ROOT/NAME/`:
+An index lives in a local folder or under an object-store prefix (`storage.Storage`); layout of
+`ROOT/NAME/`:
 
 - `records.lance/`  LanceDB table, the source of truth (rows, vectors, metadata; see store.py)
 - `vectors.faiss`   FAISS index over the vectors, keyed by rid (see ann.py)
 - `bm25.npz`        BM25 state over each record's label + captions (see bm25.py)
-- `manifest.json`   encoder spec, id and dim, index type and parameters, counts, the rid counter
+- `manifest.json`   encoder spec, id and dim, index type and parameters, counts, the rid counter,
+                    the LanceDB version, and which LanceDB version the FAISS/BM25 files reflect
 - `next_rid`        the rid counter as reserved by the writer of the moment (see `reserve_rids`)
 - `.lock`           writer lock (flock): one writer at a time, readers never block
 - `.commits`        commit counter (8 bytes), bumped by writers, memory-mapped by readers (below)
 
+On an object store the FAISS and BM25 objects carry the LanceDB version they reflect in their name
+(`vectors.V.faiss`, `bm25.V.npz`; the manifest names the current pair, the pair before it is kept for
+readers still downloading it), there is no lock or counter file, and rids are reserved in a small
+Lance table (`rid_counter.lance`) by compare-and-swap (below).
+
 Consistency. FAISS and BM25 are derived from LanceDB and can always be rebuilt from it. A write
 commits to LanceDB first (one atomic commit per chunk), then updates FAISS and BM25 in memory
-(`apply`), then replaces their files and finally the manifest (`persist`; each atomically, temp
-file + rename). Whenever a folder is loaded, and whenever a writer takes the lock (`writing`),
-FAISS and BM25 are compared with the rids in LanceDB and repaired: vectors missing from FAISS are
-read back from LanceDB (never re-embedded), rids LanceDB no longer has are removed. So a process
-killed at any point loses nothing that was committed, and never resurrects what was deleted. rids
-are never reused: an upsert writes a new rid, so a stale file can never pair an old vector with a
-new record.
+(`apply`), then the manifest (`persist`; atomically). Whenever a folder is loaded, and whenever a
+writer starts (`writing`), FAISS and BM25 are compared with the rids in LanceDB and repaired:
+vectors missing from FAISS are read back from LanceDB (never re-embedded), rids LanceDB no longer
+has are removed. So a process killed at any point loses nothing that was committed, and never
+resurrects what was deleted. rids are never reused: an upsert writes a new rid, so a stale file
+can never pair an old vector with a new record.
+
+Writes cost the batch, not the index. Rewriting FAISS and BM25 on every write would make one small
+write cost time proportional to the whole index. Instead `persist` writes them only when the
+changes since they were last written pass `delta_limit` (1,000 records or 5% of the index, the
+larger) or when asked (`persist(artefacts=True)`, `Library.compact`); until then the manifest
+records the LanceDB version they reflect and every load brings them up to date from LanceDB by the
+same repair (reading only the newer vectors). The cost of rewriting them is thus spread over at
+least 5% of the index's size in writes; `bench/writes.py` measures it.
+
+Several writers. In a local folder writers take turns on the `.lock` flock. On an object store there
+is no shared lock: each writer commits to LanceDB through Lance's own optimistic commit protocol
+(concurrent appends both land; inserts are merge-inserts on `id`, retried by Lance against the newer
+version, so two writers adding one id store it once), reserves rids by a compare-and-swap on the
+counter table (a merge-insert conditioned on the value it read), and, when it finds that another
+writer committed between its own commits (the table version moved further than its own commits or
+the row count differs), re-reads the rids from LanceDB before writing the manifest. A manifest write
+never goes back to an older LanceDB version than the one it replaces. A writer that dies leaves the
+last manifest, which pairs with the LanceDB version it names; the next load repairs from there.
 
 Staleness. Readers notice a writer's commit by the manifest's change stamp and reload. Before every
 search they read the folder's memory-mapped commit counter (`fsutil.CommitCounter`, bumped by each
@@ -26,7 +50,8 @@ writer after its manifest replace) and `stat` the manifest only when it moved, o
 `STAMP_CHECK_S` (1 s) has passed: that catches a folder deleted and built again under the same name
 (a new counter file), a writer killed between its manifest replace and the bump, and writers on
 another machine sharing the folder over a network filesystem, where memory maps need not see each
-other's writes.
+other's writes. On an object store the manifest is checked (one HEAD request) at most every
+`STAMP_CHECK_S`, so a reader sees another machine's write within about a second.
 
 Names. An index name is a plain folder name (`validate_index_name`), checked wherever a name comes
 in, so no name can reach outside the indexes root.
@@ -34,13 +59,13 @@ in, so no name can reach outside the indexes root.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import re
+import secrets
+import tempfile
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -48,18 +73,20 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 import pyarrow as pa
 
-from rsrag.fileio import atomic_write, atomic_write_json
 from rsrag.index.ann import AnnIndex, IndexSpec
 from rsrag.index.bm25 import BM25Index
 from rsrag.index.errors import IndexBusyError, IndexNameError
 from rsrag.index.fsutil import CommitCounter, writer_lock
+from rsrag.index.storage import LocalStorage, Storage
 from rsrag.index.store import RecordStore
 
 log = logging.getLogger(__name__)
 
 MANIFEST, FAISS_FILE, BM25_FILE, RIDS_FILE = "manifest.json", "vectors.faiss", "bm25.npz", "next_rid"
+RID_COUNTER = "rid_counter"  # the Lance table that reserves rids on an object store
 FORMAT = 1
 STAMP_CHECK_S = 1.0  # see the module doc: the manifest is stat'ed at least this often while searching
+DELTA_MIN, DELTA_FRACTION = 1000, 0.05  # FAISS/BM25 are rewritten once this many records changed
 NAME_MAX = 100
 _NAME = re.compile(r"[A-Za-z0-9._-]+")
 
@@ -98,36 +125,45 @@ def new_manifest(name: str, encoder: dict, index_type: IndexSpec) -> dict:
     }
 
 
-def read_manifest(folder: Path) -> dict:
-    return json.loads((Path(folder) / MANIFEST).read_text())
+def read_manifest(folder: Path | Storage) -> dict:
+    storage = folder if isinstance(folder, Storage) else LocalStorage(folder)
+    return storage.read_json(MANIFEST)
+
+
+def delta_limit(n: int) -> int:
+    """How many changed records FAISS and BM25 may lag behind LanceDB on disk (module doc)."""
+    return max(DELTA_MIN, int(DELTA_FRACTION * n))
 
 
 class IndexFolder:
-    """One index folder on disk and its derived state in memory: the manifest, the LanceDB store,
-    FAISS (`ann`), BM25 (`bm25`) and the sorted rids LanceDB holds (`rids`), kept in step as the
-    module doc describes. `on_change` is called whenever that state changes (a load or a write),
-    so the owner can drop what it caches about the records."""
+    """One index (local folder or object-store prefix) and its derived state in memory: the
+    manifest, the LanceDB store, FAISS (`ann`), BM25 (`bm25`) and the sorted rids LanceDB holds
+    (`rids`), kept in step as the module doc describes. `on_change` is called whenever that state
+    changes (a load or a write), so the owner can drop what it caches about the records."""
 
-    def __init__(self, path: Path, lock_timeout: float = 10.0, on_change: Callable[[], None] | None = None) -> None:
-        self.path = Path(path)
-        self.name = self.path.name
+    def __init__(self, storage: Storage | Path, lock_timeout: float = 10.0,
+                 on_change: Callable[[], None] | None = None) -> None:
+        self.storage = storage if isinstance(storage, Storage) else LocalStorage(storage)
+        self.path = self.storage.local_path  # None on an object store
+        self.remote = self.path is None
+        self.name = self.storage.name
         self.lock_timeout = lock_timeout
         self._on_change = on_change or (lambda: None)
-        self._manifest_path = str(self.path / MANIFEST)
-        self._commits = CommitCounter(self.path)
+        self._commits = CommitCounter(self.path) if self.path is not None else None
         self._commits_seen: int | None = None
         self._stamp_seen: tuple = ()
         self._stamp_checked = 0.0
         self._writing_depth = 0
         self._thread_lock = threading.RLock()  # threads of one process sharing this object take turns
-        self.manifest: dict = read_manifest(self.path)
+        self.manifest: dict = read_manifest(self.storage)
         self.dim = int(self.manifest["encoder"]["dim"])
-        self.store = RecordStore(self.path, self.dim)
+        self.store = RecordStore(self.storage, self.dim)
         self.ann: AnnIndex | None = None
         self.bm25 = BM25Index()
         self.rids = np.zeros(0, np.int64)  # sorted rids of the records in LanceDB
         self.next_rid = 0
         self.synced_version = 0  # the LanceDB version FAISS and BM25 were last brought in line with
+        self.pending = 0  # records changed since FAISS/BM25 were last written (module doc)
 
     @property
     def requested(self) -> IndexSpec:
@@ -141,63 +177,99 @@ class IndexFolder:
 
     # ---- loading and repair --------------------------------------------------------------------
     def open(self) -> None:
-        """Load, and save a repair the load made when no writer is busy (else the next writer saves it)."""
-        if not self.load():
+        """Load, and save a repair the load made when no writer is busy (else the next writer saves
+        it): only one that rebuilt what was lost, not the lag the module doc allows; never on an
+        object store, where readers do not write."""
+        if not self.load() or self.remote or (self.pending < delta_limit(len(self.rids)) and self._artefacts_readable):
             return
         try:
             with writer_lock(self.path, timeout=0):
                 if self._stamp() == self._stamp_seen:
-                    self.persist()
+                    self.persist(artefacts=True)
         except IndexBusyError:
             pass
 
     def load(self) -> bool:
         """Read manifest, LanceDB, FAISS and BM25 from disk and repair the derived two (module doc).
         Returns True when a repair changed them (so the files on disk are stale)."""
-        self._commits_seen = self._commits.value()  # before the manifest: a commit in between is seen next time
+        self._commits_seen = self._commits.value() if self._commits else None  # before the manifest
         self._stamp_seen, self._stamp_checked = self._stamp(), time.monotonic()
-        self.manifest = read_manifest(self.path)
+        self.manifest = read_manifest(self.storage)
         self.store.refresh()
         self.ann = self._load_ann()
-        self.bm25 = self._load_bm25() or BM25Index()
+        bm25 = self._load_bm25()
+        self._artefacts_readable = bm25 is not None and (self.ann is not None or not self._artefact("ann"))
+        self.bm25 = bm25 or BM25Index()
         self.rids = self.store.rids()
         stored_max = int(self.ann.stored_ids().max()) if self.ann is not None and self.ann.index.ntotal else -1
         lance_max = int(self.rids.max()) if len(self.rids) else -1
-        reserved = int((self.path / RIDS_FILE).read_text()) if (self.path / RIDS_FILE).is_file() else 0
+        reserved = 0
+        if self.path is not None and (self.path / RIDS_FILE).is_file():
+            reserved = int((self.path / RIDS_FILE).read_text())
         self.next_rid = max(int(self.manifest.get("next_rid", 0)), reserved, lance_max + 1, stored_max + 1)
+        self.pending = 0
         repaired = self.repair()
         self.synced_version = self.store.version
         self._on_change()
         return repaired
 
+    def _artefact(self, kind: str) -> str | None:
+        """The object holding FAISS ("ann") or BM25 ("bm25") as the manifest names it."""
+        named = self.manifest.get("artefacts", {})
+        if kind in named:
+            return named[kind]
+        return {"ann": FAISS_FILE, "bm25": BM25_FILE}[kind]
+
+    @contextmanager
+    def _local_copy(self, key: str) -> Iterator[Path | None]:
+        """A local file with the object's bytes (the object itself in a local folder); None if missing."""
+        if self.path is not None:
+            path = self.path / key
+            yield path if path.is_file() else None
+            return
+        with tempfile.TemporaryDirectory(prefix="rsrag-") as tmp:
+            local = Path(tmp) / Path(key).name
+            try:
+                self.storage.download(key, local)
+            except FileNotFoundError:
+                yield None
+                return
+            yield local
+
     def _load_ann(self) -> AnnIndex | None:
         """The FAISS file when it matches the manifest, else None (rebuilt from LanceDB by `repair`)."""
-        kind = self.manifest["index"].get("type")
-        if not kind or not (self.path / FAISS_FILE).is_file():
+        kind, key = self.manifest["index"].get("type"), self._artefact("ann")
+        if not kind or not key:
             return None
-        try:
-            spec = IndexSpec(kind, self.manifest["index"]["params"])
-            ann = AnnIndex.load(self.path / FAISS_FILE, spec, self.manifest["index"].get("trained_n", 0))
-        except RuntimeError as exc:
-            log.warning("cannot read %s, rebuilding it from LanceDB: %s", FAISS_FILE, exc)
-            return None
+        with self._local_copy(key) as local:
+            if local is None:
+                return None
+            try:
+                spec = IndexSpec(kind, self.manifest["index"]["params"])
+                ann = AnnIndex.load(local, spec, self.manifest["index"].get("trained_n", 0))
+            except RuntimeError as exc:
+                log.warning("cannot read %s, rebuilding it from LanceDB: %s", key, exc)
+                return None
         if AnnIndex.file_kind(ann.index) != kind or ann.dim != self.dim:
             return None  # a crash between the FAISS file and the manifest
         return ann
 
     def _load_bm25(self) -> BM25Index | None:
-        if not (self.path / BM25_FILE).is_file():
-            return None
-        try:
-            return BM25Index.load(self.path / BM25_FILE)
-        except (OSError, ValueError, KeyError) as exc:
-            log.warning("cannot read %s, rebuilding it from LanceDB: %s", BM25_FILE, exc)
-            return None
+        key = self._artefact("bm25")
+        with self._local_copy(key) as local:
+            if local is None:
+                return None
+            try:
+                return BM25Index.load(local)
+            except (OSError, ValueError, KeyError) as exc:
+                log.warning("cannot read %s, rebuilding it from LanceDB: %s", key, exc)
+                return None
 
     def repair(self) -> bool:
         """Bring FAISS and BM25 in line with the rids in LanceDB; True if anything changed."""
         changed = False
         rids = self.rids
+        lag = 0  # records FAISS/BM25 had to catch up on (the write lag the module doc allows, or a crash)
         if self.ann is not None:
             stored = self.ann.stored_ids()
             stale = np.setdiff1d(stored, rids, assume_unique=True)
@@ -208,9 +280,14 @@ class IndexFolder:
             if len(missing):
                 self.ann.add(*self.store.vectors(missing))
                 changed = True
-        changed |= self.rebuild_ann_if_needed()
+            lag = len(stale) + len(missing)
+        if self.rebuild_ann_if_needed():
+            changed = True
+            lag = max(lag, delta_limit(len(rids)))  # a new FAISS index: worth writing out
         stale = np.setdiff1d(self.bm25.doc_rids, rids)
         missing = np.setdiff1d(rids, self.bm25.doc_rids)
+        lag = max(lag, len(stale) + len(missing))
+        self.pending += lag
         if len(stale):
             self.bm25.remove(stale)
             changed = True
@@ -254,16 +331,14 @@ class IndexFolder:
 
     # ---- staleness -----------------------------------------------------------------------------
     def _stamp(self) -> tuple:
-        try:
-            st = os.stat(self._manifest_path)
-            return st.st_mtime_ns, st.st_size, st.st_ino
-        except FileNotFoundError:
-            return ()
+        return self.storage.stamp(MANIFEST)
 
     def is_stale(self) -> bool:
         """True when a writer has committed since this object last loaded the folder."""
-        commits, now_s = self._commits.value(), time.monotonic()  # before every search: a memory read
-        if commits is not None and commits == self._commits_seen and now_s - self._stamp_checked < STAMP_CHECK_S:
+        commits = self._commits.value() if self._commits else None  # before every search: a memory read
+        now_s = time.monotonic()
+        recent = now_s - self._stamp_checked < STAMP_CHECK_S
+        if recent and (self.remote or (commits is not None and commits == self._commits_seen)):
             return False
         if self._stamp() != self._stamp_seen:
             return True  # and stays so until a reload
@@ -282,31 +357,70 @@ class IndexFolder:
             if self._writing_depth:  # nested (e.g. rebuild inside a write): already locked
                 yield
                 return
-            with writer_lock(self.path, self.lock_timeout):
-                for tmp in self.path.glob(".*.tmp-*"):  # left by a writer killed mid-write
-                    tmp.unlink(missing_ok=True)
+            with nullcontext() if self.remote else writer_lock(self.path, self.lock_timeout):
+                if self.path is not None:
+                    for tmp in self.path.glob(".*.tmp-*"):  # left by a writer killed mid-write
+                        tmp.unlink(missing_ok=True)
                 if self._stamp() != self._stamp_seen:
                     self.load()
                 self.store.refresh()
-                if self.store.version != self.synced_version:  # a writer died after a LanceDB commit
-                    self.rids = self.store.rids()
-                    self.repair()
-                    self._on_change()
+                if self.store.version != self.synced_version:  # another writer, or one that died after a commit
+                    self._resync()
+                start_version, start_commits = self.store.version, self.store.commits
                 self._writing_depth += 1
                 try:
                     yield
                 finally:
                     self._writing_depth -= 1
+                if self.remote and (self.store.version - start_version != self.store.commits - start_commits
+                                    or self.store.count() != len(self.rids)):
+                    self._resync()  # another machine committed between our commits (module doc)
                 self.synced_version = self.store.version
                 self.persist()
 
+    def _resync(self) -> None:
+        """Bring FAISS and BM25 in line with every rid LanceDB holds now."""
+        self.store.refresh()
+        self.rids = self.store.rids()
+        self.repair()
+        self._on_change()
+
     def reserve_rids(self, n: int) -> np.ndarray:
-        """Fresh rids, recorded on disk before use so no crash can make one be reused (in their own
-        small file: rewriting the manifest per chunk would make every reader reload)."""
-        start = self.next_rid
-        self.next_rid += n
-        atomic_write(self.path / RIDS_FILE, lambda tmp: tmp.write_text(f"{self.next_rid}\n"))
+        """Fresh rids, recorded before use so no crash can make one be reused: in their own small
+        file under the writer lock (rewriting the manifest per chunk would make every reader
+        reload), or on an object store by compare-and-swap on the counter table (module doc)."""
+        if self.remote:
+            start = self._reserve_remote(n)
+        else:
+            start = self.next_rid
+            self.storage.write_bytes(RIDS_FILE, f"{start + n}\n".encode())
+        self.next_rid = max(self.next_rid, start + n)
         return np.arange(start, start + n, dtype=np.int64)
+
+    def _reserve_remote(self, n: int, attempts: int = 50) -> int:
+        """Move the shared counter from its value v to v + n, only if nobody moved it first; returns v."""
+        import pyarrow as pa
+
+        db = self.store.db
+        try:
+            table = db.open_table(RID_COUNTER)
+        except ValueError:
+            try:
+                table = db.create_table(RID_COUNTER, pa.table({"key": ["rid"], "next": pa.array([self.next_rid], pa.int64())}))
+            except ValueError:  # another writer made it first
+                table = db.open_table(RID_COUNTER)
+        for attempt in range(attempts):
+            table.checkout_latest()
+            stored = int(table.to_arrow().column("next")[0].as_py())
+            current = max(stored, self.next_rid)
+            new = pa.table({"key": ["rid"], "next": pa.array([current + n], pa.int64())})
+            result = (table.merge_insert("key").when_matched_update_all(where=f"target.next = {stored}")
+                      .execute(new))
+            if result.num_updated_rows == 1:
+                return current
+            time.sleep(0.01 * (1 + secrets.randbelow(10)) * min(attempt + 1, 10))
+        raise IndexBusyError(f"index {self.storage}: could not reserve record ids after {attempts} attempts; "
+                             f"too many writers at once - try again")
 
     def apply(self, removed: np.ndarray, rids: np.ndarray, vectors: np.ndarray, texts: list[str]) -> None:
         """Mirror a committed LanceDB change into FAISS, BM25 and the in-memory rid list."""
@@ -318,22 +432,66 @@ class IndexFolder:
         self.rebuild_ann_if_needed()
         self.bm25.remove(removed)
         self.bm25.add(rids, texts)
+        self.pending += len(removed) + len(rids)
         self._on_change()
 
-    def persist(self) -> None:
-        """Replace the FAISS and BM25 files, then the manifest (the commit point for readers)."""
+    def persist(self, artefacts: bool | None = None) -> None:
+        """Write FAISS and BM25 when they lag too far behind LanceDB (module doc; `artefacts=True`:
+        now), then the manifest (the commit point for readers)."""
         ann = self.ann
-        if ann is not None:
-            ann.save(self.path / FAISS_FILE)
-        elif (self.path / FAISS_FILE).exists():
-            (self.path / FAISS_FILE).unlink()
-        self.bm25.save(self.path / BM25_FILE)
+        if artefacts is None:
+            artefacts = self.pending >= delta_limit(len(self.rids)) or "artefacts" not in self.manifest
+        if self.remote:
+            current = self.storage.read_json(MANIFEST)
+            if int(current.get("lance_version", 0)) > self.store.version:
+                return  # a newer writer's manifest stays (never go back to an older version)
+        if artefacts:
+            self._write_artefacts(ann)
         self.manifest["index"].update({
             "type": ann.spec.kind if ann else None, "params": ann.spec.params if ann else {},
             "trained_n": ann.trained_n if ann else 0})
         self.manifest["counts"] = {"records": len(self.rids), "faiss": len(ann) if ann else 0,
                                    "bm25": len(self.bm25), "tombstones": len(ann.tombstones) if ann else 0}
         self.manifest.update({"next_rid": self.next_rid, "lance_version": self.store.version, "updated": now()})
-        atomic_write_json(self.path / MANIFEST, self.manifest)
-        self._commits_seen = self._commits.bump()  # we hold the writer lock: nobody else bumped
+        self.storage.write_json(MANIFEST, self.manifest)
+        if artefacts and self.remote:
+            self._drop_old_artefacts()
+        self._commits_seen = self._commits.bump() if self._commits else None  # under the writer lock
         self._stamp_seen = self._stamp()
+
+    def _write_artefacts(self, ann: AnnIndex | None) -> None:
+        """FAISS and BM25 as they are in memory, named for the LanceDB version they reflect on an
+        object store (module doc); the manifest written next points at them."""
+        version = self.store.version
+        ann_key = (f"vectors.{version}.faiss" if self.remote else FAISS_FILE) if ann is not None else None
+        bm25_key = f"bm25.{version}.npz" if self.remote else BM25_FILE
+        with tempfile.TemporaryDirectory(prefix="rsrag-") if self.remote else nullcontext() as tmp:
+            if ann is not None:
+                if self.remote:
+                    ann.save(Path(tmp) / ann_key)
+                    self.storage.upload(Path(tmp) / ann_key, ann_key)
+                else:
+                    ann.save(self.path / ann_key)
+            elif not self.remote:
+                (self.path / FAISS_FILE).unlink(missing_ok=True)
+            if self.remote:
+                self.bm25.save(Path(tmp) / bm25_key)
+                self.storage.upload(Path(tmp) / bm25_key, bm25_key)
+            else:
+                self.bm25.save(self.path / bm25_key)
+        previous = self.manifest.get("artefacts", {})
+        self.manifest["artefacts"] = {"ann": ann_key, "bm25": bm25_key, "lance_version": version,
+                                      "previous": [k for k in (previous.get("ann"), previous.get("bm25"))
+                                                   if k and k not in (ann_key, bm25_key)]}
+        self.pending = 0
+
+    def _drop_old_artefacts(self) -> None:
+        """Delete FAISS/BM25 objects older than the current and the previous pair (kept for readers
+        that read the previous manifest and are still downloading); newer ones may be another
+        writer's, about to be named by its manifest."""
+        named = self.manifest["artefacts"]
+        keep = {named.get("ann"), named.get("bm25"), *named.get("previous", [])}
+        for key in self.storage.names():
+            found = re.fullmatch(r"(?:vectors\.(\d+)\.faiss|bm25\.(\d+)\.npz)", key)
+            if found and key not in keep and int(found.group(1) or found.group(2)) < named["lance_version"]:
+                self.storage.delete(key)

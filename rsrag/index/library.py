@@ -13,7 +13,6 @@ a rid that is no longer there cannot be returned.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
@@ -25,15 +24,15 @@ import numpy as np
 import pyarrow as pa
 
 from rsrag import fusion
-from rsrag.config import indexes_root
+from rsrag.config import cache_dir
 from rsrag.encoders.base import Encoder, ImageInput, l2_normalize
 from rsrag.encoders.decoding import batched
 from rsrag.index.ann import IndexSpec
 from rsrag.index.errors import EncoderMismatchError, FilterError, IndexExistsError, IndexNotFoundError
 from rsrag.index.filters import Filters, build_where
-from rsrag.fileio import atomic_write_json
 from rsrag.index.folder import MANIFEST, IndexFolder, new_manifest, now, record_text, validate_index_name
 from rsrag.index.fsutil import writer_lock
+from rsrag.index.storage import LocalStorage, ObjectStorage, Storage, is_remote, location
 from rsrag.index.pipeline import EmbeddedBatch, embed_records
 from rsrag.index.rows import Hit, RecordRows
 from rsrag.index.store import RecordStore
@@ -78,21 +77,27 @@ class Library:
     `lock_timeout` seconds before raising `IndexBusyError` naming the holder's pid.
     """
 
-    def __init__(self, folder: Path, encoder: Encoder | None = None, lock_timeout: float = 10.0,
+    def __init__(self, folder: Path | str | Storage, encoder: Encoder | None = None, lock_timeout: float = 10.0,
                  auto_refresh: bool = True, encoder_options: dict | None = None) -> None:
-        """`auto_refresh=False` makes a frozen view: it never reloads after other writers commit
+        """`folder`: the index's local folder, `s3://bucket/prefix/NAME`, or a `Storage`.
+        `auto_refresh=False` makes a frozen view: it never reloads after other writers commit
         (check `is_stale()` and open a new one), so many threads can share it while writes go on.
         `encoder_options` go to the encoder rebuilt from the manifest's spec (runtime choices such
         as rs-lite's `text_precision`), when no `encoder` is given."""
-        self.folder = Path(folder)
-        self.name = self.folder.name
+        if not isinstance(folder, Storage):
+            folder = ObjectStorage(folder) if is_remote(folder) else LocalStorage(folder)
+        self.location: Storage = folder
+        # a local folder for what is kept beside an index on this machine (uploads, caches): the
+        # index's own folder, or a cache folder mirroring an object-store prefix
+        self.folder = folder.local_path or cache_dir() / "object-store" / folder.uri.removeprefix("s3://")
+        self.name = folder.name
         self.auto_refresh = auto_refresh
         self._encoder = encoder
         self._encoder_options = dict(encoder_options or {})
         self._rows: RecordRows | None = None  # loaded on the first search after a change (_record_rows)
         self._filter_cache: dict[Any, np.ndarray] = {}  # SQL predicate (or place) -> sorted rids passing it
         self._place_columns: Any = None  # the rows' place and time columns as arrays (rsrag.geo.filters)
-        self._index = IndexFolder(self.folder, lock_timeout, on_change=self._forget_records)
+        self._index = IndexFolder(self.location, lock_timeout, on_change=self._forget_records)
         if encoder is not None:
             self._check_encoder(encoder)
         self._index.open()
@@ -101,16 +106,21 @@ class Library:
     @classmethod
     def open(cls, root: str | Path | None = None, name: str | None = None, *, encoder: Encoder | None = None,
              lock_timeout: float = 10.0, encoder_options: dict | None = None) -> "Library":
-        """Open an existing index. `root` as in `rsrag.config.indexes_root`; the encoder is rebuilt
+        """Open an existing index. `root`: a folder or `s3://` URI (`storage.location`); the encoder is rebuilt
         from the manifest's spec on first use unless one is given (it must match the index)."""
         if name is None:
             raise ValueError("Library.open needs an index name")
-        folder = indexes_root(root) / validate_index_name(name)
-        if not (folder / MANIFEST).is_file():
+        folder = location(root).child(validate_index_name(name))
+        if not folder.exists(MANIFEST):
             known = ", ".join(i["name"] for i in cls.list(root)) or "none"
-            raise IndexNotFoundError(f"no index named {name!r} under {indexes_root(root)} (indexes there: {known}); "
+            raise IndexNotFoundError(f"no index named {name!r} under {location(root)} (indexes there: {known}); "
                                      f"build one with `rsrag index build SOURCE --name {name}`")
         return cls(folder, encoder=encoder, lock_timeout=lock_timeout, encoder_options=encoder_options)
+
+    @staticmethod
+    def exists(root: str | Path | Storage | None, name: str) -> bool:
+        """Whether an index of that name is under root."""
+        return location(root).child(validate_index_name(name)).exists(MANIFEST)
 
     @classmethod
     def create(cls, root: str | Path | None, name: str, *, encoder: Encoder | str | None = None,
@@ -126,32 +136,39 @@ class Library:
         With `exist_ok`, an existing index is opened instead (after checking it uses the same
         encoder), which is how an interrupted build resumes.
         """
-        folder = indexes_root(root) / validate_index_name(name)
+        folder = location(root).child(validate_index_name(name))
         if isinstance(encoder, str) or encoder is None:
             from rsrag.encoders import create_encoder
 
             encoder = create_encoder(encoder or encoder_name)
-        if (folder / MANIFEST).is_file():
+        if folder.exists(MANIFEST):
             if not exist_ok:
-                raise IndexExistsError(f"index {name!r} already exists under {folder.parent}")
+                raise IndexExistsError(f"index {name!r} already exists under {location(root)}")
             return cls(folder, encoder=encoder, lock_timeout=lock_timeout)
         spec = index_type if isinstance(index_type, IndexSpec) else IndexSpec.parse(index_type)
-        folder.mkdir(parents=True, exist_ok=True)
-        with writer_lock(folder, lock_timeout):
-            if not (folder / MANIFEST).is_file():
-                atomic_write_json(folder / MANIFEST, new_manifest(name, _encoder_entry(encoder, encoder_name), spec))
+        manifest = new_manifest(name, _encoder_entry(encoder, encoder_name), spec)
+        if folder.local_path is None:
+            folder.write_json(MANIFEST, manifest)  # no lock on an object store; two creators write the same
+        else:
+            folder.local_path.mkdir(parents=True, exist_ok=True)
+            with writer_lock(folder.local_path, lock_timeout):
+                if not folder.exists(MANIFEST):
+                    folder.write_json(MANIFEST, manifest)
         return cls(folder, encoder=encoder, lock_timeout=lock_timeout)
 
     @staticmethod
     def list(root: str | Path | None = None) -> list[dict]:
         """The manifests of every index under root (name, encoder, counts, ...), by name."""
-        base = indexes_root(root)
+        base = location(root)
         out = []
-        for man in sorted(base.glob(f"*/{MANIFEST}")) if base.is_dir() else []:
+        for name in base.names():
+            index = base.child(name)
             try:
-                out.append(json.loads(man.read_text()))
+                out.append(index.read_json(MANIFEST))
+            except FileNotFoundError:
+                continue
             except (OSError, ValueError):
-                out.append({"name": man.parent.name, "error": "unreadable manifest"})
+                out.append({"name": name, "error": "unreadable manifest"})
         return out
 
     # ---- state ---------------------------------------------------------------------------------
@@ -293,7 +310,7 @@ class Library:
                 unique[str(rec.id)] = rec
         with self._index.writing():
             store = self._index.store
-            existing = store.id_rids()
+            existing = store.id_rids(list(unique))
             todo = [r for i, r in unique.items() if upsert or i not in existing]
             types = store.metadata_types(todo)  # every value checked before anything is written
             report.skipped = len(unique) - len(todo)
@@ -307,7 +324,7 @@ class Library:
                 rids = self._index.reserve_rids(len(recs))
                 rows = store.rows(recs, rids, vecs, types)
                 old = [existing[str(r.id)] for r in recs if str(r.id) in existing]
-                (store.upsert if old else store.add)(rows)
+                (store.upsert if old else store.insert_new if self._index.remote else store.add)(rows)
                 removed.extend(old)
                 new_rids.append(rids)
                 new_vecs.append(vecs)
@@ -349,6 +366,13 @@ class Library:
                 self._index.apply(rids, np.zeros(0, np.int64), np.zeros((0, self.dim), np.float32), [])
         return [i for i in ids if i in found]
 
+    def compact(self) -> None:
+        """Merge LanceDB's small fragments and write FAISS and BM25 out in full, so readers load
+        without catching up (writes otherwise leave that to every few percent of the index's size)."""
+        with self._index.writing():
+            self._index.store.compact()
+            self._index.persist(artefacts=True)
+
     def rebuild(self, index_type: str | None = None, *, bm25: bool = True) -> None:
         """Rebuild FAISS (optionally switching its type, e.g. "hnsw" or "auto") and BM25 from LanceDB."""
         with self._index.writing():
@@ -365,8 +389,9 @@ class Library:
     def info(self) -> dict:
         """Manifest plus live counts, columns and size on disk."""
         self._maybe_refresh()
-        size = sum(f.stat().st_size for f in self.folder.rglob("*") if f.is_file())
-        return {**self.manifest, "folder": str(self.folder), "columns": self.store.columns(),
+        local = self.location.local_path
+        size = sum(f.stat().st_size for f in local.rglob("*") if f.is_file()) if local is not None else None
+        return {**self.manifest, "folder": str(self.location), "columns": self.store.columns(),
                 "records": len(self._index.rids), "bytes": size}
 
     def columns(self) -> list[str]:

@@ -46,8 +46,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from rsrag.index.errors import RecordError
+from rsrag.index.storage import LocalStorage, Storage
 
 TABLE = "records"
+ID_LOOKUP_MAX = 20_000  # up to this many ids are looked up by filter, more by one scan of every id
+ID_INDEX_MIN = 50_000  # `compact` indexes `id` from this many rows
 CORE = ("rid", "id", "path", "split", "label", "captions", "vector")
 RESERVED = CORE + ("score", "rank")  # also keys of a search hit, so metadata may not take them
 _SQL_TYPES = {pa.string(): "STRING", pa.int64(): "BIGINT", pa.float64(): "DOUBLE", pa.bool_(): "BOOLEAN"}
@@ -167,22 +170,26 @@ def _vectors_of(table: pa.Table, dim: int) -> np.ndarray:
 
 
 class RecordStore:
-    """The `records` table of one index folder (created by the first `add`)."""
+    """The `records` table of one index (created by the first `add`), in a local folder or on an
+    object store (`storage.Storage`). `commits` counts the commits this object made, so its owner
+    can tell whether another writer committed in between (the table version moved further)."""
 
-    def __init__(self, folder: Path, dim: int) -> None:
-        self.folder, self.dim = Path(folder), dim
-        self.db = lancedb.connect(str(self.folder))
+    def __init__(self, storage: Storage | Path, dim: int) -> None:
+        self.storage = storage if isinstance(storage, Storage) else LocalStorage(storage)
+        self.dim = dim
+        self.db = lancedb.connect(self.storage.lance_uri, storage_options=self.storage.lance_options or None)
+        self.commits = 0
         self.table = self._open_committed()
 
     def _open_committed(self):
         """The table, or None before its first commit: a build killed while LanceDB was writing the
         first rows leaves `records.lance/` without a version, which the next `add` simply creates."""
-        if not (self.folder / f"{TABLE}.lance").exists():
+        if self.storage.local_path is not None and not (self.storage.local_path / f"{TABLE}.lance").exists():
             return None
         try:
             return self.db.open_table(TABLE)
-        except ValueError as err:  # the folder holds no committed version yet
-            if "was not found" not in str(err):
+        except ValueError as err:  # no committed version yet (or, on an object store, no table)
+            if "was not found" not in str(err) and "does not exist" not in str(err):
                 raise
             return None
 
@@ -230,7 +237,17 @@ class RecordStore:
         return self.scan(["rid"], where).column("rid").to_numpy().astype(np.int64)
 
     def id_rids(self, ids: Sequence[str] | None = None) -> dict[str, int]:
-        """id -> rid, for the given ids that exist (all rows when ids is None)."""
+        """id -> rid, for the given ids that exist (all rows when ids is None). A few ids are looked
+        up with a filter (served by the scalar index on `id` that `compact` makes), so a small write
+        to a large index does not read every id."""
+        if ids is not None and len(ids) <= ID_LOOKUP_MAX:
+            mapping: dict[str, int] = {}
+            for start in range(0, len(ids), 1000):
+                chunk = ", ".join(sql_literal(str(i)) for i in ids[start:start + 1000])
+                table = self.scan(["id"], f"id IN ({chunk})") if chunk else None
+                if table is not None:
+                    mapping.update(zip(table.column("id").to_pylist(), table.column("rid").to_pylist()))
+            return {i: mapping[i] for i in ids if i in mapping}
         table = self.scan(["id"])
         mapping = dict(zip(table.column("id").to_pylist(), table.column("rid").to_pylist()))
         return mapping if ids is None else {i: mapping[i] for i in ids if i in mapping}
@@ -291,6 +308,7 @@ class RecordStore:
         new_cols = {name: types[name] for name in meta if name not in existing}
         if new_cols and self.table is not None:
             self.table.add_columns({n: f"CAST(NULL AS {_SQL_TYPES[t]})" for n, t in new_cols.items()})
+            self.commits += 1
         columns = {
             "rid": pa.array(np.asarray(rids, np.int64)),
             "id": pa.array([str(r.id) for r in records], pa.string()),
@@ -304,28 +322,60 @@ class RecordStore:
             columns[name] = pa.array([_fit(v, types[name], name) for v in values], type=types[name])
         return pa.table(columns)
 
-    def add(self, rows: pa.Table) -> None:
-        """Append rows whose ids are new (the caller checked) in one commit."""
-        if self.table is None:
+    def _create(self, rows: pa.Table) -> None:
+        """The first commit; on an object store another writer may have made the table meanwhile."""
+        try:
             self.table = self.db.create_table(TABLE, rows)
+        except ValueError as err:
+            if "already exists" not in str(err):
+                raise
+            self.table = self.db.open_table(TABLE)
+            self.insert_new(rows)
+            return
+        self.commits += 1
+
+    def add(self, rows: pa.Table) -> None:
+        """Append rows whose ids are new (the caller checked, holding the writer lock) in one commit."""
+        if self.table is None:
+            self._create(rows)
         else:
             self.table.add(rows)
+            self.commits += 1
+
+    def insert_new(self, rows: pa.Table) -> None:
+        """Insert the rows whose id is not in the table, in one commit: the form of `add` for writers
+        without a shared lock (an object store), where another writer may have added the same id since
+        it was checked; Lance's commit protocol retries the merge against the newer version."""
+        if self.table is None:
+            self._create(rows)
+        else:
+            self.table.merge_insert("id").when_not_matched_insert_all().execute(rows)
+            self.commits += 1
 
     def upsert(self, rows: pa.Table) -> None:
         """Insert or replace rows by id in one commit (merge-insert), so no reader sees a gap."""
         if self.table is None:
-            self.table = self.db.create_table(TABLE, rows)
+            self._create(rows)
         else:
             self.table.merge_insert("id").when_matched_update_all().when_not_matched_insert_all().execute(rows)
+            self.commits += 1
 
     def delete(self, rids: np.ndarray) -> None:
         for start in range(0, len(rids), 5000):
             chunk = ", ".join(str(int(r)) for r in rids[start : start + 5000])
             self.table.delete(f"rid IN ({chunk})")
+            self.commits += 1
 
     def compact(self) -> None:
-        """Merge the many small fragments a chunked build leaves (and drop versions > 1 h old)."""
-        if self.table is not None:
-            from datetime import timedelta
+        """Merge the many small fragments a chunked build leaves (and drop versions > 1 h old), and
+        index `id` once the table is large, so a small write's id lookups stay cheap."""
+        if self.table is None:
+            return
+        from datetime import timedelta
 
-            self.table.optimize(cleanup_older_than=timedelta(hours=1))
+        before = self.table.version
+        self.table.optimize(cleanup_older_than=timedelta(hours=1))
+        if self.table.count_rows() >= ID_INDEX_MIN and not any(
+                "id" in idx.columns for idx in self.table.list_indices()):
+            self.table.create_scalar_index("id", index_type="BTREE")
+        self.commits += self.table.version - before  # under the writer lock: all of them ours

@@ -118,18 +118,14 @@ class KnowledgeBase:
         self._has_images: tuple[int, bool] | None = None  # (table version, any image row)
 
     # ---- opening -------------------------------------------------------------------------------
-    @staticmethod
-    def folder_of(library: Library) -> Path:
-        return Path(library.folder) / FOLDER
-
     @classmethod
     def open(cls, library: Library) -> "KnowledgeBase | None":
         """The library's knowledge base (on the library's own encoder), or None when it has none."""
         from rsrag.index import Library
 
-        folder = cls.folder_of(library)
-        if not (folder / "manifest.json").is_file():
+        if not Library.exists(library.location, FOLDER):
             return None
+        folder = library.location.child(FOLDER)
         return cls(Library(folder, encoder=library.encoder, lock_timeout=library.lock_timeout))
 
     @classmethod
@@ -141,7 +137,7 @@ class KnowledgeBase:
         if existing is not None:
             return existing
         index = Library.create(
-            library.folder,
+            library.location,
             FOLDER,
             encoder=library.encoder,
             encoder_name=library.manifest["encoder"]["name"],

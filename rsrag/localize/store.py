@@ -30,7 +30,7 @@ _LOCK = threading.Lock()
 
 def patch_file(library: Any, scene_id: str, ids: list[str]) -> Path:
     """The folder where a scene's patch vectors are cached (see module doc)."""
-    digest = hashlib.sha1("\n".join([str(Path(library.folder).resolve()), scene_id, *ids]).encode()).hexdigest()[:16]
+    digest = hashlib.sha1("\n".join([str(library.location), scene_id, *ids]).encode()).hexdigest()[:16]
     return cache_dir() / "localize" / f"{library.name}-{digest}"
 
 
@@ -60,7 +60,7 @@ def load_patches(path: Path) -> tuple[np.ndarray, PatchBank] | None:
 def indexed_features(library: Any, scene_id: str, *, dense: bool = True,
                      progress: Callable[[int], None] | None = None) -> SceneFeatures:
     """A scene's features from an index (module doc); LocalizeError when the index has no such scene."""
-    key = (str(Path(library.folder).resolve()), library.version, scene_id, dense)
+    key = (str(library.location), library.version, scene_id, dense)
     with _LOCK:
         if key in _MEMORY:
             _MEMORY.move_to_end(key)

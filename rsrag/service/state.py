@@ -36,7 +36,7 @@ class LibraryHandle:
 
     def _open(self) -> Library:
         lib = self.library
-        return Library(lib.folder, encoder=lib.encoder, lock_timeout=lib.lock_timeout, auto_refresh=False).preload()
+        return Library(lib.location, encoder=lib.encoder, lock_timeout=lib.lock_timeout, auto_refresh=False).preload()
 
     def reader(self) -> Library:
         """The newest snapshot. When the index changed, one thread reopens it while the others keep

@@ -33,7 +33,7 @@ def _scene_rows(handle: LibraryHandle) -> dict[str, dict]:
     """scene id -> its date, bbox (union of chip footprints), chip count, and how it was read; one scan
     of the chips per table version, not one per request (the map asks for every scene's image)."""
     lib = handle.reader()
-    key = (str(lib.folder), lib.version)
+    key = (str(lib.location), lib.version)
     scenes = _SCENES.get(key)
     if scenes is None:
         scenes = _scan_scenes(lib)
