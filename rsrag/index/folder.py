@@ -59,6 +59,7 @@ in, so no name can reach outside the indexes root.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import secrets
@@ -68,7 +69,7 @@ import time
 from contextlib import contextmanager, nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, ContextManager, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -142,13 +143,18 @@ class IndexFolder:
     changes (a load or a write), so the owner can drop what it caches about the records."""
 
     def __init__(self, storage: Storage | Path, lock_timeout: float = 10.0,
-                 on_change: Callable[[], None] | None = None) -> None:
+                 on_change: Callable[[], None] | None = None,
+                 guard: Callable[[], ContextManager] | None = None) -> None:
+        """`guard()`: held around every in-place change of the in-memory state (the owner's
+        readers-writer lock, so no search of another thread sees half of one)."""
         self.storage = storage if isinstance(storage, Storage) else LocalStorage(storage)
         self.path = self.storage.local_path  # None on an object store
         self.remote = self.path is None
         self.name = self.storage.name
         self.lock_timeout = lock_timeout
         self._on_change = on_change or (lambda: None)
+        self._guard = guard or nullcontext
+        self.last_write_alone = True  # whether the last write's commits were all this object's
         self._commits = CommitCounter(self.path) if self.path is not None else None
         self._commits_seen: int | None = None
         self._stamp_seen: tuple = ()
@@ -324,10 +330,11 @@ class IndexFolder:
         """Rebuild FAISS (optionally as another type) and BM25 from LanceDB; call inside `writing()`."""
         if index_type is not None:
             self.manifest["index"]["requested"] = str(IndexSpec.parse(index_type))
-        self.ann = None
-        if bm25:
-            self.bm25 = BM25Index()
-        self.repair()  # the records are the same: nothing for `on_change`
+        with self._guard():
+            self.ann = None
+            if bm25:
+                self.bm25 = BM25Index()
+            self.repair()  # the records are the same: nothing for `on_change`
 
     # ---- staleness -----------------------------------------------------------------------------
     def _stamp(self) -> tuple:
@@ -361,20 +368,24 @@ class IndexFolder:
                 if self.path is not None:
                     for tmp in self.path.glob(".*.tmp-*"):  # left by a writer killed mid-write
                         tmp.unlink(missing_ok=True)
-                if self._stamp() != self._stamp_seen:
-                    self.load()
-                self.store.refresh()
-                if self.store.version != self.synced_version:  # another writer, or one that died after a commit
-                    self._resync()
+                with self._guard():
+                    if self._stamp() != self._stamp_seen:
+                        self.load()
+                    self.store.refresh()
+                    if self.store.version != self.synced_version:  # another writer, or one that died after a commit
+                        self._resync()
                 start_version, start_commits = self.store.version, self.store.commits
                 self._writing_depth += 1
                 try:
                     yield
                 finally:
                     self._writing_depth -= 1
+                self.last_write_alone = True
                 if self.remote and (self.store.version - start_version != self.store.commits - start_commits
                                     or self.store.count() != len(self.rids)):
-                    self._resync()  # another machine committed between our commits (module doc)
+                    self.last_write_alone = False
+                    with self._guard():
+                        self._resync()  # another machine committed between our commits (module doc)
                 self.synced_version = self.store.version
                 self.persist()
 
@@ -424,16 +435,30 @@ class IndexFolder:
 
     def apply(self, removed: np.ndarray, rids: np.ndarray, vectors: np.ndarray, texts: list[str]) -> None:
         """Mirror a committed LanceDB change into FAISS, BM25 and the in-memory rid list."""
-        removed = np.asarray(removed, np.int64)
-        self.rids = np.union1d(np.setdiff1d(self.rids, removed), rids)
-        if self.ann is not None:
-            self.ann.remove(removed)
-            self.ann.add(rids, vectors)
-        self.rebuild_ann_if_needed()
-        self.bm25.remove(removed)
-        self.bm25.add(rids, texts)
-        self.pending += len(removed) + len(rids)
-        self._on_change()
+        with self._guard():
+            removed = np.asarray(removed, np.int64)
+            self.rids = np.union1d(np.setdiff1d(self.rids, removed), rids)
+            if self.ann is not None:
+                self.ann.remove(removed)
+                self.ann.add(rids, vectors)
+            self.rebuild_ann_if_needed()
+            self.bm25.remove(removed)
+            self.bm25.add(rids, texts)
+            self.pending += len(removed) + len(rids)
+            self._on_change()
+
+    def follow(self, writer: "IndexFolder", version: int, removed: np.ndarray, rids: np.ndarray,
+               vectors: np.ndarray, texts: list[str]) -> None:
+        """Apply one of `writer`'s writes (LanceDB now at `version`) to this read-only copy of the
+        same index, and take the writer's manifest and change stamps, so this copy is current
+        without reloading (`Library.follow`)."""
+        self.store.checkout(version)  # first: a FAISS rebuild in `apply` reads the vectors of this version
+        self.apply(removed, rids, vectors, texts)
+        self.synced_version = version
+        self.next_rid = max(self.next_rid, writer.next_rid)
+        self.manifest = json.loads(json.dumps(writer.manifest))
+        self._stamp_seen, self._commits_seen = writer._stamp_seen, writer._commits_seen
+        self._stamp_checked = time.monotonic()
 
     def persist(self, artefacts: bool | None = None) -> None:
         """Write FAISS and BM25 when they lag too far behind LanceDB (module doc; `artefacts=True`:

@@ -13,6 +13,7 @@ a rid that is no longer there cannot be returned.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import time
@@ -35,6 +36,7 @@ from rsrag.index.fsutil import writer_lock
 from rsrag.index.storage import LocalStorage, ObjectStorage, Storage, is_remote, location
 from rsrag.index.pipeline import EmbeddedBatch, embed_records
 from rsrag.index.rows import Hit, RecordRows
+from rsrag.index.rwlock import ReadWriteLock
 from rsrag.index.store import RecordStore
 
 if TYPE_CHECKING:  # place filters load shapely: imported when a place is given
@@ -70,6 +72,34 @@ class AddReport:
                 "images_per_second": round(self.embedded / self.seconds, 1) if self.seconds else None}
 
 
+@dataclass
+class Change:
+    """One write as committed: LanceDB went from `base_version` to `version`, removing `removed`
+    and adding `rids` (with their vectors, BM25 texts and rows as a scan returns them). What a
+    snapshot needs to follow its writer in time proportional to the write (`Library.follow`)."""
+
+    base_version: int
+    version: int
+    removed: np.ndarray
+    rids: np.ndarray
+    vectors: np.ndarray
+    texts: list[str]
+    rows: pa.Table | None
+
+
+def _reads(method: Callable) -> Callable:
+    """A read of the index: after catching up with other writers, shared with this object's other
+    readers, never alongside an in-place update (a reload, `follow`, a write's `apply`)."""
+
+    @functools.wraps(method)
+    def reader(self: "Library", *args, **kwargs):
+        self._maybe_refresh()
+        with self._state.reading():
+            return method(self, *args, **kwargs)
+
+    return reader
+
+
 class Library:
     """An index under `ROOT/NAME`: build it with `create` + `add`, search it after `open`.
 
@@ -97,7 +127,10 @@ class Library:
         self._rows: RecordRows | None = None  # loaded on the first search after a change (_record_rows)
         self._filter_cache: dict[Any, np.ndarray] = {}  # SQL predicate (or place) -> sorted rids passing it
         self._place_columns: Any = None  # the rows' place and time columns as arrays (rsrag.geo.filters)
-        self._index = IndexFolder(self.location, lock_timeout, on_change=self._forget_records)
+        self._state = ReadWriteLock()  # reads share it; in-place updates of the in-memory state have it alone
+        self.changes: list[Change] = []  # this object's writes, for snapshots to follow (service)
+        self._index = IndexFolder(self.location, lock_timeout, on_change=self._forget_records,
+                                  guard=self._state.writing)
         if encoder is not None:
             self._check_encoder(encoder)
         self._index.open()
@@ -203,8 +236,8 @@ class Library:
         """The requested index type (`auto` unless overridden at create)."""
         return self._index.requested
 
+    @_reads
     def __len__(self) -> int:
-        self._maybe_refresh()
         return len(self._index.rids)
 
     def __repr__(self) -> str:
@@ -241,9 +274,13 @@ class Library:
                 f"comparable; use the same encoder or rebuild the index")
 
     def _maybe_refresh(self) -> None:
-        """Reload when another process has committed (see `folder.IndexFolder.is_stale`)."""
-        if self.auto_refresh and not self._index.is_writing and self._index.is_stale():
-            self._index.load()
+        """Reload when another process has committed (see `folder.IndexFolder.is_stale`), alone
+        (no search of this object's other threads runs meanwhile)."""
+        if (self.auto_refresh and not self._index.is_writing and not self._state.reading_here()
+                and self._index.is_stale()):
+            with self._state.writing():
+                if self._index.is_stale():
+                    self._index.load()
 
     def is_stale(self) -> bool:
         """True when a writer has committed since this object last loaded the index."""
@@ -308,8 +345,10 @@ class Library:
                 report.duplicates += 1
             else:
                 unique[str(rec.id)] = rec
+        written: list[pa.Table] = []
         with self._index.writing():
             store = self._index.store
+            base_version = store.version
             existing = store.id_rids(list(unique))
             todo = [r for i, r in unique.items() if upsert or i not in existing]
             types = store.metadata_types(todo)  # every value checked before anything is written
@@ -325,6 +364,7 @@ class Library:
                 rows = store.rows(recs, rids, vecs, types)
                 old = [existing[str(r.id)] for r in recs if str(r.id) in existing]
                 (store.upsert if old else store.insert_new if self._index.remote else store.add)(rows)
+                written.append(rows.drop_columns(["vector"]))
                 removed.extend(old)
                 new_rids.append(rids)
                 new_vecs.append(vecs)
@@ -344,12 +384,48 @@ class Library:
             if pending:
                 commit()
             if new_rids:
-                self._index.apply(np.asarray(removed, np.int64), np.concatenate(new_rids),
-                                  np.concatenate(new_vecs), new_texts)
+                removed_rids, added = np.asarray(removed, np.int64), np.concatenate(new_rids)
+                vectors = np.concatenate(new_vecs)
+                self._index.apply(removed_rids, added, vectors, new_texts)
                 if len(new_rids) > 8:
                     store.compact()
+                change = Change(base_version, store.version, removed_rids, added, vectors, new_texts,
+                                pa.concat_tables(written, promote_options="default"))
+        if new_rids:
+            self._record(change)
         report.seconds = time.perf_counter() - t0
         return report
+
+    def _record(self, change: Change) -> None:
+        """Keep a write for snapshots to follow, unless other writers' commits were mixed into it
+        (then they reload)."""
+        self.changes.append(change if self._index.last_write_alone else None)
+        del self.changes[:-64]
+
+    def follow(self, writer: "Library") -> bool:
+        """Apply the writes `writer` made (on the same index) since this object's version, in place
+        and in time proportional to them; False (nothing changed) when they do not continue from
+        this version: then reopen. How a service's read snapshot keeps up with its own writes
+        without reading the whole index again."""
+        with self._state.writing():
+            version, target = self._index.store.version, writer._index.store.version
+            changes = writer.changes
+            start = next((i for i in range(len(changes) - 1, -1, -1)
+                          if changes[i] is not None and changes[i].base_version == version), None)
+            if start is None or version == target:
+                return False
+            todo = changes[start:]
+            if (any(c is None for c in todo) or todo[-1].version != target
+                    or any(b.base_version != a.version for a, b in zip(todo, todo[1:]))):
+                return False
+            rows = self._rows
+            for change in todo:
+                self._index.follow(writer._index, change.version, change.removed, change.rids, change.vectors,
+                                   change.texts)
+                if rows is not None:
+                    rows.apply(change.rows, change.removed)
+            self._rows = rows
+        return True
 
     def upsert(self, records: Iterable, **kwargs) -> AddReport:
         """`add` that replaces records whose id is already in the index."""
@@ -359,11 +435,16 @@ class Library:
         """Delete records by id from LanceDB, FAISS and BM25; returns the ids that were found."""
         ids = [str(i) for i in ids]
         with self._index.writing():
+            base_version = self._index.store.version
             found = self._index.store.id_rids(ids)
             if found:
                 rids = np.array(sorted(found.values()), np.int64)
                 self._index.store.delete(rids)
-                self._index.apply(rids, np.zeros(0, np.int64), np.zeros((0, self.dim), np.float32), [])
+                nothing = np.zeros(0, np.int64), np.zeros((0, self.dim), np.float32), []
+                self._index.apply(rids, *nothing)
+                change = Change(base_version, self._index.store.version, rids, *nothing, None)
+        if found:
+            self._record(change)
         return [i for i in ids if i in found]
 
     def compact(self) -> None:
@@ -386,9 +467,9 @@ class Library:
                 "failures": [{"id": i, "path": p, "error": e} for i, p, e in report.failed[:100]]}
 
     # ---- reading -------------------------------------------------------------------------------
+    @_reads
     def info(self) -> dict:
         """Manifest plus live counts, columns and size on disk."""
-        self._maybe_refresh()
         local = self.location.local_path
         size = sum(f.stat().st_size for f in local.rglob("*") if f.is_file()) if local is not None else None
         return {**self.manifest, "folder": str(self.location), "columns": self.store.columns(),
@@ -398,16 +479,16 @@ class Library:
         return self.store.columns()
 
     @property
+    @_reads
     def version(self) -> int:
         """The record table's version: changes with every committed write (a key for caches)."""
-        self._maybe_refresh()
         return self.store.version
 
+    @_reads
     def rows(self, columns: Sequence[str] | None = None, *, filters: Filters = None, where: str | None = None,
              bbox: Sequence[float] | None = None, place: Place | None = None) -> pa.Table:
         """Records (without their vectors unless asked for) matching the filters, as an Arrow table
         sorted by insertion; `columns` defaults to every column but the vector."""
-        self._maybe_refresh()
         cols = list(columns) if columns is not None else self.store.columns()
         table = self.store.scan(cols, self._where(filters, where, bbox))
         if place is not None:
@@ -415,17 +496,17 @@ class Library:
             table = table.filter(pa.array(np.isin(table.column("rid").to_numpy(), allowed)))
         return table.select([c for c in cols if c in table.column_names])
 
+    @_reads
     def count(self, *, filters: Filters = None, where: str | None = None, bbox: Sequence[float] | None = None,
               place: Place | None = None) -> int:
         """How many records match the filters (all records without any)."""
-        self._maybe_refresh()
         allowed = self._allowed(filters, where, bbox, place)
         return len(self._index.rids) if allowed is None else len(allowed)
 
+    @_reads
     def get(self, ids: Sequence[str]) -> list[Hit]:
         """Records by id (those that exist, in the order asked), as hits with score 0. Looked up in
         the in-memory id -> rid map, so the cost does not grow with the index."""
-        self._maybe_refresh()
         rows = self._record_rows()
         rids = rows.rids_of(ids)
         return rows.hits(rids, [0.0] * len(rids))
@@ -512,12 +593,13 @@ class Library:
             rids, scores = cand[top].tolist(), sims[top].tolist()
         return rids, scores
 
+    @_reads
     def search_vector(self, vector: np.ndarray, k: int = 10, *, filters: Filters = None, where: str | None = None,
                       bbox: Sequence[float] | None = None, place: Place | None = None) -> list[Hit]:
         """Nearest records to an embedding (cosine)."""
-        self._maybe_refresh()
         return self._hydrate(*self._dense(vector, k, self._allowed(filters, where, bbox, place)))
 
+    @_reads
     def search_text(self, query: str, k: int = 10, *, mode: str = "hybrid", filters: Filters = None,
                     where: str | None = None, bbox: Sequence[float] | None = None, place: Place | None = None,
                     weights: tuple[float, float] = (1.0, 1.0), depth: int | None = None,
@@ -535,7 +617,6 @@ class Library:
         """
         if mode not in MODES:
             raise ValueError(f"unknown search mode {mode!r}; choose one of {', '.join(MODES)}")
-        self._maybe_refresh()
         allowed = self._allowed(filters, where, bbox, place)
         if mode == "bm25":
             rids, scores = self._index.bm25.search(query, k, allowed)
@@ -556,12 +637,12 @@ class Library:
         order = fusion.ranked(fused, k)
         return self._hydrate(order, [fused[r] for r in order], [parts[r] for r in order])
 
+    @_reads
     def search_image(self, image: ImageInput, k: int = 10, *, filters: Filters = None, where: str | None = None,
                      bbox: Sequence[float] | None = None, place: Place | None = None,
                      exclude_ids: Sequence[str] = ()) -> list[Hit]:
         """Images most like `image` (a path, bytes, PIL image or array). `exclude_ids` drops e.g. the
         query itself when it is in the index."""
-        self._maybe_refresh()
         vector = self.encoder.encode_images([image])[0]
         hits = self._hydrate(*self._dense(vector, k + len(exclude_ids), self._allowed(filters, where, bbox, place)))
         excluded = set(exclude_ids)

@@ -205,6 +205,13 @@ class RecordStore:
         else:
             self.table.checkout_latest()
 
+    def checkout(self, version: int) -> None:
+        """Read the table as of `version` (a read-only view until `refresh`)."""
+        if self.table is None:
+            self.table = self._open_committed()
+        if self.table is not None and self.table.version != version:
+            self.table.checkout(version)
+
     def count(self) -> int:
         return self.table.count_rows() if self.table is not None else 0
 
