@@ -437,7 +437,7 @@ class IndexFolder:
         """Mirror a committed LanceDB change into FAISS, BM25 and the in-memory rid list."""
         with self._guard():
             removed = np.asarray(removed, np.int64)
-            self.rids = np.union1d(np.setdiff1d(self.rids, removed), rids)
+            self.rids = _updated_rids(self.rids, removed, np.asarray(rids, np.int64))
             if self.ann is not None:
                 self.ann.remove(removed)
                 self.ann.add(rids, vectors)
@@ -446,6 +446,11 @@ class IndexFolder:
             self.bm25.add(rids, texts)
             self.pending += len(removed) + len(rids)
             self._on_change()
+
+    @property
+    def seen(self) -> tuple:
+        """What this object last saw of the folder's change stamps (manifest stamp, commit count)."""
+        return self._stamp_seen, self._commits_seen
 
     def follow(self, writer: "IndexFolder", version: int, removed: np.ndarray, rids: np.ndarray,
                vectors: np.ndarray, texts: list[str]) -> None:
@@ -457,8 +462,7 @@ class IndexFolder:
         self.synced_version = version
         self.next_rid = max(self.next_rid, writer.next_rid)
         self.manifest = json.loads(json.dumps(writer.manifest))
-        self._stamp_seen, self._commits_seen = writer._stamp_seen, writer._commits_seen
-        self._stamp_checked = time.monotonic()
+        (self._stamp_seen, self._commits_seen), self._stamp_checked = writer.seen, time.monotonic()
 
     def persist(self, artefacts: bool | None = None) -> None:
         """Write FAISS and BM25 when they lag too far behind LanceDB (module doc; `artefacts=True`:
@@ -520,3 +524,19 @@ class IndexFolder:
             found = re.fullmatch(r"(?:vectors\.(\d+)\.faiss|bm25\.(\d+)\.npz)", key)
             if found and key not in keep and int(found.group(1) or found.group(2)) < named["lance_version"]:
                 self.storage.delete(key)
+
+
+def _updated_rids(rids: np.ndarray, removed: np.ndarray, added: np.ndarray) -> np.ndarray:
+    """The sorted rid list after a write, in time proportional to the write plus one copy: new rids
+    are always above every earlier one (never reused), so they are appended."""
+    if len(removed):
+        at = np.searchsorted(rids, removed)
+        at = at[(at < len(rids)) & (rids[np.minimum(at, len(rids) - 1)] == removed)] if len(rids) else at[:0]
+        rids = np.delete(rids, at)
+    if len(added):
+        added = np.sort(added)
+        if len(rids) and added[0] <= rids[-1]:
+            return np.union1d(rids, added)
+        rids = np.concatenate([rids, added])
+    return rids
+

@@ -211,6 +211,11 @@ class Library:
         return self._index.manifest
 
     @property
+    def folder_state(self) -> IndexFolder:
+        """The index folder's state (manifest, FAISS, BM25, rids); for rsrag.index itself."""
+        return self._index
+
+    @property
     def store(self) -> RecordStore:
         """The LanceDB record store; for rsrag.index itself (others read through `rows`/`count`)."""
         return self._index.store
@@ -408,7 +413,7 @@ class Library:
         this version: then reopen. How a service's read snapshot keeps up with its own writes
         without reading the whole index again."""
         with self._state.writing():
-            version, target = self._index.store.version, writer._index.store.version
+            version, target = self._index.store.version, writer.folder_state.store.version
             changes = writer.changes
             start = next((i for i in range(len(changes) - 1, -1, -1)
                           if changes[i] is not None and changes[i].base_version == version), None)
@@ -420,7 +425,7 @@ class Library:
                 return False
             rows = self._rows
             for change in todo:
-                self._index.follow(writer._index, change.version, change.removed, change.rids, change.vectors,
+                self._index.follow(writer.folder_state, change.version, change.removed, change.rids, change.vectors,
                                    change.texts)
                 if rows is not None:
                     rows.apply(change.rows, change.removed)

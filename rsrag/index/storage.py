@@ -204,7 +204,8 @@ def _allow_http(endpoint: str | None) -> bool:
 class ObjectStorage(Storage):
     """A prefix in an S3-compatible bucket (pyarrow's S3 client for the derived files)."""
 
-    def __init__(self, uri: str) -> None:
+    def __init__(self, uri: str, filesystem=None) -> None:
+        """`filesystem`: a pyarrow S3 client to share (a child prefix reuses its parent's)."""
         parsed = urlparse(uri)
         if parsed.scheme != "s3" or not parsed.netloc:
             raise StorageError(f"not an object-store URI: {uri!r} (expected s3://bucket/prefix)")
@@ -212,7 +213,7 @@ class ObjectStorage(Storage):
         self.prefix = parsed.path.strip("/")
         self.uri = f"s3://{self.bucket}/{self.prefix}".rstrip("/")
         self.name = self.prefix.rsplit("/", 1)[-1] if self.prefix else self.bucket
-        self._fs = None
+        self._fs = filesystem
 
     @property
     def fs(self):
@@ -224,9 +225,7 @@ class ObjectStorage(Storage):
         return "/".join(p for p in (self.bucket, self.prefix, key.strip("/")) if p)
 
     def child(self, name: str) -> "ObjectStorage":
-        child = ObjectStorage(f"{self.uri}/{name}")
-        child._fs = self._fs
-        return child
+        return ObjectStorage(f"{self.uri}/{name}", self._fs)
 
     def read_bytes(self, key: str) -> bytes:
         try:

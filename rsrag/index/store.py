@@ -375,14 +375,16 @@ class RecordStore:
 
     def compact(self) -> None:
         """Merge the many small fragments a chunked build leaves (and drop versions > 1 h old), and
-        index `id` once the table is large, so a small write's id lookups stay cheap."""
+        index `id` and `path` once the table is large, so a small write's lookups stay cheap."""
         if self.table is None:
             return
         from datetime import timedelta
 
         before = self.table.version
         self.table.optimize(cleanup_older_than=timedelta(hours=1))
-        if self.table.count_rows() >= ID_INDEX_MIN and not any(
-                "id" in idx.columns for idx in self.table.list_indices()):
-            self.table.create_scalar_index("id", index_type="BTREE")
+        if self.table.count_rows() >= ID_INDEX_MIN:
+            indexed = {column for idx in self.table.list_indices() for column in idx.columns}
+            for column in ("id", "path"):  # a write's id lookups; "is this upload still used?"
+                if column not in indexed:
+                    self.table.create_scalar_index(column, index_type="BTREE")
         self.commits += self.table.version - before  # under the writer lock: all of them ours

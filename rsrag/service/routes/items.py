@@ -118,12 +118,15 @@ def add_item(handle: LibraryHandle, body: S.ItemIn, upload: UploadedImage) -> di
     with handle.writing() as lib:
         path = upload.save_under(lib.folder / "uploads")
         replaced: list[Hit] = []
+        stored = False
         try:
             replaced = handle.refresh().get([body.id]) if body.replace else []  # the snapshot: no full scan
             record = ImageRecord(body.id, path, body.split, body.label, list(body.captions), dict(body.metadata))
             report = lib.add_embedded([record], vector, upsert=body.replace)
-        finally:  # a refused or failed add, or a replaced item's old image
-            for stale in {path, *(Path(h.path) for h in replaced)}:
+            stored = report.embedded > 0
+        finally:  # a refused or failed add, or a replaced item's old image (a stored upload is in use)
+            unused = {Path(h.path) for h in replaced} - {path} if stored else {path, *(Path(h.path) for h in replaced)}
+            for stale in unused:
                 try:
                     drop_unused_upload(lib, stale)
                 except Exception:  # noqa: BLE001 - the add's own error matters more
