@@ -152,3 +152,11 @@ def test_rids_are_reserved_once_across_writers(s3_root, tmp_path):
         got.append(lib._index.reserve_rids(3))
     flat = np.concatenate(got)
     assert len(set(flat.tolist())) == len(flat)
+
+
+def test_the_indexes_variable_can_name_a_bucket(s3_root, tmp_path, monkeypatch):
+    monkeypatch.setenv("RSRAG_INDEXES", s3_root)
+    lib = Library.create(None, "from-env", encoder=HashEncoder())
+    lib.add(make_records(tmp_path / "images", n_per_colour=1))
+    assert [m["name"] for m in Library.list()] == ["from-env"]
+    assert len(Library.open(None, "from-env", encoder=HashEncoder())) == 3
