@@ -5,6 +5,7 @@ match; writes route to the right shard; the router over replica servers (threads
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -326,3 +327,35 @@ def test_router_over_rsrag_serve_processes(tmp_path):
             proc.terminate()
         for proc in procs:
             proc.wait(timeout=30)
+
+
+def test_cli_builds_and_searches_a_sharded_index(tmp_path):
+    """`rsrag index build --shards N --shard-by geo` (resumable, with an unreadable image), then
+    `rsrag search` on it, against an unsharded build of the same SOURCE."""
+    from index_helpers import make_cli, make_records, write_captions_file
+    from typer.testing import CliRunner
+
+    runner, cli = CliRunner(), make_cli()
+    records = make_records(tmp_path / "images", n_per_colour=5)
+    (tmp_path / "images" / "img4.png").write_bytes(b"\x89PNG broken")
+    source = write_captions_file(tmp_path / "captions.jsonl", records)
+    root = tmp_path / "indexes"
+
+    def run(*args) -> str:
+        result = runner.invoke(cli, [str(a) for a in args])
+        assert result.exit_code == 0, result.output + repr(result.exception)
+        return result.stdout
+
+    common = ("--root", root, "--encoder", "test-hash", "--index-type", "flat", "--json")
+    built = json.loads(run("index", "build", source, "--name", "s", "--shards", 3, "--shard-by", "geo", *common))
+    assert built["records"] == len(records) - 1 and built["failed"] == 1 and len(built["shards"]) == 3
+    again = json.loads(run("index", "build", source, "--name", "s", "--shards", 3, "--shard-by", "geo", *common))
+    assert again["added"] == 0 and again["skipped"] == len(records) - 1
+    run("index", "build", source, "--name", "u", *common)
+    for query, mode in (("red field", "dense"), ("green", "dense")):
+        got = json.loads(run("search", query, "--index", "s", "--root", root, "--mode", mode, "--json"))["hits"]
+        want = json.loads(run("search", query, "--index", "u", "--root", root, "--mode", mode, "--json"))["hits"]
+        assert [(h["id"], h["score"]) for h in got] == [(h["id"], h["score"]) for h in want]
+    near = json.loads(run("search", "blue", "--index", "s", "--root", root, "--mode", "dense", "--near",
+                          "3,1,20000", "--json"))["hits"]
+    assert near and all(abs(h["lon"] - 3) < 0.5 and abs(h["lat"] - 1) < 0.5 for h in near)

@@ -58,6 +58,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence, TypeVar
 
 import numpy as np
+import pyarrow as pa
 
 from rsrag import fusion
 from rsrag.config import indexes_root
@@ -68,7 +69,6 @@ from rsrag.index.filters import Filters
 from rsrag.index.folder import MANIFEST, now, validate_index_name
 from rsrag.index.fsutil import writer_lock
 from rsrag.index.library import MODES, AddReport, Library
-from rsrag.index.pipeline import embed_records
 from rsrag.index.rows import Hit
 
 if TYPE_CHECKING:
@@ -285,6 +285,7 @@ class ShardedLibrary:
             s: Library(root / s, encoder=encoder, lock_timeout=lock_timeout, encoder_options=encoder_options)
             for s in self._file.current().shards}
         self._encoder = encoder
+        self._shared = encoder is not None  # every shard holds the same encoder object
         self._pool: ThreadPoolExecutor | None = None
         self.last_searched: list[str] = []  # the shards the last search asked (which a place filter chose)
 
@@ -401,8 +402,10 @@ class ShardedLibrary:
                       bbox: Sequence[float] | None = None, place: "Place | None" = None) -> list[Hit]:
         """Nearest records to an embedding (cosine) over the shards the filters can reach."""
         vector = np.asarray(vector, np.float32).reshape(-1)
+        targets = self._targets(bbox, place)
+        own = _place_copies(place, targets)
         lists = self._map_all(lambda lib: lib.search_vector(vector, k, filters=filters, where=where, bbox=bbox,
-                                                            place=place), self._targets(bbox, place))
+                                                            place=own[lib.name]), targets)
         return _ranked(merge_hits(lists, k))
 
     def search_text(self, query: str, k: int = 10, *, mode: str = "hybrid", filters: Filters = None,
@@ -413,12 +416,13 @@ class ShardedLibrary:
         if mode not in MODES:
             raise ValueError(f"unknown search mode {mode!r}; choose one of {', '.join(MODES)}")
         targets = self._targets(bbox, place)
+        own = _place_copies(place, targets)
         if mode != "bm25" and vector is None:
             vector = self.encoder.encode_texts([query])[0]
         n = k if mode != "hybrid" else depth or max(50, 5 * k)
 
         def one(lib: Library) -> tuple[list[Hit], list[Hit]]:
-            common = {"filters": filters, "where": where, "bbox": bbox, "place": place}
+            common = {"filters": filters, "where": where, "bbox": bbox, "place": own[lib.name]}
             dense = lib.search_text(query, n, mode="dense", vector=vector, **common) if mode != "bm25" else []
             bm25 = lib.search_text(query, n, mode="bm25", **common) if mode != "dense" else []
             return dense, bm25
@@ -448,11 +452,23 @@ class ShardedLibrary:
 
     def count(self, *, filters: Filters = None, where: str | None = None, bbox: Sequence[float] | None = None,
               place: "Place | None" = None) -> int:
-        return sum(self._map_all(lambda lib: lib.count(filters=filters, where=where, bbox=bbox, place=place),
-                                 self._targets(bbox, place)))
+        targets = self._targets(bbox, place)
+        own = _place_copies(place, targets)
+        return sum(self._map_all(lambda lib: lib.count(filters=filters, where=where, bbox=bbox, place=own[lib.name]),
+                                 targets))
 
     def columns(self) -> list[str]:
         return next(iter(self.shards.values())).columns()
+
+    def rows(self, columns: Sequence[str] | None = None, *, filters: Filters = None, where: str | None = None,
+             bbox: Sequence[float] | None = None, place: "Place | None" = None) -> pa.Table:
+        """`Library.rows` of every shard the filters reach, one table after the other."""
+        targets = self._targets(bbox, place) or list(self.shards)[:1]
+        own = _place_copies(place, targets)
+        tables = self._map_all(lambda lib: lib.rows(columns, filters=filters, where=where, bbox=bbox,
+                                                    place=own[lib.name]), targets)
+        table = pa.concat_tables(tables)
+        return table if self.last_searched else table.slice(0, 0)
 
     def where_are(self, ids: Iterable[str]) -> dict[str, str]:
         """id -> the shard holding it, for the ids that are in the index."""
@@ -463,39 +479,32 @@ class ShardedLibrary:
     # ---- writing -------------------------------------------------------------------------------
     def add(self, records: Iterable, *, upsert: bool = False, batch_size: int = 64, workers: int = 2,
             chunk_size: int = 512, progress: Callable[[int, int], None] | None = None) -> AddReport:
-        """Embed records once (the shared encoder) and add each to its shard; ids on any shard are
+        """Embed and add records, each on its shard (`Library.add` there, so the vectors are exactly
+        an unsharded build's), shard after shard with one shared encoder; ids on any shard are
         skipped, or replaced when `upsert` (see the module doc). `progress(done, total)` per batch."""
         t0 = time.perf_counter()
         todo, report, moved = self._plan(records, upsert)
-        pending: dict[str, list] = {}
-        vectors: dict[str, list[np.ndarray]] = {}
-        done = 0
-
-        def flush(shard: str) -> None:
-            recs, vecs = pending.pop(shard, []), vectors.pop(shard, [])
-            if recs:
-                _sum_into(report, self.shards[shard].add_embedded(recs, np.stack(vecs), upsert=upsert,
-                                                                  chunk_size=max(chunk_size, len(recs))))
-
-        routed = [(rec, shard) for shard, recs in todo.items() for rec in recs]
-        shard_of = {id(rec): shard for rec, shard in routed}
-        ordered = [rec for rec, _ in routed]
-        for batch in embed_records(self.encoder, ordered, batch_size=batch_size, workers=workers) if ordered else []:
-            report.failed += [(str(r.id), str(r.path), err) for r, err in batch.failures]
-            for rec, vec in zip(batch.records, batch.vectors):
-                shard = shard_of[id(rec)]
-                pending.setdefault(shard, []).append(rec)
-                vectors.setdefault(shard, []).append(vec)
-                if len(pending[shard]) >= chunk_size:
-                    flush(shard)
-            done += len(batch.records) + len(batch.failures)
-            if progress:
-                progress(done, len(ordered))
-        for shard in list(pending):
-            flush(shard)
+        self._share_encoder()
+        total, offset = sum(len(recs) for recs in todo.values()), 0
+        for shard, recs in todo.items():
+            if not recs:
+                continue
+            step = (lambda done, _n, before=offset: progress(before + done, total)) if progress else None
+            _sum_into(report, self.shards[shard].add(recs, upsert=upsert, batch_size=batch_size, workers=workers,
+                                                     chunk_size=chunk_size, progress=step))
+            offset += len(recs)
         self._drop_moved(moved)
         report.seconds = time.perf_counter() - t0
         return report
+
+    def _share_encoder(self) -> None:
+        """Give every shard the one encoder (opened without one, each would build its own copy)."""
+        if self._shared:
+            return
+        enc, first = self.encoder, next(iter(self.shards))  # the first shard built it
+        self.shards = {name: lib if name == first else Library(lib.folder, encoder=enc, lock_timeout=self.lock_timeout)
+                       for name, lib in self.shards.items()}
+        self._shared = True
 
     def add_embedded(self, records: Sequence, vectors: np.ndarray, *, upsert: bool = False,
                      chunk_size: int = 50_000) -> AddReport:
@@ -594,6 +603,19 @@ class ShardedLibrary:
             m.last_build = {"source": source, "finished": now(), **report.to_dict(),
                             "failures": [{"id": i, "path": p, "error": e} for i, p, e in report.failed[:100]]}
             self._file.replace(m)
+
+
+def _place_copies(place: "Place | None", shards: Sequence[str]) -> dict[str, "Place | None"]:
+    """One Place per shard for the parallel searches: a polygon is prepared and queried by GEOS in
+    place (`Place.select`), which is not safe from several threads at once, so each shard after the
+    first gets its own copy of the geometry (made here, in the calling thread)."""
+    if place is None or place.within is None or len(shards) <= 1:
+        return dict.fromkeys(shards, place)
+    import shapely
+
+    wkb = shapely.to_wkb(place.within)
+    return {s: place if i == 0 else dataclasses.replace(place, within=shapely.from_wkb(wkb))
+            for i, s in enumerate(shards)}
 
 
 def _sum_into(total: AddReport, part: AddReport) -> None:
