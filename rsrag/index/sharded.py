@@ -22,7 +22,8 @@ it lies inside its shard's extents. Extents only grow (a delete leaves them, whi
 shard query, never a missed record); `recompute_extents` tightens them.
 
 Merging: each shard returns its own top-k, and the top-k of the union is the top-k of those, by
-score, ties by id. So for dense search (`search_vector`, `search_image`, `search_text` dense) over
+score, ties by id (the unsharded index orders equal scores by insertion, so only hits with exactly
+equal scores can come in another order). So for dense search (`search_vector`, `search_image`, `search_text` dense) over
 exact (flat) shard indexes, the merged hits equal the unsharded index's, ids and scores (a record's
 cosine does not depend on the other records). Over IVF/HNSW shards each shard is as approximate as
 an unsharded index of its size.
@@ -34,8 +35,9 @@ shard-local scores. The matching records are the same (a record matches when it 
 on any shard); with `hash` sharding the shard statistics approach the global ones as shards grow.
 Hybrid search fuses, like `Library.search_text`, the top-`depth` dense list and the top-`depth` BM25
 list by reciprocal rank, but over the merged lists: the dense ranks are exact, the BM25 ranks those
-of the shard-local scores, and ties in the fused score are broken by id (the unsharded index breaks
-them by insertion order). A hybrid query no BM25 document matches therefore equals the unsharded one.
+of the shard-local scores, and ties in the fused score (common: rank r in one list only gives the
+same score in either list) are broken by id. A hybrid query no BM25 document matches therefore
+equals the unsharded one.
 
 Writes route to shards: `add`/`add_embedded` skip ids already on any shard, `upsert` replaces them
 and, when a record's place moved it to another shard, deletes it from the old one; `delete` asks
@@ -311,12 +313,10 @@ class ShardedLibrary:
                index_type: str = "auto", exist_ok: bool = False, lock_timeout: float = 10.0) -> "ShardedLibrary":
         """Create N empty shards `NAME.000`.. for one encoder, and the shard map. With `exist_ok`, an
         existing sharded index of the same scheme is opened instead (resuming a build)."""
+        from rsrag.encoders import create_encoder
+
         base = indexes_root(root)
         folder = base / validate_index_name(name)
-        if isinstance(encoder, str) or encoder is None:
-            from rsrag.encoders import create_encoder
-
-            encoder = create_encoder(encoder or encoder_name)
         if (folder / SHARDS_FILE).is_file():
             if not exist_ok:
                 raise IndexExistsError(f"sharded index {name!r} already exists under {base}")
@@ -324,7 +324,11 @@ class ShardedLibrary:
             if (len(found.shards), found.by) != (shards, by):
                 raise IndexExistsError(f"sharded index {name!r} exists with {len(found.shards)} shards by "
                                        f"{found.by}, not {shards} by {by}")
-            return cls(folder, encoder=encoder, lock_timeout=lock_timeout)
+            # no encoder named: the shards' own, rebuilt from their manifests
+            return cls(folder, encoder=create_encoder(encoder) if isinstance(encoder, str) else encoder,
+                       lock_timeout=lock_timeout)
+        if isinstance(encoder, str) or encoder is None:
+            encoder = create_encoder(encoder or encoder_name)
         if (folder / MANIFEST).is_file():
             raise IndexExistsError(f"{name!r} is already an unsharded index under {base}")
         if shards < 1:

@@ -34,7 +34,7 @@ import httpx
 from fastapi import FastAPI, Request, Response
 
 from rsrag.config import indexes_root
-from rsrag.index.folder import validate_index_name
+from rsrag.index import validate_index_name
 from rsrag.index.sharded import ShardMapFile, fuse_hybrid, merge_hits
 from rsrag.service import schemas as S
 from rsrag.service.errors import ApiError, install_error_handlers
