@@ -262,6 +262,10 @@ def test_router_over_replica_servers_equals_sharded_library(root):
                 assert reply.headers["x-shards"].split(",") == lib.last_searched
                 if body["mode"] == "hybrid":
                     assert [h["parts"] for h in reply.json()["hits"]] == [dict(h.parts) for h in want]
+            top = reply.json()["hits"][0]
+            item = client.get(f"/items/{top['id']}")
+            assert item.status_code == 200 and item.json()["captions"] == list(lib.get([top["id"]])[0].captions)
+            assert client.get("/items/no-such-id").status_code == 404
             small = client.post("/search", json={"query": "x", "mode": "dense", "near": [10.0, 45.0, 50_000]})
             assert len(small.headers["x-shards"].split(",")) <= 2
             bad = client.post("/search", json={"query": "x", "filters": {"nope": 1}})
@@ -322,6 +326,7 @@ def test_router_over_rsrag_serve_processes(tmp_path):
             reply = c.post("/search", json={"query": "x", "mode": "dense", "k": 5,
                                             "filters": {"id": "r0900"}})
             assert [h["id"] for h in reply.json()["hits"]] == ["r0900"]
+            assert c.get("/items/r0900").json()["id"] == "r0900"  # from its hash shard only
     finally:
         for proc in procs:
             proc.terminate()

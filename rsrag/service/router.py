@@ -15,7 +15,9 @@ merged lists; a replica answers at most 100 hits (the API's limit on k), so dept
 min(100, max(50, 5k)), which is `Library`'s own depth up to k = 20.
 
 Request and response bodies are the service's own (`SearchRequest`, `SearchResponse`); the header
-`X-Shards` names the shards that were asked. Hits' `image_url`s are those of the shard's replicas.
+`X-Shards` names the shards that were asked. `GET /items/{id}` and the hits' `image_url`s
+(`/items/{id}/image`) are answered by the shard holding the item. A replica that cannot be reached
+is left out until the replicas are asked again (when a shard has none left, or on `GET /health`).
 Writes do not go through the router: they go to the shards (`ShardedLibrary` over the same root,
 e.g. `rsrag index add`), and each replica picks up the committed change on its next request.
 """
@@ -29,6 +31,7 @@ import time
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, AsyncIterator, Sequence
+from urllib.parse import quote
 
 import httpx
 from fastapi import FastAPI, Request, Response
@@ -95,27 +98,35 @@ class Replicas:
             self.serving[shard] = [u for u in self.serving[shard] if u != url]
 
 
-async def _ask(client: httpx.AsyncClient, replicas: Replicas, shard: str, body: dict) -> dict:
-    """POST /search to a replica of `shard`, trying its other replicas when one cannot answer; a
-    replica's 4xx answer (bad filter, bad place) is the client's error and is passed on as is."""
+async def _send(client: httpx.AsyncClient, replicas: Replicas, shard: str, method: str, path: str,
+                **kwargs: Any) -> httpx.Response:
+    """A request to a replica of `shard`, moving on to its next replica when one cannot be reached
+    or answers 5xx; 503 when none answers."""
     last = "no replica answered"
     for url in await replicas.order(shard, client):
         try:
-            reply = await client.post(f"{url}/search", json=body)
+            reply = await client.request(method, f"{url}{path}", **kwargs)
         except httpx.HTTPError as exc:
             replicas.forget(shard, url)
-            last = f"{type(exc).__name__}"
+            last = type(exc).__name__
             continue
-        if reply.status_code < 400:
-            return reply.json()
-        try:
-            error = reply.json()["error"]
-        except (ValueError, KeyError, TypeError):
-            error = {"message": reply.text[:200], "code": None}
         if reply.status_code < 500:
-            raise ApiError(reply.status_code, error.get("message", ""), code=error.get("code"))
+            return reply
         last = f"status {reply.status_code}"
     raise ApiError(503, f"shard {shard!r} is unavailable ({last})", code="unavailable")
+
+
+async def _ask(client: httpx.AsyncClient, replicas: Replicas, shard: str, body: dict) -> dict:
+    """POST /search to a replica of `shard`; a 4xx answer (bad filter, bad place) is the client's
+    error and is passed on as is."""
+    reply = await _send(client, replicas, shard, "POST", "/search", json=body)
+    if reply.status_code < 400:
+        return reply.json()
+    try:
+        error = reply.json()["error"]
+    except (ValueError, KeyError, TypeError):
+        error = {"message": reply.text[:200], "code": None}
+    raise ApiError(reply.status_code, error.get("message", ""), code=error.get("code"))
 
 
 def _merge(body: S.SearchRequest, dense: list[dict], bm25: list[dict]) -> tuple[list[dict], str | None]:
@@ -187,6 +198,24 @@ def create_router(root: str | Path | None, name: str, replicas: Sequence[str], *
         out = respond(result, request)
         (out if isinstance(out, Response) else response).headers["X-Shards"] = ",".join(targets)
         return out
+
+    @app.get("/items/{item_path:path}", tags=["items"], response_class=Response, responses=error_docs(404, 503))
+    async def item(item_path: str, request: Request) -> Response:
+        """An item (`/items/{id}`) or its thumbnail (`/items/{id}/image`) from the shard holding it: the
+        id's shard under hash sharding, else every shard is asked."""
+        item_id = item_path.removesuffix("/image")
+        m = maps.current()
+        shards = [m.shard_of(item_id, None)] if m.by == "hash" else m.shards
+        path = f"/items/{quote(item_path, safe='/:')}"
+        replies = await asyncio.gather(*(_send(client(), pool, s, "GET", path, params=request.query_params)
+                                         for s in shards))
+        found = next((r for r in replies if r.status_code == 200), None)
+        if found is None:
+            bad = next((r for r in replies if r.status_code != 404), None)  # e.g. a bad thumbnail size
+            if bad is not None:
+                return Response(bad.content, status_code=bad.status_code, media_type=bad.headers.get("content-type"))
+            raise ApiError(404, f"no item {item_id!r}")
+        return Response(found.content, media_type=found.headers.get("content-type"))
 
     @app.get("/health", tags=["service"])
     async def health() -> dict:
