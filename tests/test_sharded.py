@@ -364,3 +364,33 @@ def test_cli_builds_and_searches_a_sharded_index(tmp_path):
     near = json.loads(run("search", "blue", "--index", "s", "--root", root, "--mode", "dense", "--near",
                           "3,1,20000", "--json"))["hits"]
     assert near and all(abs(h["lon"] - 3) < 0.5 and abs(h["lat"] - 1) < 0.5 for h in near)
+
+
+def test_scene_chips_shard_by_place(tmp_path):
+    """Scenes in three UTM zones cut into chips (`index_scenes`) into a geo-sharded index: footprints
+    reach the shard extents, a place query near one scene asks one shard, results equal an unsharded
+    index of the same chips."""
+    from test_geo import gradient, write_tif
+
+    from rsrag.geo import Tiling, index_scenes
+
+    scenes = tmp_path / "scenes"
+    scenes.mkdir()
+    places = {"italy": ("EPSG:32633", (500_000.0, 4_600_000.0)), "oregon": ("EPSG:32610", (500_000.0, 4_900_000.0)),
+              "sydney": ("EPSG:32756", (300_000.0, 6_250_000.0))}
+    for i, (name, (crs, origin)) in enumerate(places.items()):
+        write_tif(scenes / f"{name}_2021060{i + 1}.tif", gradient(3, 200, 200, seed=i), crs=crs, origin=origin)
+    plain = Library.create(tmp_path / "idx", "plain", encoder=HashEncoder(), index_type="flat")
+    index_scenes(plain, [scenes], tiling=Tiling(size=100))
+    lib = ShardedLibrary.create(tmp_path / "idx", "chips", shards=3, by="geo", encoder=HashEncoder(), index_type="flat")
+    report = index_scenes(lib, [scenes], tiling=Tiling(size=100))
+    assert report.added == len(plain) == len(lib) == 12
+    assert sorted(len(shard) for shard in lib.shards.values()) == [0, 4, 8]  # three cells on two shards, here
+    assert index_scenes(lib, [scenes], tiling=Tiling(size=100)).skipped_existing == 12  # resumes
+    first = lib.rows(["id", "lon", "lat", "minx", "maxx"]).to_pylist()[0]
+    near = Place.of(near=(first["lon"], first["lat"], 5_000))
+    for text in ("red", "green field", "blue"):
+        q = HashEncoder().encode_texts([text])[0]
+        assert pairs(lib.search_vector(q, 5)) == pairs(plain.search_vector(q, 5))
+        assert pairs(lib.search_vector(q, 5, place=near)) == pairs(plain.search_vector(q, 5, place=near))
+        assert len(lib.last_searched) == 1

@@ -471,8 +471,11 @@ class ShardedLibrary:
         own = _place_copies(place, targets)
         tables = self._map_all(lambda lib: lib.rows(columns, filters=filters, where=where, bbox=bbox,
                                                     place=own[lib.name]), targets)
-        table = pa.concat_tables(tables)
-        return table if self.last_searched else table.slice(0, 0)
+        if not self.last_searched:
+            return tables[0].slice(0, 0)
+        # an empty shard's columns may have other types (none of its records set them): left out
+        full = [t for t in tables if t.num_rows] or tables[:1]
+        return pa.concat_tables(full, promote_options="permissive")
 
     def where_are(self, ids: Iterable[str]) -> dict[str, str]:
         """id -> the shard holding it, for the ids that are in the index."""
