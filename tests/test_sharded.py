@@ -394,3 +394,12 @@ def test_scene_chips_shard_by_place(tmp_path):
         assert pairs(lib.search_vector(q, 5)) == pairs(plain.search_vector(q, 5))
         assert pairs(lib.search_vector(q, 5, place=near)) == pairs(plain.search_vector(q, 5, place=near))
         assert len(lib.last_searched) == 1
+    from index_helpers import make_cli
+    from typer.testing import CliRunner
+
+    result = CliRunner().invoke(make_cli(), ["index", "build", str(scenes), "--name", "cli-chips", "--shards", "3",
+                                             "--shard-by", "geo", "--tile", "100", "--encoder", "test-hash",
+                                             "--index-type", "flat", "--root", str(tmp_path / "idx"), "--json"])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    built = json.loads(result.stdout)
+    assert built["records"] == built["added"] == 12 and sorted(s["records"] for s in built["shards"]) == [0, 4, 8]

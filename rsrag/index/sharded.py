@@ -74,9 +74,10 @@ from rsrag.index.library import MODES, AddReport, Library
 from rsrag.index.rows import Hit
 
 if TYPE_CHECKING:
+    from rsrag.geo import SceneIndexReport, Tiling
     from rsrag.geo.filters import Place
 
-__all__ = ["ShardedLibrary", "ShardMap", "open_index", "build_sharded", "merge_hits", "fuse_hybrid",
+__all__ = ["ShardedLibrary", "ShardMap", "open_index", "build_sharded", "build_sharded_scenes", "merge_hits", "fuse_hybrid",
            "ShardMapFile", "SHARDS_FILE", "SCHEMES"]
 
 SHARDS_FILE = "shards.json"
@@ -652,4 +653,25 @@ def build_sharded(source: str | Path | Sequence, name: str, root: str | Path | N
     report = lib.add(records, upsert=upsert, batch_size=batch_size, workers=workers, chunk_size=chunk_size,
                      progress=progress)
     lib.note_build(str(source) if isinstance(source, (str, Path)) else f"{len(records)} records", report)
+    return lib, report
+
+
+def build_sharded_scenes(sources: str | Path | Sequence[str | Path], name: str, root: str | Path | None = None, *,
+                         shards: int = 4, by: str = "geo", encoder: Encoder | str | None = None,
+                         index_type: str = "auto", tiling: "Tiling | None" = None, bands: str | None = None,
+                         sensor: str | None = None, datetime: Any = None, batch_size: int = 16,
+                         chunk_size: int = 2048, progress: Callable[[int, int], None] | None = None
+                         ) -> tuple[ShardedLibrary, "SceneIndexReport"]:
+    """`build_scene_index` for a sharded index: every chip of every scene, each on its shard (by its
+    centre's S2 cell under `geo`). Running it again adds only the chips that are missing."""
+    from rsrag.geo import Tiling, index_scenes
+
+    lib = ShardedLibrary.create(root, name, shards=shards, by=by, encoder=encoder, index_type=index_type,
+                                exist_ok=True)
+    items = [sources] if isinstance(sources, (str, Path)) else list(sources)
+    report = index_scenes(lib, items, tiling=tiling or Tiling(), bands=bands, sensor=sensor, datetime=datetime,
+                          batch_size=batch_size, chunk_size=chunk_size, progress=progress)
+    lib.note_build(", ".join(map(str, items)), AddReport(added=report.added, skipped=report.skipped_existing,
+                                                         seconds=report.seconds, failed=[
+                                                             (s, s, e) for s, e in report.failed]))
     return lib, report
