@@ -226,6 +226,8 @@ def test_record_boxes_follow_the_place_filter_rules():
     assert record_boxes({"lon": 179.9, "lat": 0.0, "minx": 179.5, "miny": -1.0, "maxx": -179.7, "maxy": 1.0}) == [
         (179.5, -1.0, 180.0, 1.0), (-180.0, -1.0, -179.7, 1.0)]
     assert record_boxes({"score": 3}) == [] and record_boxes({"lon": None, "lat": 2.0}) == []
+    assert record_boxes({"lon": np.float32(1.5), "lat": np.int64(2)}) == [(1.5, 2.0, 1.5, 2.0)]
+    assert record_boxes({"lon": float("nan"), "lat": 2.0}) == [] and record_boxes({"lon": True, "lat": 2.0}) == []
 
 
 # ---- the router -----------------------------------------------------------------------------------

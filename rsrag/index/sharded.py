@@ -77,8 +77,8 @@ if TYPE_CHECKING:
     from rsrag.geo import SceneIndexReport, Tiling
     from rsrag.geo.filters import Place
 
-__all__ = ["ShardedLibrary", "ShardMap", "open_index", "build_sharded", "build_sharded_scenes", "merge_hits", "fuse_hybrid",
-           "ShardMapFile", "SHARDS_FILE", "SCHEMES"]
+__all__ = ["ShardedLibrary", "ShardMap", "ShardMapFile", "open_index", "build_sharded", "build_sharded_scenes",
+           "merge_hits", "fuse_hybrid", "SHARDS_FILE", "SCHEMES"]
 
 SHARDS_FILE = "shards.json"
 SCHEMES = ("hash", "geo")
@@ -93,7 +93,9 @@ def stable_hash(text: str) -> int:
 
 
 def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    """A finite number, as the store takes it for a float64 column (numpy numbers too, not bools)."""
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool) \
+        and math.isfinite(value)
 
 
 def record_boxes(metadata: Mapping[str, Any]) -> list[Box]:
