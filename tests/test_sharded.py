@@ -334,6 +334,7 @@ def test_router_over_rsrag_serve_processes(tmp_path):
             proc.terminate()
         for proc in procs:
             proc.wait(timeout=30)
+            proc.stderr.close()
 
 
 def test_cli_builds_and_searches_a_sharded_index(tmp_path):
