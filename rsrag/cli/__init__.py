@@ -4,7 +4,7 @@
     rsrag ask                                (ask.py)        rsrag knowledge   (knowledge.py)
     rsrag chat                               (chat.py)       rsrag localize, rsrag ground (localize.py)
     rsrag change, change-search, timeline    (change.py)
-    rsrag caption, rsrag vqa                 (models.py)     rsrag serve       (serve.py)
+    rsrag caption, rsrag vqa                 (models.py)     rsrag serve, rsrag router (serve.py)
     rsrag eval retrieval|zeroshot|caption|vqa|qa (eval.py)   rsrag train       (train.py)
     rsrag eval dialogue|abstain|match|localize|change          rsrag encoders list (encoders.py)
 
@@ -32,7 +32,7 @@ from rsrag.cli.knowledge import app as knowledge_app
 from rsrag.cli.localize import ground_command, localize_command
 from rsrag.cli.models import caption_command, vqa_command
 from rsrag.cli.search import search_command
-from rsrag.cli.serve import serve_command
+from rsrag.cli.serve import router_command, serve_command
 from rsrag.cli.train import app as train_app
 
 app = typer.Typer(help="rsrag: multimodal RAG and vector search for remote-sensing imagery.", no_args_is_help=True)
@@ -47,6 +47,7 @@ app.add_typer(knowledge_app, name="knowledge")
 app.command("caption")(caption_command)
 app.command("vqa")(vqa_command)
 app.command("serve")(serve_command)
+app.command("router")(router_command)
 app.command("change")(change_command)
 app.command("change-search")(change_search_command)
 app.command("timeline")(timeline_command)

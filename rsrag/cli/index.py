@@ -96,6 +96,32 @@ def _run_scene_build(source: List[str], name: str, root: Optional[str], encoder:
         typer.secho(f"skipped {src}: {err}", fg=typer.colors.YELLOW, err=True)
 
 
+def _run_sharded_build(source: List[str], name: str, root: Optional[Path], encoder: Optional[str], index_type: str,
+                       shards: int, shard_by: str, split: Optional[str], limit: Optional[int], batch_size: int,
+                       chunk_size: int, workers: int, tiling, bands: Optional[str], sensor: Optional[str],
+                       when: Optional[str], as_json: bool) -> None:
+    """A build into N shards (`rsrag.index.sharded`): records, or scenes' chips when `tiling` is set."""
+    from rsrag.index.sharded import build_sharded, build_sharded_scenes
+
+    with user_errors():
+        if tiling is not None:
+            lib, report = build_sharded_scenes(source, name, root, shards=shards, by=shard_by, encoder=encoder,
+                                               index_type=index_type, tiling=tiling, bands=bands, sensor=sensor,
+                                               datetime=when, batch_size=min(batch_size, 16),
+                                               progress=_progress(name, unit="chip"))
+        else:
+            lib, report = build_sharded(source[0], name, root, shards=shards, by=shard_by, encoder=encoder,
+                                        index_type=index_type, split=split, limit=limit, batch_size=batch_size,
+                                        chunk_size=chunk_size, workers=workers, progress=_progress(name))
+    info = lib.info()
+    if as_json:
+        typer.echo(json.dumps({**info, **report.to_dict()}, indent=2, default=str))
+        return
+    sizes = ", ".join(f"{s['name']} {s['records']}" for s in info["shards"])
+    typer.echo(f"{lib.folder}: {info['records']} records in {shards} shards by {shard_by} ({sizes}); added "
+               f"{report.added}, failed {len(report.failed)} in {report.seconds:.1f}s")
+
+
 _TILE = typer.Option(None, "--tile", help="Scenes: chip side in pixels (default 224).")
 _OVERLAP = typer.Option(0.0, "--overlap", help="Scenes: overlap of neighbouring chips (see --overlap-unit).")
 _OVERLAP_UNIT = typer.Option("px", "--overlap-unit", help="Scenes: px (chip pixels) or m (metres).")
@@ -144,12 +170,20 @@ def build_cmd(
     sensor: Optional[str] = _SENSOR,
     when: Optional[str] = _DATETIME,
     max_nodata: float = _MAX_NODATA,
+    shards: Optional[int] = typer.Option(None, "--shards", help="Split the index into N shards NAME.000.. "
+                                                                "(searched in parallel, merged)."),
+    shard_by: str = typer.Option("hash", "--shard-by", help="With --shards: hash (of the id) or geo (S2 cell "
+                                                            "of lon/lat, so place queries ask few shards)."),
     as_json: bool = _JSON,
 ) -> None:
     """Create index NAME from SOURCE, or resume an interrupted build (finished items are kept)."""
     with user_errors():
         as_scenes = _wants_scenes(source, scenes, tile)
         tiling = _scene_options(tile, overlap, overlap_unit, scales, gsd, max_nodata) if as_scenes else None
+    if shards:
+        _run_sharded_build(source, name, root, encoder, index_type, shards, shard_by, split, limit, batch_size,
+                           chunk_size, workers, tiling, bands, sensor, when, as_json)
+        return
     if as_scenes:
         _run_scene_build(source, name, root, encoder, index_type, tiling, bands, sensor, when, True,
                          min(batch_size, 16), as_json)

@@ -42,7 +42,7 @@ def search_command(
     """Search an index by text, by image or by a stored chip, within a place and time."""
     from rsrag.geo.examples import more_like
     from rsrag.geo.filters import Place
-    from rsrag.index.library import Library
+    from rsrag.index.sharded import open_index
 
     output = "json" if as_json else output
     with user_errors():
@@ -52,7 +52,7 @@ def search_command(
             raise ValueError("--format geoparquet writes a file: give --out FILE.parquet")
         if sum(x is not None for x in (query, image, like, same_place)) != 1:
             raise ValueError("give one of: a text query, --image PATH, --like ID or --same-place ID")
-        lib = Library.open(root, index)
+        lib = open_index(root, index)  # a Library, or a ShardedLibrary for an index built with --shards
         anchor = _record(lib, like or same_place) if like or same_place else None
         if anchor is not None and near is not None and "," not in near:  # --like ID --near METRES
             if anchor.metadata.get("lon") is None:

@@ -62,3 +62,18 @@ def serve_command(
         serve(index, root, host=host, port=port, text_precision=text_precision,
               allowed_hosts=[h.strip() for h in allowed_hosts.split(",") if h.strip()] if allowed_hosts else None,
               generators=generators)
+
+
+def router_command(
+    index: str = typer.Option(..., "--index", help="Sharded index name (built with `rsrag index build --shards N`)."),
+    replicas: list[str] = typer.Option(..., "--replica", help="Base URL of a replica, a `rsrag serve --index "
+                                                              "NAME.00i` over the same ROOT (repeat)."),
+    root: Optional[str] = ROOT_OPTION,
+    host: str = typer.Option("127.0.0.1", "--host"),
+    port: int = typer.Option(8080, "--port"),
+) -> None:
+    """Serve one /search over a sharded index's replicas: each request goes to the shards it can reach, merged."""
+    from rsrag.service.router import serve_router
+
+    with user_errors():
+        serve_router(root, index, replicas, host=host, port=port)

@@ -3,8 +3,8 @@
 Owns: index folders and their crash-safe protocol (`folder`: manifest, writer lock, repair, rid
 reservation, commit counter; `fsutil`), the record store and its column types (`store`), FAISS
 (`ann`), BM25 (`bm25`), filters (`filters`), hits and in-memory rows (`rows`), embedding many
-records (`pipeline`), the `Library` facade (`library`), building from a SOURCE (`build`) and the
-`rsrag index` commands (`cli`).
+records (`pipeline`), the `Library` facade (`library`), an index split into shard Libraries and
+searched in parallel (`sharded`), building from a SOURCE (`build`) and the `rsrag index` commands (`cli`).
 
 May import: `rsrag.config`, `rsrag.fileio`, `rsrag.fusion`, `rsrag.registry` (through encoders),
 `rsrag.encoders`, `rsrag.imageio` and `rsrag.data` (build sources), never `rag`, `knowledge`,
@@ -29,10 +29,11 @@ from rsrag.index.errors import (
 from rsrag.index.folder import validate_index_name
 from rsrag.index.library import AddReport, Library
 from rsrag.index.rows import Hit
+from rsrag.index.sharded import ShardedLibrary, open_index
 from rsrag.index.store import KNOWN_COLUMNS
 
 __all__ = [
-    "Library", "Hit", "AddReport", "IndexSpec", "FLAT_MAX", "build_index", "resolve_source",
+    "Library", "ShardedLibrary", "open_index", "Hit", "AddReport", "IndexSpec", "FLAT_MAX", "build_index", "resolve_source",
     "validate_index_name", "KNOWN_COLUMNS",
     "LibraryError", "IndexNotFoundError", "IndexExistsError", "IndexBusyError", "EncoderMismatchError",
     "FilterError", "SourceError", "RecordError", "IndexNameError",
