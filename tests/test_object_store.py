@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from index_helpers import HashEncoder, assert_consistent, make_records, write_captions_file
 
+from rsrag.data import ImageRecord
 from rsrag.index import Library
 from rsrag.index.folder import MANIFEST
 from rsrag.index.storage import ObjectStorage, StorageError, location
@@ -160,3 +161,22 @@ def test_the_indexes_variable_can_name_a_bucket(s3_root, tmp_path, monkeypatch):
     lib.add(make_records(tmp_path / "images", n_per_colour=1))
     assert [m["name"] for m in Library.list()] == ["from-env"]
     assert len(Library.open(None, "from-env", encoder=HashEncoder())) == 3
+
+
+def test_a_sharded_index_on_the_bucket_equals_the_unsharded_one(s3_root):
+    """Shards are ordinary indexes under the same root, so replicas on other machines can serve them."""
+    from rsrag.index.sharded import ShardedLibrary, open_index
+
+    rng = np.random.default_rng(3)
+    records = [ImageRecord(f"p{i}", None, label="x", captions=[f"place {i}"],
+                           metadata={"lon": float(rng.uniform(-170, 170)), "lat": float(rng.uniform(-60, 60))})
+               for i in range(60)]
+    vectors = rng.standard_normal((60, 64)).astype(np.float32)
+    ShardedLibrary.create(s3_root, "geo", shards=3, by="geo", encoder=HashEncoder(), index_type="flat").add_embedded(
+        records, vectors)
+    plain = Library.create(s3_root, "plain", encoder=HashEncoder(), index_type="flat")
+    plain.add_embedded(records, vectors)
+    sharded = open_index(s3_root, "geo", encoder=HashEncoder())
+    assert isinstance(sharded, ShardedLibrary) and sharded.count() == 60
+    for query in rng.standard_normal((5, 64)).astype(np.float32):
+        assert ids(sharded.search_vector(query, 7)) == ids(plain.search_vector(query, 7))

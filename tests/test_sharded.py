@@ -113,8 +113,8 @@ def test_shards_hold_the_records_once(sharded, plain, data):
     where = sharded.where_are(r.id for r in records)
     assert all(where[r.id] == m.shard_of(r.id, r.metadata) for r in records)
     assert all(len(lib) > 0 for lib in sharded.shards.values())
-    assert isinstance(open_index(sharded.folder.parent, sharded.name), ShardedLibrary)
-    assert isinstance(open_index(sharded.folder.parent, "plain"), Library)
+    assert isinstance(open_index(sharded.root, sharded.name), ShardedLibrary)
+    assert isinstance(open_index(sharded.root, "plain"), Library)
 
 
 def test_dense_merge_equals_unsharded(sharded, plain, data):

@@ -96,7 +96,7 @@ def _run_scene_build(source: List[str], name: str, root: Optional[str], encoder:
         typer.secho(f"skipped {src}: {err}", fg=typer.colors.YELLOW, err=True)
 
 
-def _run_sharded_build(source: List[str], name: str, root: Optional[Path], encoder: Optional[str], index_type: str,
+def _run_sharded_build(source: List[str], name: str, root: Optional[str], encoder: Optional[str], index_type: str,
                        shards: int, shard_by: str, split: Optional[str], limit: Optional[int], batch_size: int,
                        chunk_size: int, workers: int, tiling, bands: Optional[str], sensor: Optional[str],
                        when: Optional[str], as_json: bool) -> None:
@@ -118,7 +118,7 @@ def _run_sharded_build(source: List[str], name: str, root: Optional[Path], encod
         typer.echo(json.dumps({**info, **report.to_dict()}, indent=2, default=str))
         return
     sizes = ", ".join(f"{s['name']} {s['records']}" for s in info["shards"])
-    typer.echo(f"{lib.folder}: {info['records']} records in {shards} shards by {shard_by} ({sizes}); added "
+    typer.echo(f"{lib.location}: {info['records']} records in {shards} shards by {shard_by} ({sizes}); added "
                f"{report.added}, failed {len(report.failed)} in {report.seconds:.1f}s")
 
 

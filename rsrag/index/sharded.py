@@ -50,11 +50,10 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import math
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence, TypeVar
@@ -63,15 +62,14 @@ import numpy as np
 import pyarrow as pa
 
 from rsrag import fusion
-from rsrag.config import indexes_root
 from rsrag.encoders.base import Encoder, ImageInput
-from rsrag.fileio import atomic_write_json
 from rsrag.index.errors import IndexExistsError, IndexNotFoundError
 from rsrag.index.filters import Filters
 from rsrag.index.folder import MANIFEST, now, validate_index_name
 from rsrag.index.fsutil import writer_lock
 from rsrag.index.library import MODES, AddReport, Library
 from rsrag.index.rows import Hit
+from rsrag.index.storage import Storage, location
 
 if TYPE_CHECKING:
     from rsrag.geo import SceneIndexReport, Tiling
@@ -145,10 +143,9 @@ class ShardMap:
 
     # ---- persistence ---------------------------------------------------------------------------
     @classmethod
-    def load(cls, folder: Path) -> "ShardMap":
-        path = Path(folder) / SHARDS_FILE
+    def load(cls, folder: Storage) -> "ShardMap":
         try:
-            data = json.loads(path.read_text())
+            data = folder.read_json(SHARDS_FILE)
         except FileNotFoundError:
             raise IndexNotFoundError(f"no sharded index at {folder} ({SHARDS_FILE} missing)") from None
         return cls(name=data["name"], shards=list(data["shards"]), by=data["scheme"]["by"],
@@ -160,8 +157,8 @@ class ShardMap:
                 "scheme": {"by": self.by, "grid": "s2", "level": self.level},
                 "extents": self.extents, **({"last_build": self.last_build} if self.last_build else {})}
 
-    def save(self, folder: Path) -> None:
-        atomic_write_json(Path(folder) / SHARDS_FILE, self.to_dict())
+    def save(self, folder: Storage) -> None:
+        folder.write_json(SHARDS_FILE, self.to_dict())
 
     # ---- routing -------------------------------------------------------------------------------
     def cell(self, lon: float, lat: float) -> str:
@@ -242,20 +239,28 @@ class ShardMapFile:
     """`shards.json` of a sharded index folder, reloaded when a writer has replaced it (checked with
     one `stat` per call): what a search, or a router, routes by."""
 
-    def __init__(self, folder: Path) -> None:
-        self.folder = Path(folder)
-        self._stamp = self.stamp()
+    def __init__(self, folder: Storage) -> None:
+        self.folder = folder
+        self._stamp, self._checked = self.stamp(), time.monotonic()
         self._map = ShardMap.load(self.folder)
 
-    def stamp(self) -> tuple[int, int, int]:
-        try:
-            st = os.stat(self.folder / SHARDS_FILE)
-        except FileNotFoundError:
-            raise IndexNotFoundError(f"no sharded index at {self.folder} ({SHARDS_FILE} missing)") from None
-        return st.st_mtime_ns, st.st_size, st.st_ino
+    @classmethod
+    def of(cls, root: str | Path | Storage | None, name: str) -> "ShardMapFile":
+        """The shard map of sharded index `name` under `root` (a folder or `s3://` URI)."""
+        return cls(location(root).child(validate_index_name(name)))
+
+    def stamp(self) -> tuple:
+        stamp = self.folder.stamp(SHARDS_FILE)
+        if not stamp:
+            raise IndexNotFoundError(f"no sharded index at {self.folder} ({SHARDS_FILE} missing)")
+        return stamp
 
     def current(self) -> ShardMap:
-        stamp = self.stamp()
+        """The map, checked for a newer one on every call in a local folder (one `stat`), at most once
+        a second on an object store (one HEAD request)."""
+        if self.folder.local_path is None and time.monotonic() - self._checked < 1.0:
+            return self._map
+        stamp, self._checked = self.stamp(), time.monotonic()
         if stamp != self._stamp:
             self._map, self._stamp = ShardMap.load(self.folder), stamp
         return self._map
@@ -276,18 +281,20 @@ class ShardedLibrary:
     """N shard Libraries under one name (see the module doc); the reading, searching and writing
     methods mirror `Library`'s."""
 
-    def __init__(self, folder: Path, encoder: Encoder | None = None, lock_timeout: float = 10.0,
-                 encoder_options: dict | None = None) -> None:
-        self.folder = Path(folder)
-        self.name = self.folder.name
+    def __init__(self, root: str | Path | Storage | None, name: str, encoder: Encoder | None = None,
+                 lock_timeout: float = 10.0, encoder_options: dict | None = None) -> None:
+        """`root`: the indexes root (folder or `s3://` URI) holding `NAME/` and the shards."""
+        self.root = location(root)
+        self.location = self.root.child(validate_index_name(name))
+        self.name = name
         self.lock_timeout = lock_timeout
-        self._file = ShardMapFile(self.folder)
-        root = self.folder.parent
-        missing = [s for s in self._file.current().shards if not (root / s / MANIFEST).is_file()]
+        self._file = ShardMapFile(self.location)
+        missing = [s for s in self._file.current().shards if not Library.exists(self.root, s)]
         if missing:
-            raise IndexNotFoundError(f"sharded index {self.name!r}: shard(s) {', '.join(missing)} missing under {root}")
+            raise IndexNotFoundError(f"sharded index {self.name!r}: shard(s) {', '.join(missing)} missing under "
+                                     f"{self.root}")
         self.shards: dict[str, Library] = {
-            s: Library(root / s, encoder=encoder, lock_timeout=lock_timeout, encoder_options=encoder_options)
+            s: Library(self.root.child(s), encoder=encoder, lock_timeout=lock_timeout, encoder_options=encoder_options)
             for s in self._file.current().shards}
         self._encoder = encoder
         self._shared = encoder is not None  # every shard holds the same encoder object
@@ -296,8 +303,8 @@ class ShardedLibrary:
 
     # ---- opening -------------------------------------------------------------------------------
     @staticmethod
-    def exists(root: str | Path | None, name: str) -> bool:
-        return (indexes_root(root) / validate_index_name(name) / SHARDS_FILE).is_file()
+    def exists(root: str | Path | Storage | None, name: str) -> bool:
+        return location(root).child(validate_index_name(name)).exists(SHARDS_FILE)
 
     @classmethod
     def open(cls, root: str | Path | None = None, name: str | None = None, *, encoder: Encoder | None = None,
@@ -305,10 +312,9 @@ class ShardedLibrary:
         if name is None:
             raise ValueError("ShardedLibrary.open needs an index name")
         if not cls.exists(root, name):
-            raise IndexNotFoundError(f"no sharded index named {name!r} under {indexes_root(root)}; build one with "
+            raise IndexNotFoundError(f"no sharded index named {name!r} under {location(root)}; build one with "
                                      f"`rsrag index build SOURCE --name {name} --shards N`")
-        return cls(indexes_root(root) / name, encoder=encoder, lock_timeout=lock_timeout,
-                   encoder_options=encoder_options)
+        return cls(root, name, encoder=encoder, lock_timeout=lock_timeout, encoder_options=encoder_options)
 
     @classmethod
     def create(cls, root: str | Path | None, name: str, *, shards: int = 4, by: str = "hash",
@@ -318,9 +324,9 @@ class ShardedLibrary:
         existing sharded index of the same scheme is opened instead (resuming a build)."""
         from rsrag.encoders import create_encoder
 
-        base = indexes_root(root)
-        folder = base / validate_index_name(name)
-        if (folder / SHARDS_FILE).is_file():
+        base = location(root)
+        folder = base.child(validate_index_name(name))
+        if folder.exists(SHARDS_FILE):
             if not exist_ok:
                 raise IndexExistsError(f"sharded index {name!r} already exists under {base}")
             found = ShardMap.load(folder)
@@ -328,11 +334,11 @@ class ShardedLibrary:
                 raise IndexExistsError(f"sharded index {name!r} exists with {len(found.shards)} shards by "
                                        f"{found.by}, not {shards} by {by}")
             # no encoder named: the shards' own, rebuilt from their manifests
-            return cls(folder, encoder=create_encoder(encoder) if isinstance(encoder, str) else encoder,
+            return cls(base, name, encoder=create_encoder(encoder) if isinstance(encoder, str) else encoder,
                        lock_timeout=lock_timeout)
         if isinstance(encoder, str) or encoder is None:
             encoder = create_encoder(encoder or encoder_name)
-        if (folder / MANIFEST).is_file():
+        if folder.exists(MANIFEST):
             raise IndexExistsError(f"{name!r} is already an unsharded index under {base}")
         if shards < 1:
             raise ValueError(f"a sharded index needs at least one shard, not {shards}")
@@ -340,11 +346,10 @@ class ShardedLibrary:
         for shard in shard_map.shards:
             Library.create(root, shard, encoder=encoder, encoder_name=encoder_name, index_type=index_type,
                            exist_ok=True, lock_timeout=lock_timeout)
-        folder.mkdir(parents=True, exist_ok=True)
-        with writer_lock(folder, lock_timeout):
-            if not (folder / SHARDS_FILE).is_file():
+        with _map_lock(folder, lock_timeout):
+            if not folder.exists(SHARDS_FILE):
                 shard_map.save(folder)
-        return cls(folder, encoder=encoder, lock_timeout=lock_timeout)
+        return cls(base, name, encoder=encoder, lock_timeout=lock_timeout)
 
     # ---- state ---------------------------------------------------------------------------------
     @property
@@ -375,7 +380,7 @@ class ShardedLibrary:
 
     def info(self) -> dict:
         m = self.shard_map
-        return {"name": self.name, "folder": str(self.folder), "sharded": True, "scheme": {"by": m.by, "level": m.level},
+        return {"name": self.name, "folder": str(self.location), "sharded": True, "scheme": {"by": m.by, "level": m.level},
                 "records": len(self), "encoder": next(iter(self.shards.values())).manifest["encoder"],
                 "shards": [{"name": s, "records": len(lib), "cells": len(m.extents.get(s, {})),
                             "index": lib.manifest["index"].get("type")} for s, lib in self.shards.items()],
@@ -512,7 +517,7 @@ class ShardedLibrary:
         if self._shared:
             return
         enc, first = self.encoder, next(iter(self.shards))  # the first shard built it
-        self.shards = {name: lib if name == first else Library(lib.folder, encoder=enc, lock_timeout=self.lock_timeout)
+        self.shards = {name: lib if name == first else Library(lib.location, encoder=enc, lock_timeout=self.lock_timeout)
                        for name, lib in self.shards.items()}
         self._shared = True
 
@@ -580,8 +585,8 @@ class ShardedLibrary:
     def _grow_extents(self, todo: Mapping[str, Sequence]) -> None:
         if not any(todo.values()):
             return
-        with writer_lock(self.folder, self.lock_timeout):
-            m = ShardMap.load(self.folder)
+        with _map_lock(self.location, self.lock_timeout):
+            m = ShardMap.load(self.location)
             for shard, recs in todo.items():
                 for rec in recs:
                     m.add_extents(shard, rec.metadata or {})
@@ -598,8 +603,8 @@ class ShardedLibrary:
             return lib.rows(cols).to_pylist() if cols else []
 
         rows = self._map_all(boxes, list(self.shards))
-        with writer_lock(self.folder, self.lock_timeout):
-            m = ShardMap.load(self.folder)
+        with _map_lock(self.location, self.lock_timeout):
+            m = ShardMap.load(self.location)
             m.extents = {}
             for shard, shard_rows in zip(m.shards, rows):
                 for row in shard_rows:
@@ -608,11 +613,21 @@ class ShardedLibrary:
 
     def note_build(self, source: str, report: AddReport) -> None:
         """Record the last build's source and outcome in the shard map."""
-        with writer_lock(self.folder, self.lock_timeout):
-            m = ShardMap.load(self.folder)
+        with _map_lock(self.location, self.lock_timeout):
+            m = ShardMap.load(self.location)
             m.last_build = {"source": source, "finished": now(), **report.to_dict(),
                             "failures": [{"id": i, "path": p, "error": e} for i, p, e in report.failed[:100]]}
             self._file.replace(m)
+
+
+def _map_lock(folder: Storage, timeout: float):
+    """The writer lock of the shard map in a local folder. On an object store there is none: the
+    map's writers (builds, which only grow the extents) should take turns; a lost extent update would
+    let a place query skip a shard, which `recompute_extents` repairs."""
+    if folder.local_path is None:
+        return nullcontext()
+    folder.local_path.mkdir(parents=True, exist_ok=True)
+    return writer_lock(folder.local_path, timeout)
 
 
 def _place_copies(place: "Place | None", shards: Sequence[str]) -> dict[str, "Place | None"]:

@@ -36,8 +36,6 @@ from urllib.parse import quote
 import httpx
 from fastapi import FastAPI, Request, Response
 
-from rsrag.config import indexes_root
-from rsrag.index import validate_index_name
 from rsrag.index.sharded import ShardMapFile, fuse_hybrid, merge_hits
 from rsrag.service import schemas as S
 from rsrag.service.errors import ApiError, install_error_handlers
@@ -156,7 +154,7 @@ def create_router(root: str | Path | None, name: str, replicas: Sequence[str], *
                   transport: httpx.AsyncBaseTransport | None = None) -> FastAPI:
     """The router app over sharded index NAME under ROOT, whose shards `replicas` (base URLs) serve.
     `transport`: an httpx transport for the replica requests (tests may route them in process)."""
-    maps = ShardMapFile(indexes_root(root) / validate_index_name(name))
+    maps = ShardMapFile.of(root, name)
     pool = Replicas(replicas, maps.current().shards)
     state: dict[str, Any] = {}
 
