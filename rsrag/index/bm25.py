@@ -83,7 +83,10 @@ class BM25Index:
 
     def remove(self, rids: Iterable[int]) -> int:
         """Drop documents by rid; unknown rids are ignored. Returns how many were dropped."""
-        gone = np.isin(self.doc_rids, np.fromiter(rids, np.int64))
+        rids = np.fromiter(rids, np.int64)
+        if not len(rids):
+            return 0
+        gone = np.isin(self.doc_rids, rids)
         if not gone.any():
             return 0
         keep = ~gone
