@@ -65,11 +65,11 @@ CAPTION_TEMPLATES: tuple[str, ...] = (
     "a satellite photo of {}.",
     "an aerial image showing {}.",
     "{} seen from above.",
-    "a high resolution remote sensing image of {}.",
+    "an earth observation image of {}.",
     "an overhead view of {}.",
     "this remote sensing scene shows {}.",
     "a bird's eye view of {}.",
-    "there is {} in this aerial image.",
+    "this aerial image contains {}.",
 )
 
 #: label -> synonymous phrases (first: the plain reading). Labels follow RSICD / AID spelling.
@@ -167,9 +167,11 @@ class CorpusSource:
         return sum(c["count"] for c in self.classes.values())
 
 
-def load_manifest(path: str | Path = MANIFEST_PATH) -> dict[str, CorpusSource]:
-    """The manifest's datasets by key; refuses entries naming excluded data or unknown labels."""
-    raw = json.loads(Path(path).read_text())
+def load_manifest(path: str | Path | None = None) -> dict[str, CorpusSource]:
+    """The manifest's datasets by key (default: the committed `MANIFEST_PATH`); refuses entries
+    naming excluded data or labels without caption phrases."""
+    path = Path(path) if path is not None else MANIFEST_PATH
+    raw = json.loads(path.read_text())
     sources = {}
     for name, entry in raw["datasets"].items():
         if EXCLUDED.search(name) or EXCLUDED.search(entry["path"]):
