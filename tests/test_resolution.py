@@ -159,3 +159,18 @@ def test_cli_resolution_json_and_gsd_factor(tmp_path, monkeypatch):
     assert out.exit_code == 2 and "GSD factor" in out.output
     out = runner.invoke(eval_cli.app, ["zeroshot", "--dataset", "ucm", "--gsd-factor", "0.5"])
     assert out.exit_code == 2 and "GSD factor" in out.output
+
+
+def test_rs_lite_on_a_tiny_ucm_subset(data_root):
+    """The real encoder: factor 1 reproduces plain zero-shot and retrieval exactly (same batches)."""
+    from rsrag.data import load_dataset
+    from rsrag.encoders import create_encoder
+
+    records = load_dataset("ucm", split="test", root=data_root)[::20]  # 9 images, 9 classes
+    encoder = create_encoder("rs-lite")
+    result = ResolutionEvaluator(records, name="ucm", split="test", factors=[1, 16], batch_size=4)(encoder)
+    plain = ZeroShotEvaluator(records, batch_size=4)(encoder)
+    assert result["curve"][0]["accuracy"] == plain["accuracy"]
+    assert result["curve"][0]["per_class"] == {c: v["accuracy"] for c, v in plain["per_class"].items()}
+    assert result["curve"][0]["mR"] == RetrievalEvaluator(records, batch_size=4)(encoder)["mR"]
+    assert result["curve"][1]["mR"] < result["curve"][0]["mR"]

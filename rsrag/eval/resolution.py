@@ -24,23 +24,22 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: images decoded and degraded at a time (bounds memory on large splits)
-_CHUNK = 256
-
 
 def encode_degraded(encoder: Encoder, paths: Sequence, factor: float, batch_size: int = 64,
                     progress: Callable[[int], None] | None = None) -> np.ndarray:
     """(n, dim) embeddings of the images at `paths`, each degraded by `factor` (1: as they are).
 
-    `progress(n_done)` is called after each chunk of images."""
-    if factor == 1:
-        return encoder.encode_images(list(paths), batch_size=batch_size)
+    Images are decoded and degraded a few batches at a time (memory stays flat on large splits);
+    the encoder's batches are the same as when it encodes the whole list, so factor 1 gives the
+    plain evaluation's vectors exactly. `progress(n)` is called after each chunk."""
+    chunk = batch_size * 4
     out = [np.zeros((0, encoder.dim), np.float32)]
-    for start in range(0, len(paths), _CHUNK):
-        images = [degrade(load_image(p), factor) for p in paths[start:start + _CHUNK]]
+    for start in range(0, len(paths), chunk):
+        part = list(paths[start:start + chunk])
+        images = part if factor == 1 else [degrade(load_image(p), factor) for p in part]
         out.append(encoder.encode_images(images, batch_size=batch_size))
         if progress is not None:
-            progress(len(images))
+            progress(len(part))
     return np.concatenate(out)
 
 
@@ -74,8 +73,6 @@ class ResolutionEvaluator:
         for factor in self.factors:
             log.info("GSD factor %s: encoding %d degraded images", factor, len(paths))
             image_emb = encode_degraded(encoder, paths, factor, self.batch_size, progress)
-            if factor == 1 and progress is not None:
-                progress(len(paths))
             zs = self.zeroshot(image_emb=image_emb, class_emb=class_emb, encoder_id="-")
             row = {"factor": factor, "blur_sigma": round(blur_sigma(factor), 3), "accuracy": zs["accuracy"],
                    "per_class": {c: v["accuracy"] for c, v in zs["per_class"].items()}}
