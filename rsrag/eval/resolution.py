@@ -18,6 +18,7 @@ from rsrag.encoders.prompts import class_text_embeddings
 from rsrag.eval.retrieval import RetrievalEvaluator
 from rsrag.eval.zeroshot import ZeroShotEvaluator
 from rsrag.imageio import load_image
+from rsrag.metrics.classification import zeroshot_metrics
 
 if TYPE_CHECKING:
     from rsrag.encoders import Encoder
@@ -64,8 +65,9 @@ class ResolutionEvaluator:
 
     def __call__(self, encoder: Encoder, encoder_id: str | None = None,
                  progress: Callable[[int], None] | None = None) -> dict:
-        """`curve`: one row per factor {factor, blur_sigma, accuracy, per_class, and with captions
-        mR and Recall@K}; plus what was evaluated. `progress(n)` counts degraded images encoded."""
+        """`curve`: one row per factor {factor, blur_sigma, accuracy, per_class, most_predicted (the
+        three classes most often predicted, % of images: where a coarse image goes), and with
+        captions mR and Recall@K}; plus what was evaluated. `progress(n)` counts degraded images encoded."""
         class_emb = class_text_embeddings(encoder, self.zeroshot.class_texts, self.zeroshot.templates)
         text_emb = encoder.encode_texts(self.retrieval.captions) if self.retrieval is not None else None
         paths = [r.path for r in self.records]
@@ -73,9 +75,12 @@ class ResolutionEvaluator:
         for factor in self.factors:
             log.info("GSD factor %s: encoding %d degraded images", factor, len(paths))
             image_emb = encode_degraded(encoder, paths, factor, self.batch_size, progress)
-            zs = self.zeroshot(image_emb=image_emb, class_emb=class_emb, encoder_id="-")
+            zs = zeroshot_metrics(image_emb, class_emb, self.zeroshot.labels, self.zeroshot.class_names)
+            predicted = np.bincount(zs["predictions"], minlength=len(self.zeroshot.class_names))
             row = {"factor": factor, "blur_sigma": round(blur_sigma(factor), 3), "accuracy": zs["accuracy"],
-                   "per_class": {c: v["accuracy"] for c, v in zs["per_class"].items()}}
+                   "per_class": {c: v["accuracy"] for c, v in zs["per_class"].items()},
+                   "most_predicted": {self.zeroshot.class_names[i]: round(100.0 * float(predicted[i]) / len(paths), 2)
+                                      for i in np.argsort(-predicted, kind="stable")[:3]}}
             if self.retrieval is not None:
                 metrics = self.retrieval(image_emb=image_emb, text_emb=text_emb, encoder_id="-")
                 row.update({k: v for k, v in metrics.items() if k == "mR" or k.startswith(("i2t_", "t2i_"))})
