@@ -163,3 +163,16 @@ def test_cli_resolution_json_and_gsd_factor(tmp_path, monkeypatch):
     out = runner.invoke(eval_cli.app, ["zeroshot", "--dataset", "ucm", "--gsd-factor", "0.5"])
     assert out.exit_code == 2 and "GSD factor" in out.output
 
+
+
+def test_cli_resolution_on_a_class_folder(tmp_path, monkeypatch):
+    records = [ImageRecord(r.id, r.path, None, r.label) for r in make_records(tmp_path)]  # no captions
+    monkeypatch.setattr(eval_cli, "create_encoder", lambda name=None, **kw: TextureEncoder())
+    monkeypatch.setattr(eval_cli, "load_class_folder", lambda folder: records)
+    out = CliRunner().invoke(eval_cli.app, ["resolution", "--folder", str(tmp_path), "--factors", "1,8",
+                                            "-o", str(tmp_path / "r.json")])
+    assert out.exit_code == 0, out.output
+    assert "most predicted" in out.output and "mR" not in out.output
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["dataset"] == tmp_path.name and result["n_captions"] == 0
+    assert [row["accuracy"] for row in result["curve"]] == [100.0, pytest.approx(200 / 3)]

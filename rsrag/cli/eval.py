@@ -83,6 +83,10 @@ def _gsd_suffix(factor: float) -> str:
     return "" if factor == 1 else f"_gsd{factor:g}x"
 
 
+def _gsd_words(factor: float) -> str:
+    return "" if factor == 1 else f", {factor:g}x coarser"
+
+
 # ---- retrieval -----------------------------------------------------------------------------------
 @app.command()
 def retrieval(
@@ -107,7 +111,7 @@ def retrieval(
     result["gsd_factor"] = gsd_factor
     result["elapsed_s"] = round(time.perf_counter() - start, 2)
     report(result, output, f"retrieval_{dataset.value}_{slug(split)}_{slug(name)}{_gsd_suffix(gsd_factor)}.json", as_json,
-           lambda r: _print_retrieval(r, f"{dataset.value}/{split}"))
+           lambda r: _print_retrieval(r, f"{dataset.value}/{split}{_gsd_words(gsd_factor)}"))
 
 
 def _print_retrieval(result: dict, what: str) -> None:
@@ -148,18 +152,17 @@ def zeroshot(
     with user_errors():
         if folder is not None:
             records, ds_name, ds_split = load_class_folder(folder), folder.name, None
-            default_name = f"zeroshot_folder-{slug(folder.name)}_{slug(name)}.json"
+            default_name = f"zeroshot_folder-{slug(folder.name)}_{slug(name)}{_gsd_suffix(gsd_factor)}.json"
         else:
             records, ds_name, ds_split = load_dataset(dataset.value, split), dataset.value, split
-            default_name = f"zeroshot_{dataset.value}_{slug(split)}_{slug(name)}.json"
+            default_name = f"zeroshot_{dataset.value}_{slug(split)}_{slug(name)}{_gsd_suffix(gsd_factor)}.json"
         start = time.perf_counter()
         evaluator = ZeroShotEvaluator(records, name=ds_name, split=ds_split, batch_size=batch_size)
         model = create_encoder(name)
         result = evaluator(model, image_emb=_encode_at_gsd(model, records, gsd_factor, batch_size))
     result["gsd_factor"] = gsd_factor
-    default_name = default_name.removesuffix(".json") + f"{_gsd_suffix(gsd_factor)}.json"
     result["elapsed_s"] = round(time.perf_counter() - start, 2)
-    what = ds_name + (f"/{ds_split}" if ds_split else "") + (f", {gsd_factor:g}x coarser" if gsd_factor != 1 else "")
+    what = ds_name + (f"/{ds_split}" if ds_split else "") + _gsd_words(gsd_factor)
     report(result, output, default_name, as_json, lambda r: _print_zeroshot(r, what))
 
 
@@ -184,13 +187,17 @@ def _print_zeroshot(result: dict, what: str) -> None:
 def resolution(
     dataset: DatasetName = typer.Option(DatasetName.rsicd, "--dataset", "-d", help="Labelled, captioned dataset."),
     split: str = typer.Option("test", "--split", help="Dataset split."),
+    folder: Optional[Path] = typer.Option(
+        None, "--folder", "-f", exists=True, file_okay=False,
+        help="A class folder instead of --dataset (zero-shot only: no captions)."),
     factors: str = typer.Option("1,2,4,8,16", "--factors", help="GSD coarsening factors, comma-separated (1 = native)."),
     encoder: Optional[str] = EncoderOpt,
     as_json: bool = JsonOpt,
     output: Optional[Path] = OutputOpt,
     batch_size: int = BatchOpt,
 ) -> None:
-    """Zero-shot accuracy and retrieval mR with every image degraded to coarser ground sample distances."""
+    """Zero-shot accuracy and retrieval mR with every image degraded to coarser ground sample distances
+    (rsrag.data.degrade: sensor blur, area average down, bicubic back up)."""
     from tqdm import tqdm
 
     from rsrag.data.degrade import parse_factors
@@ -199,15 +206,20 @@ def resolution(
     name = _encoder_name(encoder)
     with user_errors():
         levels = parse_factors(factors)
-        records = load_dataset(dataset.value, split)
+        if folder is not None:
+            records, ds_name, ds_split = load_class_folder(folder), folder.name, None
+            default_name = f"resolution_folder-{slug(folder.name)}_{slug(name)}.json"
+        else:
+            records, ds_name, ds_split = load_dataset(dataset.value, split), dataset.value, split
+            default_name = f"resolution_{dataset.value}_{slug(split)}_{slug(name)}.json"
         start = time.perf_counter()
-        evaluator = ResolutionEvaluator(records, name=dataset.value, split=split, factors=levels, batch_size=batch_size)
+        evaluator = ResolutionEvaluator(records, name=ds_name, split=ds_split, factors=levels, batch_size=batch_size)
         model = create_encoder(name)
         with tqdm(total=len(records) * len(levels), desc="resolution", unit="img", disable=None) as bar:
             result = evaluator(model, progress=bar.update)
     result["elapsed_s"] = round(time.perf_counter() - start, 2)
-    report(result, output, f"resolution_{dataset.value}_{slug(split)}_{slug(name)}.json", as_json,
-           lambda r: _print_resolution(r, f"{dataset.value}/{split}"))
+    what = ds_name + (f"/{ds_split}" if ds_split else "")
+    report(result, output, default_name, as_json, lambda r: _print_resolution(r, what))
 
 
 def _print_resolution(result: dict, what: str) -> None:
@@ -218,9 +230,11 @@ def _print_resolution(result: dict, what: str) -> None:
     table = Table(title=f"Resolution robustness: {what}, {result['encoder']}")
     for column in ("GSD factor", "blur sigma px", "zero-shot %") + (("mR",) if has_mr else ()):
         table.add_column(column, justify="right")
+    table.add_column("most predicted (% of images)")
     for row in result["curve"]:
         cells = [f"{row['factor']:g}x", f"{row['blur_sigma']:.2f}", f"{row['accuracy']:.2f}"]
-        table.add_row(*cells, *([f"{row['mR']:.2f}"] if has_mr else []))
+        top = ", ".join(f"{c} {share:.0f}" for c, share in row["most_predicted"].items())
+        table.add_row(*cells, *([f"{row['mR']:.2f}"] if has_mr else []), top)
     console = Console()
     console.print(table)
     console.print(f"{result['n_images']} images, {result['n_classes']} classes")
