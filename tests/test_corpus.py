@@ -16,12 +16,17 @@ from typer.testing import CliRunner
 from rsrag.cli import app
 from rsrag.data import corpus
 from rsrag.data.corpus import (CLASS_PHRASES, class_captions, image_captions, load_corpus, load_manifest,
-                               prepare_dataset, split_of)
+                               near_duplicates, prepare_dataset, split_of)
 
 
 def save_jpeg(path: Path, colour: tuple[int, int, int]) -> None:
+    """A 16x12 JPEG: `colour` plus a texture seeded by the file name (so images differ)."""
+    import numpy as np
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.new("RGB", (16, 12), colour).save(path)
+    rng = np.random.default_rng(sum(path.name.encode()))
+    pixels = np.clip(np.array(colour) + rng.integers(-40, 40, (12, 16, 3)), 0, 255).astype(np.uint8)
+    Image.fromarray(pixels).save(path, quality=95)
 
 
 def git(repo: Path, *args: str) -> str:
@@ -67,6 +72,8 @@ def test_committed_manifest_is_consistent():
     assert sources["whurs19"].role == "held-out" and sources["aid"].role == "train"
     assert all(len(s.commit) == 40 for s in sources.values())
     assert len(sources["aid"].classes) == 30 and len(sources["whurs19"].classes) == 19
+    assert sources["aid"].split_from == "rsicd"  # RSICD's named images are crops of AID's
+    assert len(sources["whurs19"].seen) == 635  # WHU-RS19 frames found in AID
 
 
 def test_prepare_from_git_repo_checks_counts_and_skips_excluded(tmp_path):
@@ -120,6 +127,11 @@ def test_prepare_from_plain_folder_with_class_in_file_name(tmp_path):
     assert sorted(p.relative_to(tmp_path / "corpus" / "whu").as_posix()
                   for p in (tmp_path / "corpus" / "whu").rglob("*.jpg")) == [
         "test/FootballField/footballfield_01.jpg", "test/FootballField/footballfield_02.jpg", "test/River/river_01.jpg"]
+    seen = dict(WHU_ENTRY, seen_in={"dataset": "aid", "files": {"river_01.jpg": "river_7.jpg"}})
+    source_seen = load_manifest(write_manifest(tmp_path / "m5.json", {"whu": seen}))["whu"]
+    report = prepare_dataset(source_seen, tmp_path / "whu", tmp_path / "corpus")
+    assert report.per_split == {"overlap": 1, "test": 2}  # a frame a training source has is not test
+    assert [r.id for r in load_corpus("whu", split="overlap", root=tmp_path / "corpus")] == ["whu/river/river_01"]
     save_jpeg(images / "lake_01.jpg", (0, 0, 255))
     with pytest.raises(ValueError, match="class 'lake', which the manifest does not list"):
         prepare_dataset(source, tmp_path / "whu", tmp_path / "corpus")
@@ -133,6 +145,12 @@ def test_cli_data_prepare(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)
     assert rows[0]["dataset"] == "aid" and rows[0]["n_images"] == 5
+    result = runner.invoke(app, ["data", "overlap", "aid", "aid", "--out", str(tmp_path / "c"), "--json"])
+    assert result.exit_code == 0, result.output
+    pairs = json.loads(result.stdout)  # against itself every image is its own duplicate
+    assert len(pairs) == 5 and all(k == v for k, v in pairs.items())
+    result = runner.invoke(app, ["data", "overlap", "whurs19", "aid", "--out", str(tmp_path / "c")])
+    assert result.exit_code == 2 and "not prepared" in result.output
     result = runner.invoke(app, ["data", "prepare", "--source", f"nwpu={repo}"])
     assert result.exit_code == 2 and "unknown corpus dataset 'nwpu'" in result.output
     result = runner.invoke(app, ["data", "prepare", "--source", str(repo)])
@@ -160,3 +178,40 @@ def test_splits_are_seeded_and_proportioned():
     assert {split_of(i, "held-out") for i in ids[:50]} == {"test"}
     with pytest.raises(ValueError, match="unknown corpus role"):
         split_of("x", "tune")
+
+
+def test_split_follows_a_benchmark_by_file_name(tmp_path, monkeypatch):
+    repo, commit = make_aid_like_repo(tmp_path / "clone")
+    rsicd = tmp_path / "data" / "rsicd"
+    rsicd.mkdir(parents=True)
+    splits = {"airport_0.jpg": "test", "airport_1.jpg": "val", "airport_2.jpg": "train",
+              "beach_0.jpg": "train", "beach_1.jpg": "test"}
+    rsicd.joinpath("captions.jsonl").write_text("".join(
+        json.dumps({"filename": n, "split": sp, "label": "x", "captions": ["c"]}) + "\n" for n, sp in splits.items()))
+    entry = dict(aid_entry(commit), split_from={"dataset": "rsicd"})
+    source = load_manifest(write_manifest(tmp_path / "m.json", {"aid": entry}))["aid"]
+    prepare_dataset(source, repo, tmp_path / "corpus", benchmark_root=tmp_path / "data")
+    assert {r.path.name: r.split for r in load_corpus("aid", root=tmp_path / "corpus")} == splits
+    monkeypatch.setenv("RSRAG_DATA", str(tmp_path / "data"))  # the default root, as the CLI uses it
+    prepare_dataset(source, repo, tmp_path / "corpus")
+    rsicd.joinpath("captions.jsonl").write_text(json.dumps(
+        {"filename": "airport_0.jpg", "split": "test", "label": "x", "captions": ["c"]}) + "\n")
+    with pytest.raises(ValueError, match="'airport_1.jpg' is not in rsicd"):
+        prepare_dataset(source, repo, tmp_path / "corpus")
+
+
+def test_near_duplicates_find_the_same_frame_at_another_size(tmp_path):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    frames = [Image.fromarray(rng.integers(0, 256, (60, 60, 3), dtype=np.uint8)).resize((120, 120)) for _ in range(3)]
+    held = []
+    for i, frame in enumerate(frames):
+        frame.save(tmp_path / f"held{i}.png")
+        held.append(tmp_path / f"held{i}.png")
+    frames[1].resize((48, 48), Image.BILINEAR).save(tmp_path / "small1.jpg", quality=85)  # same frame, shrunk
+    frames[2].transpose(Image.FLIP_LEFT_RIGHT).save(tmp_path / "flipped2.png")  # another picture
+    others = [tmp_path / "small1.jpg", tmp_path / "flipped2.png"]
+    found = near_duplicates(held, others)
+    assert list(found) == [held[1]] and found[held[1]][0] == others[0] and found[held[1]][1] > 0.95
+    assert near_duplicates(held, []) == {}

@@ -59,3 +59,27 @@ def _parse_source(text: str, manifest: dict) -> tuple:
     if name not in manifest:
         raise ValueError(f"unknown corpus dataset {name!r}; the manifest lists {', '.join(sorted(manifest))}")
     return manifest[name], Path(path).expanduser()
+
+
+@app.command("overlap")
+def overlap(
+    held_out: str = typer.Argument(..., help="Prepared corpus dataset to check, e.g. whurs19."),
+    against: str = typer.Argument(..., help="Prepared corpus dataset it must not share images with, e.g. aid."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Corpus folder (default: $RSRAG_CACHE/corpus)."),
+    as_json: bool = typer.Option(False, "--json", help="Print {file name: file name it duplicates} as JSON."),
+) -> None:
+    """Images of one corpus dataset that are the same frame as an image of another (grey thumbnails,
+    cosine > 0.95): the list the manifest's `seen_in` holds for a held-out dataset."""
+    from rsrag.data.corpus import load_corpus, near_duplicates
+
+    with user_errors():
+        paths = [r.path for r in load_corpus(held_out, root=out)]
+        others = [r.path for r in load_corpus(against, root=out)]
+        found = near_duplicates(paths, others)
+    pairs = {p.name: o.name for p, (o, _) in sorted(found.items(), key=lambda kv: kv[0].name)}
+    if as_json:
+        typer.echo(json.dumps(pairs, indent=1))
+    else:
+        for path, (other, cosine) in sorted(found.items(), key=lambda kv: kv[0].name):
+            typer.echo(f"{path.name}\t{other.name}\t{cosine:.3f}")
+    typer.echo(f"{len(found)} of {len(paths)} {held_out} images are in {against}", err=True)

@@ -21,8 +21,13 @@ evaluation. A manifest entry or source path naming them is refused, and any file
 dataset whose name matches `EXCLUDED` is skipped and counted.
 
 Splits: a dataset with role "train" is split train/val/test = 80/10/10 by a seeded hash of the
-image id (stable across machines and runs, independent of file order); a "held-out" dataset is all
-"test", since nothing may be trained or tuned on it.
+image id (stable across machines and runs, independent of file order), unless the manifest names a
+benchmark to follow (`split_from`): RSICD's images are crops of AID's, under the same file names, so
+an AID image takes the RSICD split of its file name and RSICD val/test never leak into training.
+A "held-out" dataset is all "test", since nothing may be trained or tuned on it, except the images
+the manifest lists as already present in a training source (`seen_in`: 635 of WHU-RS19's 1,005
+images are in AID, hence cropped in RSICD): they go to "overlap", so `<dataset>/test` holds only
+images no training source has. `near_duplicates` finds such images (`rsrag data overlap`).
 
 Captions (RS5M-style, for label-only images): every label has a few synonymous phrases, crossed
 with caption templates; each image gets `CAPTIONS_PER_IMAGE` of them, chosen by a hash of its id, so
@@ -48,9 +53,12 @@ from typing import Callable, Iterator
 
 from PIL import Image
 
+import numpy as np
+
 from rsrag.config import cache_dir
+from rsrag.data.benchmarks import load_dataset
 from rsrag.data.records import ImageRecord
-from rsrag.imageio import SUPPORTED_SUFFIXES
+from rsrag.imageio import SUPPORTED_SUFFIXES, load_image
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +169,8 @@ class CorpusSource:
     filename_pattern: str | None  # with class_from "filename": regex whose group "cls" is the class
     role: str  # "train" or "held-out"
     classes: dict[str, dict]  # source class -> {"label": rsrag label, "count": n}
+    split_from: str | None = None  # a benchmark whose split each file name takes (e.g. "rsicd")
+    seen: frozenset[str] = frozenset()  # held out, but present in a training source: split "overlap"
 
     @property
     def count(self) -> int:
@@ -177,9 +187,11 @@ def load_manifest(path: str | Path | None = None) -> dict[str, CorpusSource]:
         if EXCLUDED.search(name) or EXCLUDED.search(entry["path"]):
             raise ValueError(f"{path}: dataset {name!r} ({entry['path']}) is excluded data "
                              "(NWPU-RESISC45 / EuroSAT are reserved for independent evaluation)")
+        seen_in = entry.get("seen_in") or {}
         source = CorpusSource(name, entry["repository"], entry["commit"], entry["path"].strip("/"),
                               entry["class_from"], entry.get("filename_pattern"), entry["role"],
-                              entry["classes"])
+                              entry["classes"], (entry.get("split_from") or {}).get("dataset"),
+                              frozenset(seen_in.get("files", {})))
         for cls, info in source.classes.items():
             class_captions(info["label"])  # every label has caption phrases
         if source.count != entry["count"]:
@@ -275,11 +287,13 @@ class PrepareReport:
 
 
 def prepare_dataset(source: CorpusSource, clone: str | Path, out: str | Path | None = None,
-                    progress: Callable[[int], None] | None = None) -> PrepareReport:
+                    progress: Callable[[int], None] | None = None,
+                    benchmark_root: str | Path | None = None) -> PrepareReport:
     """Build one dataset of the corpus from a local clone; counts must match the manifest exactly.
 
     Written to `<out>/<name>.partial` and moved to `<out>/<name>` only when complete and checked,
-    so a failed run never leaves a half corpus behind. `progress(1)` is called per image read."""
+    so a failed run never leaves a half corpus behind. `progress(1)` is called per image read.
+    `benchmark_root`: where the `split_from` benchmark is (default: `RSRAG_DATA`)."""
     if EXCLUDED.search(str(clone)):
         raise ValueError(f"{source.name}: refusing {clone}: NWPU-RESISC45 / EuroSAT data is reserved for "
                          "independent evaluation")
@@ -288,7 +302,8 @@ def prepare_dataset(source: CorpusSource, clone: str | Path, out: str | Path | N
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     try:
-        records, skipped = _write_images(source, Path(clone), partial, progress)
+        splits = _benchmark_splits(source.split_from, benchmark_root) if source.split_from else None
+        records, skipped = _write_images(source, Path(clone), partial, progress, splits)
         _check_counts(source, records)
         with open(partial / "records.jsonl", "w") as f:
             for record in sorted(records, key=lambda r: r["id"]):
@@ -304,8 +319,23 @@ def prepare_dataset(source: CorpusSource, clone: str | Path, out: str | Path | N
     return PrepareReport(source.name, final, len(records), dict(sorted(per_split.items())), skipped)
 
 
-def _write_images(source: CorpusSource, clone: Path, folder: Path,
-                  progress: Callable[[int], None] | None) -> tuple[list[dict], list[str]]:
+def _benchmark_splits(name: str, root: str | Path | None) -> dict[str, str]:
+    """File name -> split of a benchmark dataset (its captions file only; images are not read)."""
+    return {Path(r.path).name: r.split for r in load_dataset(name, root=root)}
+
+
+def _split(source: CorpusSource, image_id: str, name: str, splits: dict[str, str] | None) -> str:
+    if splits is not None:
+        if name not in splits:
+            raise ValueError(f"{source.name}: {name!r} is not in {source.split_from}, whose split it must follow")
+        return splits[name]
+    if name in source.seen:
+        return "overlap"
+    return split_of(image_id, source.role)
+
+
+def _write_images(source: CorpusSource, clone: Path, folder: Path, progress: Callable[[int], None] | None,
+                  splits: dict[str, str] | None = None) -> tuple[list[dict], list[str]]:
     records, skipped, seen = [], [], {}
     for relative, data in iter_source_files(clone, source):
         if EXCLUDED.search(relative):
@@ -325,7 +355,7 @@ def _write_images(source: CorpusSource, clone: Path, folder: Path,
         except Exception as exc:  # Pillow raises many types for a broken file
             raise ValueError(f"{source.name}: {relative!r} is not a readable image: {exc}") from exc
         image_id = f"{source.name}/{source_class}/{Path(name).stem}"
-        split = split_of(image_id, source.role)
+        split = _split(source, image_id, name, splits)
         path = f"{split}/{info['label']}/{name}"
         if path in seen:
             raise ValueError(f"{source.name}: {relative!r} and {seen[path]!r} would both be written to {path}")
@@ -372,3 +402,32 @@ def load_corpus(dataset: str, split: str | None = None, root: str | Path | None 
                 records.append(ImageRecord(row["id"], folder / row["path"], row["split"], row["label"],
                                            list(row["captions"]), meta))
     return records
+
+
+# ---- near duplicates -----------------------------------------------------------------------------
+#: side of the grey thumbnails compared by `near_duplicates`
+THUMB = 24
+#: cosine of mean-removed thumbnails above which two images are the same scene (same frame at
+#: another size or JPEG quality scores 0.99; different beach or desert textures up to about 0.92)
+DUPLICATE_COSINE = 0.95
+
+
+def thumbnail_vectors(paths: list[Path]) -> np.ndarray:
+    """(n, THUMB*THUMB) unit vectors: grey, area-averaged thumbnails with their mean removed, so
+    size, JPEG quality and brightness offsets do not matter (crops and flips do)."""
+    out = np.zeros((len(paths), THUMB * THUMB), np.float32)
+    for i, path in enumerate(paths):
+        grey = np.asarray(load_image(path).convert("L").resize((THUMB, THUMB), Image.BOX), np.float32).ravel()
+        grey -= grey.mean()
+        out[i] = grey / max(float(np.linalg.norm(grey)), 1e-6)
+    return out
+
+
+def near_duplicates(paths: list[Path], others: list[Path], threshold: float = DUPLICATE_COSINE
+                    ) -> dict[Path, tuple[Path, float]]:
+    """Each of `paths` whose nearest image in `others` is the same frame: {path: (other, cosine)}."""
+    if not paths or not others:
+        return {}
+    sim = thumbnail_vectors(paths) @ thumbnail_vectors(others).T
+    best, nearest = sim.max(axis=1), sim.argmax(axis=1)
+    return {paths[i]: (others[nearest[i]], round(float(best[i]), 4)) for i in np.flatnonzero(best > threshold)}
