@@ -132,6 +132,10 @@ def test_prepare_from_plain_folder_with_class_in_file_name(tmp_path):
     report = prepare_dataset(source_seen, tmp_path / "whu", tmp_path / "corpus")
     assert report.per_split == {"overlap": 1, "test": 2}  # a frame a training source has is not test
     assert [r.id for r in load_corpus("whu", split="overlap", root=tmp_path / "corpus")] == ["whu/river/river_01"]
+    typo = dict(WHU_ENTRY, seen_in={"dataset": "aid", "files": {"river_9.jpg": "river_7.jpg"}})
+    with pytest.raises(ValueError, match="listed in seen_in not found, e.g. river_9.jpg"):
+        prepare_dataset(load_manifest(write_manifest(tmp_path / "m6.json", {"whu": typo}))["whu"],
+                        tmp_path / "whu", tmp_path / "corpus")
     save_jpeg(images / "lake_01.jpg", (0, 0, 255))
     with pytest.raises(ValueError, match="class 'lake', which the manifest does not list"):
         prepare_dataset(source, tmp_path / "whu", tmp_path / "corpus")

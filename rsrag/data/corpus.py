@@ -184,7 +184,7 @@ def load_manifest(path: str | Path | None = None) -> dict[str, CorpusSource]:
     raw = json.loads(path.read_text())
     sources = {}
     for name, entry in raw["datasets"].items():
-        if EXCLUDED.search(name) or EXCLUDED.search(entry["path"]):
+        if any(EXCLUDED.search(text) for text in (name, entry["path"], entry["repository"])):
             raise ValueError(f"{path}: dataset {name!r} ({entry['path']}) is excluded data "
                              "(NWPU-RESISC45 / EuroSAT are reserved for independent evaluation)")
         seen_in = entry.get("seen_in") or {}
@@ -380,6 +380,9 @@ def _check_counts(source: CorpusSource, records: list[dict]) -> None:
         found[record["source_class"]] = found.get(record["source_class"], 0) + 1
     wrong = [f"{cls}: {found.get(cls, 0)} found, {info['count']} expected"
              for cls, info in sorted(source.classes.items()) if found.get(cls, 0) != info["count"]]
+    missing_seen = source.seen - {Path(record["path"]).name for record in records}
+    if missing_seen:
+        wrong.append(f"{len(missing_seen)} file(s) listed in seen_in not found, e.g. {sorted(missing_seen)[0]}")
     if wrong:
         raise ValueError(f"{source.name}: image counts differ from the manifest ({source.repository} @ "
                          f"{source.commit[:7]}, {source.path}/): " + "; ".join(wrong))
