@@ -7,6 +7,7 @@
     rsrag caption, rsrag vqa                 (models.py)     rsrag serve, rsrag router (serve.py)
     rsrag eval retrieval|zeroshot|caption|vqa|qa (eval.py)   rsrag train       (train.py)
     rsrag eval dialogue|abstain|match|localize|change          rsrag encoders list (encoders.py)
+    rsrag eval resolution                                     rsrag data prepare (data.py)
 
 Owns parsing options, printing tables and JSON, and exit codes: every command turns the errors a
 user can act on into one `error: ...` line and exit status 2 through the one wrapper
@@ -25,6 +26,7 @@ import typer
 from rsrag.cli.ask import ask_command
 from rsrag.cli.change import change_command, change_search_command, timeline_command
 from rsrag.cli.chat import chat_command
+from rsrag.cli.data import app as data_app
 from rsrag.cli.encoders import app as encoders_app
 from rsrag.cli.eval import app as eval_app
 from rsrag.cli.index import app as index_app
@@ -38,6 +40,7 @@ from rsrag.cli.train import app as train_app
 app = typer.Typer(help="rsrag: multimodal RAG and vector search for remote-sensing imagery.", no_args_is_help=True)
 app.add_typer(train_app, name="train")
 app.add_typer(eval_app, name="eval")
+app.add_typer(data_app, name="data")
 app.add_typer(encoders_app, name="encoders")
 app.add_typer(index_app, name="index")
 app.command("search")(search_command)

@@ -1,4 +1,4 @@
-"""`rsrag eval retrieval|zeroshot|caption|vqa|qa|change`: run the evaluators from the shell.
+"""`rsrag eval retrieval|zeroshot|resolution|caption|vqa|qa|change`: run the evaluators from the shell.
 
 Every run prints a table (or JSON with `--json`) and also leaves a JSON results file
 (`rsrag.cli.common.report`); errors a user can act on (a missing dataset or weights file, an unknown
@@ -68,6 +68,23 @@ OutputOpt = typer.Option(
     None, "--output", "-o", help="JSON results file (default: <results dir>/<command>_<dataset>_<split>_<encoder>.json)."
 )
 BatchOpt = typer.Option(64, "--batch-size", help="Images per encoder batch.")
+GsdOpt = typer.Option(1.0, "--gsd-factor", help="Degrade every image to an N times coarser ground sample distance "
+                                                "first (rsrag.data.degrade; 1 = as they are).")
+
+
+def _encode_at_gsd(encoder, records, factor: float, batch_size: int):
+    """Image embeddings of `records` degraded by `factor`, or None at factor 1 (the evaluator encodes)."""
+    from rsrag.eval.resolution import encode_degraded
+
+    return None if factor == 1 else encode_degraded(encoder, [r.path for r in records], factor, batch_size)
+
+
+def _gsd_suffix(factor: float) -> str:
+    return "" if factor == 1 else f"_gsd{factor:g}x"
+
+
+def _gsd_words(factor: float) -> str:
+    return "" if factor == 1 else f", {factor:g}x coarser"
 
 
 # ---- retrieval -----------------------------------------------------------------------------------
@@ -79,6 +96,7 @@ def retrieval(
     as_json: bool = JsonOpt,
     output: Optional[Path] = OutputOpt,
     batch_size: int = BatchOpt,
+    gsd_factor: float = GsdOpt,
 ) -> None:
     """Image->text and text->image Recall@1/5/10 and mR (RSICD / UCM-captions protocol)."""
     from rsrag.eval.retrieval import RetrievalEvaluator
@@ -88,10 +106,12 @@ def retrieval(
         records = load_dataset(dataset.value, split)
         start = time.perf_counter()
         evaluator = RetrievalEvaluator(records, name=dataset.value, split=split, batch_size=batch_size)
-        result = evaluator(create_encoder(name))
+        model = create_encoder(name)
+        result = evaluator(model, image_emb=_encode_at_gsd(model, records, gsd_factor, batch_size))
+    result["gsd_factor"] = gsd_factor
     result["elapsed_s"] = round(time.perf_counter() - start, 2)
-    report(result, output, f"retrieval_{dataset.value}_{slug(split)}_{slug(name)}.json", as_json,
-           lambda r: _print_retrieval(r, f"{dataset.value}/{split}"))
+    report(result, output, f"retrieval_{dataset.value}_{slug(split)}_{slug(name)}{_gsd_suffix(gsd_factor)}.json", as_json,
+           lambda r: _print_retrieval(r, f"{dataset.value}/{split}{_gsd_words(gsd_factor)}"))
 
 
 def _print_retrieval(result: dict, what: str) -> None:
@@ -121,6 +141,7 @@ def zeroshot(
     as_json: bool = JsonOpt,
     output: Optional[Path] = OutputOpt,
     batch_size: int = BatchOpt,
+    gsd_factor: float = GsdOpt,
 ) -> None:
     """Zero-shot scene classification: accuracy and per-class breakdown, from prompt templates."""
     if (folder is None) == (dataset is None):
@@ -131,15 +152,17 @@ def zeroshot(
     with user_errors():
         if folder is not None:
             records, ds_name, ds_split = load_class_folder(folder), folder.name, None
-            default_name = f"zeroshot_folder-{slug(folder.name)}_{slug(name)}.json"
+            default_name = f"zeroshot_folder-{slug(folder.name)}_{slug(name)}{_gsd_suffix(gsd_factor)}.json"
         else:
             records, ds_name, ds_split = load_dataset(dataset.value, split), dataset.value, split
-            default_name = f"zeroshot_{dataset.value}_{slug(split)}_{slug(name)}.json"
+            default_name = f"zeroshot_{dataset.value}_{slug(split)}_{slug(name)}{_gsd_suffix(gsd_factor)}.json"
         start = time.perf_counter()
         evaluator = ZeroShotEvaluator(records, name=ds_name, split=ds_split, batch_size=batch_size)
-        result = evaluator(create_encoder(name))
+        model = create_encoder(name)
+        result = evaluator(model, image_emb=_encode_at_gsd(model, records, gsd_factor, batch_size))
+    result["gsd_factor"] = gsd_factor
     result["elapsed_s"] = round(time.perf_counter() - start, 2)
-    what = ds_name + (f"/{ds_split}" if ds_split else "")
+    what = ds_name + (f"/{ds_split}" if ds_split else "") + _gsd_words(gsd_factor)
     report(result, output, default_name, as_json, lambda r: _print_zeroshot(r, what))
 
 
@@ -157,6 +180,64 @@ def _print_zeroshot(result: dict, what: str) -> None:
     console = Console()
     console.print(table)
     console.print(f"accuracy = {result['accuracy']:.2f}%  ({result['n_images']} images, {result['n_classes']} classes)")
+
+
+# ---- resolution robustness ------------------------------------------------------------------------
+@app.command()
+def resolution(
+    dataset: DatasetName = typer.Option(DatasetName.rsicd, "--dataset", "-d", help="Labelled, captioned dataset."),
+    split: str = typer.Option("test", "--split", help="Dataset split."),
+    folder: Optional[Path] = typer.Option(
+        None, "--folder", "-f", exists=True, file_okay=False,
+        help="A class folder instead of --dataset (zero-shot only: no captions)."),
+    factors: str = typer.Option("1,2,4,8,16", "--factors", help="GSD coarsening factors, comma-separated (1 = native)."),
+    encoder: Optional[str] = EncoderOpt,
+    as_json: bool = JsonOpt,
+    output: Optional[Path] = OutputOpt,
+    batch_size: int = BatchOpt,
+) -> None:
+    """Zero-shot accuracy and retrieval mR with every image degraded to coarser ground sample distances
+    (rsrag.data.degrade: sensor blur, area average down, bicubic back up)."""
+    from tqdm import tqdm
+
+    from rsrag.data.degrade import parse_factors
+    from rsrag.eval.resolution import ResolutionEvaluator
+
+    name = _encoder_name(encoder)
+    with user_errors():
+        levels = parse_factors(factors)
+        if folder is not None:
+            records, ds_name, ds_split = load_class_folder(folder), folder.name, None
+            default_name = f"resolution_folder-{slug(folder.name)}_{slug(name)}.json"
+        else:
+            records, ds_name, ds_split = load_dataset(dataset.value, split), dataset.value, split
+            default_name = f"resolution_{dataset.value}_{slug(split)}_{slug(name)}.json"
+        start = time.perf_counter()
+        evaluator = ResolutionEvaluator(records, name=ds_name, split=ds_split, factors=levels, batch_size=batch_size)
+        model = create_encoder(name)
+        with tqdm(total=len(records) * len(levels), desc="resolution", unit="img", disable=None) as bar:
+            result = evaluator(model, progress=bar.update)
+    result["elapsed_s"] = round(time.perf_counter() - start, 2)
+    what = ds_name + (f"/{ds_split}" if ds_split else "")
+    report(result, output, default_name, as_json, lambda r: _print_resolution(r, what))
+
+
+def _print_resolution(result: dict, what: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    has_mr = bool(result["n_captions"])
+    table = Table(title=f"Resolution robustness: {what}, {result['encoder']}")
+    for column in ("GSD factor", "blur sigma px", "zero-shot %") + (("mR",) if has_mr else ()):
+        table.add_column(column, justify="right")
+    table.add_column("most predicted (% of images)")
+    for row in result["curve"]:
+        cells = [f"{row['factor']:g}x", f"{row['blur_sigma']:.2f}", f"{row['accuracy']:.2f}"]
+        top = ", ".join(f"{c} {share:.0f}" for c, share in row["most_predicted"].items())
+        table.add_row(*cells, *([f"{row['mR']:.2f}"] if has_mr else []), top)
+    console = Console()
+    console.print(table)
+    console.print(f"{result['n_images']} images, {result['n_classes']} classes")
 
 
 # ---- captioning ----------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """Dataset loaders: every source of images (benchmarks, folders, captions files) becomes a list of
 `ImageRecord`s. Loaders do not open the images; the index build reports missing or broken files.
 
-Owns: `ImageRecord` and the loaders (`benchmarks`: RSICD / UCM splits, `folders`, `captions`).
+Owns: `ImageRecord` and the loaders (`benchmarks`: RSICD / UCM splits, `folders`, `captions`),
+the corpus of label-only scene datasets (`corpus`) and the coarser-GSD degradation (`degrade`).
 May import: `rsrag.config`, `rsrag.imageio`; nothing above them.
 """
 
