@@ -1,7 +1,9 @@
 """The library index: LanceDB records + FAISS vectors + BM25 keywords, kept in step.
 
-Owns: index folders and their crash-safe protocol (`folder`: manifest, writer lock, repair, rid
-reservation, commit counter; `fsutil`), the record store and its column types (`store`), FAISS
+Owns: where an index lives, a local folder or an `s3://` prefix (`storage`), index folders and
+their crash-safe protocol (`folder`: manifest, writer lock, repair, rid reservation, commit counter,
+writers without a lock on an object store; `fsutil`), the readers-writer lock that lets a snapshot
+follow its writer in place (`rwlock`), the record store and its column types (`store`), FAISS
 (`ann`), BM25 (`bm25`), filters (`filters`), hits and in-memory rows (`rows`), embedding many
 records (`pipeline`), the `Library` facade (`library`), an index split into shard Libraries and
 searched in parallel (`sharded`), building from a SOURCE (`build`) and the `rsrag index` commands (`cli`).
