@@ -84,7 +84,7 @@ def test_the_index_holds_codes_not_vectors(ann):
 
 def test_deletes_filters_and_missing_vectors(data):
     rids, vectors, queries, truth = data
-    spec = IndexSpec.parse("ivfpq:nlist=32,m=8,opq=1,rerank=50").resolve(N, DIM)
+    spec = IndexSpec.parse("ivfpq:nlist=32,m=8,rerank=50").resolve(N, DIM)
     ann = AnnIndex.build(spec, DIM, rids, vectors)
     _, found = ann.search(queries[:5], K, vectors_for=fetcher(rids, vectors))
     gone = np.unique(found[:, :3])

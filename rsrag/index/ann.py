@@ -207,6 +207,9 @@ class AnnIndex:
             ivf = faiss.extract_index_ivf(index)
             ivf.cp.niter = 10  # fewer k-means rounds than faiss' 25: same recall here, 2.5x faster
             ivf.cp.max_points_per_centroid = TRAIN_PER_LIST
+            if spec.kind == "ivfpq":  # the m PQ k-means (256 words each): 10 rounds too, on <= 64 points/word
+                pq_cp = faiss.downcast_index(ivf).pq.cp
+                pq_cp.niter, pq_cp.max_points_per_centroid = 10, 64
             index.train(cls._sample(vectors, take))
         else:
             raise ValueError(f"cannot build an index of unresolved type {spec.kind!r}")
@@ -221,7 +224,7 @@ class AnnIndex:
         if dim % m:
             raise ValueError(f"ivfpq: m={m} sub-quantisers must divide the dimension {dim}")
         opq = f"OPQ{m}," if spec.params["opq"] else ""
-        return faiss.index_factory(dim, f"{opq}IVF{spec.params['nlist']},PQ{m}x{nbits}", faiss.METRIC_INNER_PRODUCT)
+        return faiss.index_factory(dim, f"{opq}IVF{spec.params['nlist']},PQ{m}x{nbits}np", faiss.METRIC_INNER_PRODUCT)
 
     @staticmethod
     def _sample(vectors: np.ndarray, take: int) -> np.ndarray:
