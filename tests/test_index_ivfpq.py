@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from index_helpers import HashEncoder, make_cli, make_records, write_captions_file
+from index_helpers import HashEncoder, assert_consistent, make_cli, make_records, write_captions_file
 from typer.testing import CliRunner
 
 from rsrag.data import ImageRecord
@@ -125,6 +125,10 @@ def test_library_ivfpq_matches_flat(tmp_path):
     gone = [h.id for h in ivfpq.search_vector(vectors[0], 3)]
     ivfpq.delete(gone)
     assert not {h.id for h in ivfpq.search_vector(vectors[0], 10)} & set(gone)
+    assert_consistent(ivfpq)
+    reopened = Library.open(tmp_path / "indexes", "ivfpq", encoder=HashEncoder())
+    assert reopened.manifest["index"]["type"] == "ivfpq" and len(reopened) == len(vectors) - 3
+    assert [h.id for h in reopened.search_vector(vectors[1], 5)] == [h.id for h in ivfpq.search_vector(vectors[1], 5)]
 
 
 def test_store_fetches_vectors_by_rid(tmp_path):

@@ -25,7 +25,8 @@ from dataclasses import dataclass
 
 from pydantic import ByteSize, TypeAdapter, ValidationError
 
-from rsrag.index.ann import FLAT_MAX, IndexSpec
+from rsrag.index import ann
+from rsrag.index.ann import IndexSpec
 
 _ID_BYTES = 8  # int64 rid per vector (IndexIDMap's id_map, or the IVF lists' ids)
 _BYTE_SIZE = TypeAdapter(ByteSize)
@@ -99,8 +100,9 @@ def choose(n: int, dim: int, budget: int | None = None) -> Choice:
     sizes = {"flat": index_bytes(flat, n, dim), "ivf": index_bytes(ivf, n, dim), "hnsw": index_bytes(hnsw, n, dim)}
     per_vector = ", ".join(f"{kind} {size / n:.0f}" for kind, size in sizes.items())
     seen = f"{n:,} x {dim}-d vectors, budget {human(budget)}; bytes per vector: {per_vector}"
-    if n < FLAT_MAX and sizes["flat"] <= budget:
-        return Choice(flat, sizes["flat"], f"flat (exact): {seen}; below {FLAT_MAX:,} vectors exact search is "
+    flat_max = ann.FLAT_MAX  # read at call time (tests lower it)
+    if n < flat_max and sizes["flat"] <= budget:
+        return Choice(flat, sizes["flat"], f"flat (exact): {seen}; below {flat_max:,} vectors exact search is "
                                            f"fast, and it needs {human(sizes['flat'])}")
     if sizes["ivf"] <= budget:
         return Choice(ivf, sizes["ivf"], f"{ivf}: {seen}; full float32 vectors fit ({human(sizes['ivf'])}), so no "
