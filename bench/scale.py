@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import platform
 import sys
 import tempfile
@@ -160,6 +161,7 @@ def main() -> None:
             rows += bench_size(n, args, Path(tmp))
     out = {"benchmark": "scale", "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
            "machine": {"platform": platform.platform(), "cpus": faiss.omp_get_max_threads(),
+                       "load_1min": round(os.getloadavg()[0], 2),
                        "faiss": faiss.__version__}, "dim": DIM, "k": K, "target": TARGET, "rows": rows}
     path = results_dir() / "bench_scale.json"
     path.write_text(json.dumps(out, indent=2))

@@ -16,8 +16,24 @@ Index types (`IndexSpec`; the string form `"ivf:nlist=1024,nprobe=32"` is what `
   slower to build on few cores). HNSW cannot remove vectors, so a delete becomes a tombstone that
   every search excludes through an ID selector; `needs_rebuild` asks for a rebuild past 10%.
 
-`auto` re-chooses as the collection grows: a flat index that passes `FLAT_MAX`, or an IVF index
-that grows 4x past the size it was trained at, is rebuilt from the stored vectors.
+- `ivfpq` IVF-PQ, `[OPQm,]IVFn,PQmx8` (FAISS index_factory), inner product: each vector is m code
+  bytes (64 for 512-d by default: the most sub-quantisers up to 64 with >= 4 dimensions each) plus
+  its 8-byte rid, instead of 4*dim float bytes. `nlist` as ivf, `nprobe` = max(8, nlist/64), `opq`
+  0 (1 adds a learned rotation: better codes, much slower to train on few cores), `rerank` = 100:
+  the search asks FAISS for the `rerank` best candidates by PQ score, reads their float32 vectors
+  from the owner through `vectors_for` (LanceDB, see `RecordStore.vectors_for_rids`) and re-scores
+  them exactly, so the scores returned are true cosines and the vectors never sit in RAM.
+  Inner product rather than L2: on unit vectors both rank alike and both encode the residual to the
+  list centroid, but IP's look-up table is computed once per query, where L2 needs one per probed
+  list (or FAISS' precomputed table: nlist*m*256 floats, 268 MB at nlist 4096, m 64). Trained on
+  at most max(40*nlist, 16384) vectors; PQ k-means 10 rounds on <= 64 points per code word; no
+  polysemous training (FAISS' factory default, unused here, and most of the build time). Deletes
+  are real (`remove_ids`). bench/scale.py measures memory, recall and latency against raw FAISS.
+
+`auto` picks by size and memory (rsrag.index.sizing, given the dimension): flat below `FLAT_MAX`,
+ivf while the float32 vectors fit the memory budget (`auto:budget=BYTES`, default 4 GiB), ivfpq
+beyond. It re-chooses as the collection grows: an index whose type no longer fits, or an IVF or
+IVF-PQ index that grows 4x past the size it was trained at, is rebuilt from the stored vectors.
 
 Threads: a search of a few queries runs FAISS on `RSRAG_SEARCH_THREADS` OpenMP threads (default
 1; 0 keeps FAISS' default of all cores). On a shared 2-core machine a single flat query over 10k
@@ -32,7 +48,7 @@ GPU: when faiss was built with GPU support and a GPU is visible (and `RSRAG_FAIS
 "0"), unfiltered flat and IVF searches run on a GPU copy of the index (on every GPU, replicated):
 adds go to both, a delete drops the copy and the next search makes it again; the GPU resources (cuBLAS handles, scratch memory) are made once per
 process. Filtered searches, HNSW and k > 2048 (FAISS' GPU limit) stay on the CPU (FAISS GPU indexes
-take no ID selector). The CPU index stays the one that is updated and saved. `bench/ann_gpu.py`
+take no ID selector); so does ivfpq, whose cost is the re-rank fetch, not the scan. The CPU index stays the one that is updated and saved. `bench/ann_gpu.py`
 measures GPU against CPU.
 """
 
