@@ -1,7 +1,7 @@
 """Compressed indexes at scale: IVF-PQ + exact re-rank through rsrag against raw FAISS, in one run.
 
-    python bench/scale.py [--quick] [--sizes 1000000] [--queries 200] [--configs nlist=1024,m=64;...]
-                          [--nprobe 8,16,32] [--rerank 0,50,100,200] [--work-dir DIR]
+    python bench/scale.py [--quick] [--sizes 1000000] [--queries 200] [--configs "nlist=1024,m=64;..."]
+                          [--nprobe 16,32] [--rerank 0,100,200,400] [--work-dir DIR]
 
 Collections: bench/search.py's synthetic 512-d vectors (32 clusters, each a random 16-d patch plus
 noise: a realistic low intrinsic dimension), `--queries` fresh points of the same mixture, and exact
@@ -94,7 +94,8 @@ def bench_size(n: int, args, work: Path) -> list[dict]:
         ann_bytes = len(faiss.serialize_index(built.index))
         for nprobe in args.nprobe:
             for rerank in args.rerank:
-                ann = AnnIndex(IndexSpec("ivfpq", spec.params | {"nprobe": nprobe, "rerank": rerank}), DIM, built.index)
+                searched = IndexSpec("ivfpq", spec.params | {"nprobe": nprobe, "rerank": rerank})
+                ann = AnnIndex(searched, DIM, built.index)
                 index, cand = built.index, max(K, rerank)
 
                 def rsrag_path(q, ann=ann):
@@ -143,15 +144,16 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="100k vectors, two configs (a smoke run)")
     parser.add_argument("--sizes", default="1000000")
     parser.add_argument("--queries", type=int, default=200)
-    parser.add_argument("--configs", default="nlist=1024,m=32;nlist=1024,m=64;nlist=4096,m=64",
+    parser.add_argument("--configs", default="nlist=1024,m=64;nlist=1024,m=32",
                         help="IVF-PQ configs, ';'-separated (nlist, m, nbits, opq)")
-    parser.add_argument("--nprobe", default="8,16,32")
-    parser.add_argument("--rerank", default="0,50,100,200")
+    parser.add_argument("--nprobe", default="16,32")
+    parser.add_argument("--rerank", default="0,100,200,400")
     parser.add_argument("--time-budget", type=float, default=1.0, help="seconds per timed loop (all queries run)")
     parser.add_argument("--work-dir", type=Path, default=None, help="where the LanceDB tables go (default: temp)")
     args = parser.parse_args()
     if args.quick:
-        args.sizes, args.configs, args.nprobe, args.rerank = "100000", "nlist=256,m=32;nlist=256,m=64", "8,16", "0,50,100"
+        args.sizes, args.configs = "100000", "nlist=256,m=32;nlist=256,m=64"
+        args.nprobe, args.rerank = "8,16", "0,50,100"
     args.nprobe = [int(v) for v in args.nprobe.split(",")]
     args.rerank = [int(v) for v in args.rerank.split(",")]
     print(" | ".join(COLUMNS))

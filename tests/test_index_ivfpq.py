@@ -115,7 +115,8 @@ def test_library_ivfpq_matches_flat(tmp_path):
     records = [ImageRecord(f"r{i}", None, None, None, []) for i in range(len(vectors))]
     libs = {}
     for kind in ("flat", "ivfpq:nlist=16,m=16,nprobe=16,rerank=200"):
-        libs[kind] = lib = Library.create(tmp_path / "indexes", kind.split(":")[0], encoder=HashEncoder(), index_type=kind)
+        name = kind.split(":")[0]
+        libs[kind] = lib = Library.create(tmp_path / "indexes", name, encoder=HashEncoder(), index_type=kind)
         lib.add_embedded(records, vectors)
     ivfpq = libs["ivfpq:nlist=16,m=16,nprobe=16,rerank=200"]
     assert ivfpq.manifest["index"]["type"] == "ivfpq"
