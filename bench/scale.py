@@ -162,7 +162,7 @@ def main() -> None:
         for n in (int(v) for v in args.sizes.split(",")):
             rows += bench_size(n, args, Path(tmp))
     out = {"benchmark": "scale", "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-           "machine": {"platform": platform.platform(), "cpus": faiss.omp_get_max_threads(),
+           "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                        "load_1min": round(os.getloadavg()[0], 2),
                        "faiss": faiss.__version__}, "dim": DIM, "k": K, "target": TARGET, "rows": rows}
     path = results_dir() / "bench_scale.json"
