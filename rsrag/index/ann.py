@@ -7,7 +7,8 @@ Index types (`IndexSpec`; the string form `"ivf:nlist=1024,nprobe=32"` is what `
 
 - `flat`  exact search, `IndexIDMap(IndexFlatIP)`. Chosen by `auto` below `FLAT_MAX` (50,000)
   vectors: exact and still only a few ms per query there.
-- `ivf`   `IndexIVFFlat`, inner-product coarse quantiser. Chosen by `auto` from 50,000 vectors.
+- `ivf`   `IndexIVFFlat`, inner-product coarse quantiser. Chosen by `auto` from 50,000 vectors, while they fit
+  the memory budget (below).
   Defaults: `nlist` = the power of two nearest sqrt(n) (64..16384), trained by k-means on at most
   `TRAIN_PER_LIST` (40) vectors per list; `nprobe` = max(16, nlist/16), i.e. about 6% of the
   lists are scanned (see bench/search.py for the recall and speed this gives). Deletes are real
@@ -15,7 +16,6 @@ Index types (`IndexSpec`; the string form `"ivf:nlist=1024,nprobe=32"` is what `
 - `hnsw`  `IndexIDMap(IndexHNSWFlat)`, M=32, efConstruction=80, efSearch=64 (only on request:
   slower to build on few cores). HNSW cannot remove vectors, so a delete becomes a tombstone that
   every search excludes through an ID selector; `needs_rebuild` asks for a rebuild past 10%.
-
 - `ivfpq` IVF-PQ, `[OPQm,]IVFn,PQmx8` (FAISS index_factory), inner product: each vector is m code
   bytes (64 for 512-d by default: the most sub-quantisers up to 64 with >= 4 dimensions each) plus
   its 8-byte rid, instead of 4*dim float bytes. `nlist` as ivf, `nprobe` = max(8, nlist/64), `opq`
@@ -23,14 +23,14 @@ Index types (`IndexSpec`; the string form `"ivf:nlist=1024,nprobe=32"` is what `
   the search asks FAISS for the `rerank` best candidates by PQ score, reads their float32 vectors
   from the owner through `vectors_for` (LanceDB, see `RecordStore.vectors_for_rids`) and re-scores
   them exactly, so the scores returned are true cosines and the vectors never sit in RAM.
-  Inner product rather than L2: on unit vectors both rank alike and both encode the residual to the
-  list centroid; IP's look-up table is computed once per query, where L2 needs one per probed list
+  Inner product rather than L2: exact IP and L2 rank unit vectors alike and both encode the residual
+  to the list centroid, but their PQ estimates differ. IP's look-up table is computed once per query, where L2 needs one per probed list
   or FAISS' precomputed table (nlist*m*256 floats: 268 MB at nlist 4096, m 64, outside the budget).
   Measured (200k synthetic 512-d, IVF512,PQ64, nprobe 16): L2 ranks the PQ candidates better
   (recall@10 0.71 vs 0.60 without re-rank, 0.973 vs 0.959 with 100 candidates, 0.973 vs 0.977 with
   200), IP scans faster (0.36 vs 0.52 ms). With 200 candidates they are equal; L2 with 100 would
-  halve the re-rank fetch, the dominant cost, for that table's memory: a possible next step. Trained on
-  at most max(40*nlist, 16384) vectors; PQ k-means 10 rounds on <= 64 points per code word; no
+  halve the re-rank fetch, the dominant cost, for that table's memory: a possible next step.
+  Trained on at most max(40*nlist, 16384) vectors; PQ k-means 10 rounds on <= 64 points per code word; no
   polysemous training (FAISS' factory default, unused here, and most of the build time). Deletes
   are real (`remove_ids`). bench/scale.py measures memory, recall and latency against raw FAISS.
 
