@@ -83,6 +83,10 @@ def measure(n: int) -> dict:
             lib.add_embedded(recs, rng.standard_normal((len(recs), DIM)).astype(np.float32))
         lib.compact()
         build_s = time.perf_counter() - t0
+        from datetime import timedelta
+
+        # only the current version's files: the versions compaction replaced are kept an hour by default
+        lib.folder_state.store.table.optimize(cleanup_older_than=timedelta(0), delete_unverified=True)
         folder = lib.folder
         lance = folder_bytes(folder / "records.lance")
         store = lib.folder_state.store

@@ -37,6 +37,30 @@ def _progress(desc: str, unit: str = "img"):
     return update
 
 
+def _index_type(index_type: str, memory_budget: Optional[str]) -> str:
+    """--index-type, or with --memory-budget `auto:budget=BYTES`: auto then picks the type that fits
+    (rsrag.index.sizing) now and again as the index grows."""
+    if memory_budget is None:
+        return index_type
+    from rsrag.index.ann import IndexSpec
+    from rsrag.index.sizing import parse_size
+
+    if IndexSpec.parse(index_type).kind != "auto":
+        raise ValueError(f"--memory-budget picks the index type itself; leave out --index-type {index_type}")
+    return f"auto:budget={parse_size(memory_budget)}"
+
+
+def _index_choice(lib, index_type: str) -> dict:
+    """{"index_choice": what a memory budget made auto pick for this index, and why}, or {}."""
+    from rsrag.index.ann import IndexSpec
+    from rsrag.index.sizing import choose
+
+    spec = IndexSpec.parse(index_type)
+    if spec.kind != "auto" or "budget" not in spec.params or not len(lib):
+        return {}
+    return {"index_choice": choose(len(lib), lib.dim, spec.params["budget"]).why}
+
+
 def _run_build(source: str, name: str, root: Optional[str], encoder: Optional[str], index_type: str,
                split: Optional[str], limit: Optional[int], upsert: bool, create: bool, batch_size: int,
                chunk_size: int, workers: int, as_json: bool) -> None:
@@ -48,9 +72,12 @@ def _run_build(source: str, name: str, root: Optional[str], encoder: Optional[st
                                   chunk_size=chunk_size, workers=workers, progress=_progress(name))
     summary = {"index": str(lib.location), "records": len(lib), **report.to_dict(),
                "failures": [{"id": i, "path": p, "error": e} for i, p, e in report.failed]}
+    summary |= _index_choice(lib, index_type)
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
         return
+    if "index_choice" in summary:
+        typer.echo(f"index type {summary['index_choice']}")
     rate = f", {summary['images_per_second']} img/s" if summary["images_per_second"] else ""
     typer.echo(f"{lib.location}: {summary['records']} records (added {report.added}, replaced {report.replaced}, "
                f"already there {report.skipped}, failed {len(report.failed)}) in {report.seconds:.1f}s{rate}")
@@ -82,10 +109,12 @@ def _run_scene_build(source: List[str], name: str, root: Optional[str], encoder:
         lib, report = build_scene_index(source, name, root, encoder=encoder, index_type=index_type, tiling=tiling,
                                         bands=bands, sensor=sensor, datetime=when, create=create,
                                         batch_size=batch_size, progress=_progress(name, unit="chip"))
-    summary = {"index": str(lib.location), "records": len(lib), **report.to_dict()}
+    summary = {"index": str(lib.location), "records": len(lib), **report.to_dict(), **_index_choice(lib, index_type)}
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
         return
+    if "index_choice" in summary:
+        typer.echo(f"index type {summary['index_choice']}")
     rate = f", {summary['chips_per_second']} chips/s" if summary["chips_per_second"] else ""
     typer.echo(f"{lib.location}: {summary['records']} records from {report.scenes} scene(s): added {report.added} "
                f"chips, already there {report.skipped_existing}, mostly nodata {report.skipped_nodata}, "
@@ -154,7 +183,11 @@ def build_cmd(
     root: Optional[str] = ROOT_OPTION,
     encoder: Optional[str] = typer.Option(None, "--encoder", help="Encoder (default: the index's own, else rs-lite)."),
     index_type: str = typer.Option("auto", "--index-type",
-                                   help="auto | flat | ivf[:nlist=N,nprobe=N] | hnsw[:m=N,ef_search=N]"),
+                                   help="auto | flat | ivf[:nlist=N,nprobe=N] | hnsw[:m=N,ef_search=N] | "
+                                        "ivfpq[:nlist=N,m=N,nprobe=N,opq=0|1,rerank=N]"),
+    memory_budget: Optional[str] = typer.Option(None, "--memory-budget",
+                                                help="Memory for the ANN structure, e.g. 512MB, 2GB, 1.5GiB: "
+                                                     "auto picks flat, ivf or ivfpq to fit it, and says why."),
     split: Optional[str] = typer.Option(None, "--split", help="Only records of this split."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Only N records, spread evenly over the source."),
     batch_size: int = typer.Option(64, "--batch-size"),
@@ -178,6 +211,7 @@ def build_cmd(
 ) -> None:
     """Create index NAME from SOURCE, or resume an interrupted build (finished items are kept)."""
     with user_errors():
+        index_type = _index_type(index_type, memory_budget)
         as_scenes = _wants_scenes(source, scenes, tile)
         tiling = _scene_options(tile, overlap, overlap_unit, scales, gsd, max_nodata) if as_scenes else None
     if shards:

@@ -7,7 +7,8 @@ Index types (`IndexSpec`; the string form `"ivf:nlist=1024,nprobe=32"` is what `
 
 - `flat`  exact search, `IndexIDMap(IndexFlatIP)`. Chosen by `auto` below `FLAT_MAX` (50,000)
   vectors: exact and still only a few ms per query there.
-- `ivf`   `IndexIVFFlat`, inner-product coarse quantiser. Chosen by `auto` from 50,000 vectors.
+- `ivf`   `IndexIVFFlat`, inner-product coarse quantiser. Chosen by `auto` from 50,000 vectors, while they fit
+  the memory budget (below).
   Defaults: `nlist` = the power of two nearest sqrt(n) (64..16384), trained by k-means on at most
   `TRAIN_PER_LIST` (40) vectors per list; `nprobe` = max(16, nlist/16), i.e. about 6% of the
   lists are scanned (see bench/search.py for the recall and speed this gives). Deletes are real
@@ -15,9 +16,28 @@ Index types (`IndexSpec`; the string form `"ivf:nlist=1024,nprobe=32"` is what `
 - `hnsw`  `IndexIDMap(IndexHNSWFlat)`, M=32, efConstruction=80, efSearch=64 (only on request:
   slower to build on few cores). HNSW cannot remove vectors, so a delete becomes a tombstone that
   every search excludes through an ID selector; `needs_rebuild` asks for a rebuild past 10%.
+- `ivfpq` IVF-PQ, `[OPQm,]IVFn,PQmx8` (FAISS index_factory), inner product: each vector is m code
+  bytes (64 for 512-d by default: the most sub-quantisers up to 64 with >= 4 dimensions each) plus
+  its 8-byte rid, instead of 4*dim float bytes. `nlist` as ivf, `nprobe` = max(8, nlist/64), `opq`
+  0 (1 adds a learned rotation: better codes, much slower to train on few cores), `rerank` = 200:
+  the search asks FAISS for the `rerank` best candidates by PQ score, reads their float32 vectors
+  from the owner through `vectors_for` (LanceDB, see `RecordStore.vectors_for_rids`) and re-scores
+  them exactly, so the scores returned are true cosines and the vectors never sit in RAM.
+  Inner product rather than L2: exact IP and L2 rank unit vectors alike and both encode the residual
+  to the list centroid, but their PQ estimates differ. IP's look-up table is computed once per query, where L2 needs one per probed list
+  or FAISS' precomputed table (nlist*m*256 floats: 268 MB at nlist 4096, m 64, outside the budget).
+  Measured (200k synthetic 512-d, IVF512,PQ64, nprobe 16): L2 ranks the PQ candidates better
+  (recall@10 0.71 vs 0.60 without re-rank, 0.973 vs 0.959 with 100 candidates, 0.973 vs 0.977 with
+  200), IP scans faster (0.36 vs 0.52 ms). With 200 candidates they are equal; L2 with 100 would
+  halve the re-rank fetch, the dominant cost, for that table's memory: a possible next step.
+  Trained on at most max(40*nlist, 16384) vectors; PQ k-means 10 rounds on <= 64 points per code word; no
+  polysemous training (FAISS' factory default, unused here, and most of the build time). Deletes
+  are real (`remove_ids`). bench/scale.py measures memory, recall and latency against raw FAISS.
 
-`auto` re-chooses as the collection grows: a flat index that passes `FLAT_MAX`, or an IVF index
-that grows 4x past the size it was trained at, is rebuilt from the stored vectors.
+`auto` picks by size and memory (rsrag.index.sizing, given the dimension): flat below `FLAT_MAX`,
+ivf while the float32 vectors fit the memory budget (`auto:budget=BYTES`, default 4 GiB), ivfpq
+beyond. It re-chooses as the collection grows: an index whose type no longer fits, or an IVF or
+IVF-PQ index that grows 4x past the size it was trained at, is rebuilt from the stored vectors.
 
 Threads: a search of a few queries runs FAISS on `RSRAG_SEARCH_THREADS` OpenMP threads (default
 1; 0 keeps FAISS' default of all cores). On a shared 2-core machine a single flat query over 10k
@@ -32,7 +52,8 @@ GPU: when faiss was built with GPU support and a GPU is visible (and `RSRAG_FAIS
 "0"), unfiltered flat and IVF searches run on a GPU copy of the index (on every GPU, replicated):
 adds go to both, a delete drops the copy and the next search makes it again; the GPU resources (cuBLAS handles, scratch memory) are made once per
 process. Filtered searches, HNSW and k > 2048 (FAISS' GPU limit) stay on the CPU (FAISS GPU indexes
-take no ID selector). The CPU index stays the one that is updated and saved. `bench/ann_gpu.py`
+take no ID selector); so does ivfpq, whose cost is the re-rank fetch, not the scan. The CPU index
+stays the one that is updated and saved. `bench/ann_gpu.py`
 measures GPU against CPU.
 """
 
@@ -44,6 +65,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import faiss
 import numpy as np
@@ -71,8 +93,13 @@ TRAIN_PER_LIST = 40
 SEARCH_THREADS = int(os.environ.get("RSRAG_SEARCH_THREADS", "1"))
 FEW_QUERIES = 8  # up to this many queries count as a latency-bound search
 GPU_MAX_K = 2048  # FAISS GPU indexes return at most this many neighbours per query
-KINDS = ("auto", "flat", "ivf", "hnsw")
-_PARAMS = {"flat": set(), "ivf": {"nlist", "nprobe"}, "hnsw": {"m", "ef_construction", "ef_search"}, "auto": set()}
+KINDS = ("auto", "flat", "ivf", "hnsw", "ivfpq")
+_PARAMS = {"flat": set(), "ivf": {"nlist", "nprobe"}, "hnsw": {"m", "ef_construction", "ef_search"},
+           "ivfpq": {"nlist", "m", "nbits", "nprobe", "opq", "rerank"}, "auto": {"budget"}}
+_ZERO_OK = {"opq", "rerank"}  # parameters where 0 means "off"
+PQ_TRAIN_MIN = 64 * 256  # PQ k-means wants ~40+ points per code word (256 for 8 bits); more is no better
+PQ_RERANK = 200  # candidates re-ranked exactly: recall@10 0.92 at 100, 0.97 at 200 (bench/scale.py, 1M)
+VectorsFor = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
 @dataclass(frozen=True)
@@ -84,7 +111,8 @@ class IndexSpec:
 
     @classmethod
     def parse(cls, text: str | None) -> "IndexSpec":
-        """'auto' | 'flat' | 'ivf[:nlist=N,nprobe=N]' | 'hnsw[:m=N,ef_construction=N,ef_search=N]'."""
+        """'auto[:budget=BYTES]' | 'flat' | 'ivf[:nlist=N,nprobe=N]' | 'hnsw[:m=N,ef_construction=N,ef_search=N]'
+        | 'ivfpq[:nlist=N,m=N,nbits=N,nprobe=N,opq=0|1,rerank=N]'."""
         text = (text or "auto").strip().lower()
         kind, _, rest = text.partition(":")
         if kind not in KINDS:
@@ -92,7 +120,7 @@ class IndexSpec:
         params = {}
         for item in filter(None, (p.strip() for p in rest.split(","))):
             key, eq, value = item.partition("=")
-            if not eq or key not in _PARAMS[kind] or not value.isdigit() or int(value) < 1:
+            if not eq or key not in _PARAMS[kind] or not value.isdigit() or int(value) < (key not in _ZERO_OK):
                 raise ValueError(f"bad index parameter {item!r} for {kind}; allowed: {sorted(_PARAMS[kind]) or 'none'}")
             params[key] = int(value)
         return cls(kind, params)
@@ -100,17 +128,28 @@ class IndexSpec:
     def __str__(self) -> str:
         return self.kind + (":" + ",".join(f"{k}={v}" for k, v in sorted(self.params.items())) if self.params else "")
 
-    def resolve(self, n: int) -> "IndexSpec":
-        """The concrete type and full parameters for a collection of n vectors."""
-        kind = self.kind if self.kind != "auto" else ("flat" if n < FLAT_MAX else "ivf")
+    def resolve(self, n: int, dim: int | None = None) -> "IndexSpec":
+        """The concrete type and full parameters for a collection of n vectors (of `dim` dimensions:
+        `auto` then picks by memory, see sizing.py; without it, flat below FLAT_MAX, else ivf)."""
+        if self.kind == "auto":
+            if dim is None:
+                return IndexSpec("flat" if n < FLAT_MAX else "ivf").resolve(n)
+            from rsrag.index.sizing import choose  # sizing builds on this module
+
+            return choose(n, dim, self.params.get("budget")).spec
         params = dict(self.params)
-        if kind == "ivf":
+        if self.kind in ("ivf", "ivfpq"):
             nlist = params.get("nlist") or min(16384, max(64, 2 ** round(math.log2(math.sqrt(max(n, 1))))))
             nlist = max(1, min(nlist, n // 4 or 1))  # k-means needs several points per list
-            params = {"nlist": nlist, "nprobe": min(nlist, params.get("nprobe") or max(16, nlist // 16))}
-        elif kind == "hnsw":
+            nprobe = params.get("nprobe") or (max(16, nlist // 16) if self.kind == "ivf" else max(8, nlist // 64))
+            params |= {"nlist": nlist, "nprobe": min(nlist, nprobe)}
+        if self.kind == "ivfpq":
+            d = dim or 0  # default m: the most sub-quantisers up to 64 with at least 4 dimensions each
+            m = params.get("m") or (max(x for x in range(1, min(64, d // 4) + 1) if d % x == 0) if d >= 4 else 8)
+            params = {"m": m, "nbits": 8, "opq": 0, "rerank": PQ_RERANK} | params
+        elif self.kind == "hnsw":
             params = {"m": 32, "ef_construction": 80, "ef_search": 64} | params
-        return IndexSpec(kind, params)
+        return IndexSpec(self.kind, params)
 
 
 def search_thread_count(n_queries: int) -> int:
@@ -126,6 +165,12 @@ def use_threads(n_queries: int | None) -> None:
     want = (search_thread_count(n_queries) if n_queries is not None else 0) or DEFAULT_THREADS
     if faiss.omp_get_max_threads() != want:
         faiss.omp_set_num_threads(want)
+
+
+def _ivf_of(index: faiss.Index) -> faiss.IndexIVF | None:
+    """The IVF index inside `index` (itself, or behind an OPQ transform), as its own class; None if none."""
+    ivf = faiss.try_extract_index_ivf(index)
+    return faiss.downcast_index(ivf) if ivf is not None else None
 
 
 @functools.cache
@@ -170,22 +215,47 @@ class AnnIndex:
             inner = faiss.IndexHNSWFlat(dim, spec.params["m"], faiss.METRIC_INNER_PRODUCT)
             inner.hnsw.efConstruction = spec.params["ef_construction"]
             index = faiss.IndexIDMap(inner)
-        elif spec.kind == "ivf":
+        elif spec.kind in ("ivf", "ivfpq"):
             nlist = spec.params["nlist"]
-            index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
             if len(vectors) < nlist:
                 raise ValueError(f"IVF with nlist={nlist} needs at least {nlist} vectors, got {len(vectors)}")
-            take = min(len(vectors), TRAIN_PER_LIST * nlist)
-            pick = np.random.default_rng(0).choice(len(vectors), take, replace=False) if take < len(vectors) else None
-            sample = vectors if pick is None else vectors[pick]
-            index.cp.niter = 10  # fewer k-means rounds than faiss' 25: same recall here, 2.5x faster
-            index.cp.max_points_per_centroid = TRAIN_PER_LIST
-            index.train(np.ascontiguousarray(sample, np.float32))
+            take = TRAIN_PER_LIST * nlist
+            if spec.kind == "ivf":
+                index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
+            else:
+                index = cls._new_ivfpq(spec, dim)
+                take = max(take, PQ_TRAIN_MIN)
+            ivf = faiss.extract_index_ivf(index)
+            ivf.cp.niter = 10  # fewer k-means rounds than faiss' 25: same recall here, 2.5x faster
+            ivf.cp.max_points_per_centroid = TRAIN_PER_LIST
+            if spec.kind == "ivfpq":  # the m PQ k-means (256 words each): 10 rounds too, on <= 64 points/word
+                pq_cp = faiss.downcast_index(ivf).pq.cp
+                pq_cp.niter, pq_cp.max_points_per_centroid = 10, 64
+            index.train(cls._sample(vectors, take))
         else:
             raise ValueError(f"cannot build an index of unresolved type {spec.kind!r}")
         ann = cls(spec, dim, index, trained_n=len(rids))
         ann.add(rids, vectors)
         return ann
+
+    @staticmethod
+    def _new_ivfpq(spec: IndexSpec, dim: int) -> faiss.Index:
+        """An untrained `[OPQm,]IVFn,PQmxb` index, inner product (see the module doc for why IP)."""
+        m, nbits = spec.params["m"], spec.params["nbits"]
+        if dim % m:
+            raise ValueError(f"ivfpq: m={m} sub-quantisers must divide the dimension {dim}")
+        opq = f"OPQ{m}," if spec.params["opq"] else ""
+        factory = f"{opq}IVF{spec.params['nlist']},PQ{m}x{nbits}np"  # np: no polysemous training
+        return faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+
+    @staticmethod
+    def _sample(vectors: np.ndarray, take: int) -> np.ndarray:
+        """At most `take` of the vectors, picked at random (seeded) and in storage order, as float32:
+        what k-means trains on. Reading them in order keeps a memory-mapped source sequential."""
+        if take >= len(vectors):
+            return np.ascontiguousarray(vectors, np.float32)
+        pick = np.sort(np.random.default_rng(0).choice(len(vectors), take, replace=False))
+        return np.ascontiguousarray(vectors[pick], np.float32)
 
     @classmethod
     def load(cls, path: Path, spec: IndexSpec, trained_n: int = 0) -> "AnnIndex":
@@ -198,14 +268,15 @@ class AnnIndex:
     @staticmethod
     def file_kind(index: faiss.Index) -> str:
         """What a loaded FAISS object is, to check it against the manifest."""
-        if isinstance(index, faiss.IndexIVF):
-            return "ivf"
+        ivf = _ivf_of(index)
+        if ivf is not None:
+            return "ivfpq" if isinstance(ivf, faiss.IndexIVFPQ) else "ivf"
         inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap) else index
         return "hnsw" if isinstance(inner, faiss.IndexHNSW) else "flat"
 
     def _apply_search_params(self) -> None:
-        if self.spec.kind == "ivf":
-            self.index.nprobe = self.spec.params["nprobe"]
+        if self.spec.kind in ("ivf", "ivfpq"):
+            _ivf_of(self.index).nprobe = self.spec.params["nprobe"]
         elif self.spec.kind == "hnsw":
             faiss.downcast_index(self.index.index).hnsw.efSearch = self.spec.params["ef_search"]
 
@@ -260,8 +331,9 @@ class AnnIndex:
 
     def stored_ids(self) -> np.ndarray:
         """Every rid with a vector in the FAISS index, tombstoned ones included, sorted."""
-        if isinstance(self.index, faiss.IndexIVF):
-            lists = self.index.invlists
+        ivf = _ivf_of(self.index)
+        if ivf is not None:
+            lists = ivf.invlists
             parts = [faiss.rev_swig_ptr(lists.get_ids(i), lists.list_size(i)).copy()
                      for i in range(lists.nlist) if lists.list_size(i)]
             return np.sort(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
@@ -274,19 +346,21 @@ class AnnIndex:
     def __len__(self) -> int:
         return int(self.index.ntotal) - len(self.tombstones)
 
-    def needs_rebuild(self, auto: bool, n: int) -> bool:
-        """Whether the index type or its training no longer suits n live vectors (see module doc)."""
+    def needs_rebuild(self, requested: IndexSpec, n: int) -> bool:
+        """Whether the index type or its training no longer suits n live vectors under the requested
+        spec (see module doc): only `auto` changes type or retrains as the collection grows."""
         if self.spec.kind == "hnsw" and len(self.tombstones) > 0.1 * max(self.index.ntotal, 1):
             return True
-        if not auto:
+        if requested.kind != "auto":
             return False
-        wanted = IndexSpec("auto").resolve(n).kind
+        wanted = requested.resolve(n, self.dim).kind
         if wanted != self.spec.kind:
             return True
-        return self.spec.kind == "ivf" and n > 4 * max(self.trained_n, 1)
+        return self.spec.kind in ("ivf", "ivfpq") and n > 4 * max(self.trained_n, 1)
 
     # ---- search --------------------------------------------------------------------------------
-    def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None,
+               vectors_for: VectorsFor | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(scores, rids), each (nq, k); missing slots have rid -1.
 
         `queries`: a floating-point array of shape (nq, dim), or (dim,) for one query; anything else
@@ -295,8 +369,33 @@ class AnnIndex:
         IVF and HNSW widen their search by 1 / (fraction of vectors allowed) - nprobe up to every
         list (then exact), efSearch up to 4096 - so a filtered query scans about as many allowed
         candidates as an unfiltered one, and keeps its recall.
+        `vectors_for(rids) -> (found rids, their vectors)` (ivfpq only): where the exact re-rank reads
+        the stored vectors of the candidates; without it ivfpq returns its compressed-code scores.
         """
-        return self._search(self._query_array(queries), k, allowed)
+        queries = self._query_array(queries)
+        if self.spec.kind == "ivfpq":
+            return self._search_reranked(queries, k, allowed, vectors_for)
+        return self._search(queries, k, allowed)
+
+    def _search_reranked(self, queries: np.ndarray, k: int, allowed: np.ndarray | None,
+                         vectors_for: VectorsFor | None) -> tuple[np.ndarray, np.ndarray]:
+        """ivfpq: the `rerank` best candidates by PQ score, then re-scored exactly from their stored
+        vectors (one fetch for all queries) and cut to k."""
+        if vectors_for is None or not self.spec.params["rerank"]:
+            return self._search(queries, k, allowed)
+        scores, rids = self._search(queries, max(k, self.spec.params["rerank"]), allowed)
+        found, vectors = vectors_for(np.unique(rids[rids >= 0]))
+        order = np.argsort(found, kind="stable")
+        found, vectors = found[order], np.asarray(vectors, np.float32)[order]
+        pos = np.minimum(np.searchsorted(found, rids), max(len(found) - 1, 0))
+        known = (rids >= 0) & (found[pos] == rids) if len(found) else np.zeros(rids.shape, bool)
+        exact = np.full(rids.shape, -np.inf, np.float32)
+        for i in range(len(queries)):  # a (candidates, dim) @ (dim,) product per query
+            exact[i, known[i]] = vectors[pos[i, known[i]]] @ queries[i]
+        top = np.argsort(-exact, axis=1, kind="stable")[:, :k]
+        out_scores, out_rids = np.take_along_axis(exact, top, 1), np.take_along_axis(rids, top, 1)
+        out_rids[~np.isfinite(out_scores)] = -1  # candidates the store no longer has
+        return out_scores, out_rids
 
     def _query_array(self, queries: np.ndarray) -> np.ndarray:
         """`queries` as FAISS reads them, C-contiguous float32 (n, dim): a view when they already
@@ -335,8 +434,8 @@ class AnnIndex:
         else:
             sel = faiss.IDSelectorNot(faiss.IDSelectorBatch(self.tombstones))
         widen = self._ntotal / max(len(allowed), 1) if allowed is not None else 1.0
-        if self.spec.kind == "ivf":
-            nprobe = min(self.index.nlist, math.ceil(self.spec.params["nprobe"] * widen))
+        if self.spec.kind in ("ivf", "ivfpq"):
+            nprobe = min(_ivf_of(self.index).nlist, math.ceil(self.spec.params["nprobe"] * widen))
             params = faiss.SearchParametersIVF(sel=sel, nprobe=nprobe)
         elif self.spec.kind == "hnsw":
             ef = min(4096, math.ceil(max(self.spec.params["ef_search"], 4 * k) * widen))
@@ -353,7 +452,7 @@ class AnnIndex:
         return self._searcher
 
     def _pick_device(self) -> faiss.Index:
-        if self.spec.kind == "hnsw" or self._gpu_failed or not self._use_gpu or not gpu_available():
+        if self.spec.kind in ("hnsw", "ivfpq") or self._gpu_failed or not self._use_gpu or not gpu_available():
             return self.index
         if self._gpu is None:
             try:

@@ -317,9 +317,9 @@ class IndexFolder:
             rebuilt = self.ann is not None and self.ann.index.ntotal > 0
             self.ann = None
             return rebuilt
-        if self.ann is not None and not self.ann.needs_rebuild(requested.kind == "auto", n):
+        if self.ann is not None and not self.ann.needs_rebuild(requested, n):
             return False
-        spec = requested.resolve(n)
+        spec = requested.resolve(n, self.dim)
         rids, vectors = self.store.vectors()
         t0 = time.perf_counter()
         self.ann = AnnIndex.build(spec, self.dim, rids, vectors)

@@ -586,7 +586,7 @@ class Library:
         ann = self._index.ann
         if ann is None or k <= 0 or (allowed is not None and not len(allowed)):
             return [], []
-        scores, rids = ann.search(query, k, allowed)
+        scores, rids = ann.search(query, k, allowed, vectors_for=self.store.vectors_for_rids)
         rids, scores = rids[0].tolist(), scores[0].tolist()
         if rids and rids[-1] < 0:  # FAISS fills the slots it found nothing for, at the end, with -1
             keep = [i for i, rid in enumerate(rids) if rid >= 0]

@@ -388,3 +388,36 @@ class RecordStore:
                 if column not in indexed:
                     self.table.create_scalar_index(column, index_type="BTREE")
         self.commits += self.table.version - before  # under the writer lock: all of them ours
+
+    # ---- fetching a few vectors by rid (the exact re-rank of compressed indexes) -----------------
+    def vectors_for_rids(self, rids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(found rids, their vectors) for a few rids, e.g. the candidates an IVF-PQ search re-ranks;
+        rids the table does not hold are left out.
+
+        Reads just those rows by LanceDB row id (`take_row_ids`): 12 ms for 200 of 1M 512-d rows,
+        against 27 ms for a `rid IN (...)` filter with a BTREE index on rid and 230 ms without one.
+        The rid -> row id map (16 bytes per row) is read once per table version (0.5 s at 1M rows);
+        row ids survive deletes, and a compaction is a new version.
+        """
+        rids = np.unique(np.asarray(rids, np.int64))
+        if self.table is None or not len(rids):
+            return np.zeros(0, np.int64), np.zeros((0, self.dim), np.float32)
+        known, row_ids = self._row_id_map()
+        pos = np.minimum(np.searchsorted(known, rids), max(len(known) - 1, 0))
+        found = rids[known[pos] == rids] if len(known) else rids[:0]
+        if not len(found):
+            return found, np.zeros((0, self.dim), np.float32)
+        table = self.table.take_row_ids(row_ids[np.searchsorted(known, found)].tolist()).select(["rid", "vector"])
+        table = table.to_arrow()
+        return table.column("rid").to_numpy().astype(np.int64), _vectors_of(table, self.dim)
+
+    def _row_id_map(self) -> tuple[np.ndarray, np.ndarray]:
+        """(sorted rids, their LanceDB row ids) of the current table version, cached per version."""
+        version = self.version
+        cached = getattr(self, "_row_ids_cache", None)  # set here only: the fetch path's own cache
+        if cached is None or cached[0] != version:
+            table = self.table.search().select(["rid"]).with_row_id(True).limit(None).to_arrow()
+            rids = table.column("rid").to_numpy().astype(np.int64)
+            order = np.argsort(rids, kind="stable")
+            cached = self._row_ids_cache = (version, rids[order], table.column("_rowid").to_numpy()[order])
+        return cached[1], cached[2]
