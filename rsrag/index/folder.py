@@ -170,6 +170,7 @@ class IndexFolder:
         self.next_rid = 0
         self.synced_version = 0  # the LanceDB version FAISS and BM25 were last brought in line with
         self.pending = 0  # records changed since FAISS/BM25 were last written (module doc)
+        self._artefacts_readable = False  # whether the last load read both FAISS and BM25 files
 
     @property
     def requested(self) -> IndexSpec:

@@ -87,6 +87,18 @@ class Change:
     rows: pa.Table | None
 
 
+def unique_by_id(records: Iterable) -> tuple[dict[str, Any], int]:
+    """id -> record, the first of each id kept, and how many later duplicates were left out."""
+    unique: dict[str, Any] = {}
+    duplicates = 0
+    for rec in records:
+        if str(rec.id) in unique:
+            duplicates += 1
+        else:
+            unique[str(rec.id)] = rec
+    return unique, duplicates
+
+
 def _reads(method: Callable) -> Callable:
     """A read of the index: after catching up with other writers, shared with this object's other
     readers, never alongside an in-place update (a reload, `follow`, a write's `apply`)."""
@@ -344,12 +356,7 @@ class Library:
         """The body of `add`: filter ids, embed what is left, commit chunks to LanceDB, then mirror."""
         t0 = time.perf_counter()
         report = AddReport()
-        unique: dict[str, Any] = {}
-        for rec in records:
-            if str(rec.id) in unique:
-                report.duplicates += 1
-            else:
-                unique[str(rec.id)] = rec
+        unique, report.duplicates = unique_by_id(records)
         written: list[pa.Table] = []
         with self._index.writing():
             store = self._index.store

@@ -67,7 +67,7 @@ from rsrag.index.errors import IndexExistsError, IndexNotFoundError
 from rsrag.index.filters import Filters
 from rsrag.index.folder import MANIFEST, now, validate_index_name
 from rsrag.index.fsutil import writer_lock
-from rsrag.index.library import MODES, AddReport, Library
+from rsrag.index.library import MODES, AddReport, Library, unique_by_id
 from rsrag.index.rows import Hit
 from rsrag.index.storage import Storage, location
 
@@ -561,12 +561,7 @@ class ShardedLibrary:
         search never skips a shard holding a record). Also returns, for upserts that move a record
         to another shard, old shard -> ids to delete there once the new copies are written."""
         report = AddReport()
-        unique: dict[str, Any] = {}
-        for rec in records:
-            if str(rec.id) in unique:
-                report.duplicates += 1
-            else:
-                unique[str(rec.id)] = rec
+        unique, report.duplicates = unique_by_id(records)
         where = self.where_are(unique)
         m = self.shard_map
         todo: dict[str, list] = {s: [] for s in m.shards}
