@@ -40,13 +40,21 @@ def _progress(desc: str, unit: str = "img"):
 
 def _run_build(source: str, name: str, root: Optional[Path], encoder: Optional[str], index_type: str,
                split: Optional[str], limit: Optional[int], upsert: bool, create: bool, batch_size: int,
-               chunk_size: int, workers: int, as_json: bool) -> None:
+               chunk_size: int, workers: int, as_json: bool, ray: Optional[dict] = None) -> None:
     from rsrag.index.build import build_index
 
     with user_errors():
-        lib, report = build_index(source, name, root, encoder=encoder, index_type=index_type, split=split,
-                                  limit=limit, upsert=upsert, create=create, batch_size=batch_size,
-                                  chunk_size=chunk_size, workers=workers, progress=_progress(name))
+        if ray:  # `--ray ADDRESS`: the same build on a Ray cluster (rsrag.index.distributed)
+            from rsrag.index.distributed import RayOptions, build_index_ray
+
+            lib, report = build_index_ray(source, name, root, address=ray["address"], encoder=encoder,
+                                          index_type=index_type, split=split, limit=limit, create=create,
+                                          options=RayOptions(actors=ray["actors"], batch_size=ray["batch_size"]),
+                                          chunk_size=chunk_size, progress=_progress(name))
+        else:
+            lib, report = build_index(source, name, root, encoder=encoder, index_type=index_type, split=split,
+                                      limit=limit, upsert=upsert, create=create, batch_size=batch_size,
+                                      chunk_size=chunk_size, workers=workers, progress=_progress(name))
     summary = {"index": str(lib.folder), "records": len(lib), **report.to_dict(),
                "failures": [{"id": i, "path": p, "error": e} for i, p, e in report.failed]}
     if as_json:
@@ -145,6 +153,10 @@ def build_cmd(
     sensor: Optional[str] = _SENSOR,
     when: Optional[str] = _DATETIME,
     max_nodata: float = _MAX_NODATA,
+    ray: Optional[str] = typer.Option(None, "--ray", help="Run the build on the Ray cluster at ADDRESS "
+                                                          "(host:port, or auto: the one this machine is in)."),
+    ray_actors: Optional[int] = typer.Option(None, "--ray-actors", help="Ray: encoder actors (default: one per CPU)."),
+    ray_batch_size: int = typer.Option(32, "--ray-batch-size", help="Ray: images per task."),
     as_json: bool = _JSON,
 ) -> None:
     """Create index NAME from SOURCE, or resume an interrupted build (finished items are kept)."""
@@ -156,7 +168,7 @@ def build_cmd(
                          min(batch_size, 16), as_json)
         return
     _run_build(source[0], name, root, encoder, index_type, split, limit, False, True, batch_size, chunk_size,
-               workers, as_json)
+               workers, as_json, ray=ray and {"address": ray, "actors": ray_actors, "batch_size": ray_batch_size})
 
 
 @app.command("add")

@@ -1,0 +1,271 @@
+"""Building an index on a Ray cluster: `rsrag index build SOURCE --name NAME --ray ADDRESS|auto`.
+
+The records still to embed become a Ray dataset of plain rows (`id`, `path`); the records themselves
+(captions, labels, metadata of any type) stay on the driver, keyed by id. Ray Data then runs:
+
+1. read: `map_batches` tasks decode each image and preprocess it with the encoder's `Preprocess`
+   (`rsrag.encoders.decoding.decode_batches`, lenient: an unreadable image becomes a failed row and
+   the build carries on, as in `Library.add`);
+2. embed: `map_batches` over an actor pool, one encoder per actor, rebuilt in the actor from the
+   index's encoder *spec* (`create_encoder_from_spec`, which checks weight checksums) and checked
+   against the index's encoder id, so every node computes the vectors a single-process build would.
+   Ray Data fuses step 1 into the actors' processes when it can, so pixels need not cross the object
+   store; the pool's actors are spread over the nodes;
+3. write: the embedded batches stream back to the driver (`iter_batches`), which commits them to the
+   `Library` through `add_embedded`, `chunk_size` records at a time.
+
+Why the driver writes, rather than Ray workers writing Lance fragments in parallel: an index is
+LanceDB rows, FAISS and BM25 kept in step by one writer under the folder's lock, with rids reserved
+and a commit counter bumped per commit (`rsrag.index.folder`). Parallel fragment writers would need a
+second commit protocol for all of that, and a fragment written by a task that later died (and was
+re-run elsewhere) would have to be found and dropped. The writer's share of the work is small: a
+vector is 2 KB against 600 KB of decoded pixels, and decoding and the model are what run in parallel.
+
+Exactly once per record, even when a node dies:
+- ids already in the index are dropped before anything is read (resume, as in `Library.add`), so a
+  killed build re-run embeds only what was not committed;
+- the driver commits each id once: a row Ray delivers twice (a task re-run after its node died) is
+  dropped, and `add_embedded` skips ids already in the index in any case;
+- Ray re-runs the read tasks of a lost node elsewhere (lineage) and restarts dead actors
+  (`max_restarts` / `max_task_retries`, set explicitly). If the dataset still fails (no node left to
+  restart an actor on, an object lost for good), the driver plans again with the records not yet
+  committed and runs again, up to `attempts` times.
+
+Every node must be able to read the records' paths: a shared filesystem (or the same data at the
+same path on each node). Ray and Ray Data are an optional dependency (`pip install rsrag[ray]`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from rsrag.encoders.base import Preprocess
+from rsrag.encoders.decoding import decode_batches
+from rsrag.index.build import open_for_build, resolve_source
+from rsrag.index.errors import EncoderMismatchError, LibraryError
+from rsrag.index.folder import validate_index_name
+from rsrag.index.library import AddReport, Library
+
+log = logging.getLogger(__name__)
+
+OK = ""  # the status of a row that was read and embedded; anything else is its error message
+
+
+class RayBuildError(LibraryError):
+    """A distributed build cannot start (Ray missing, no cluster at the address) or did not finish."""
+
+
+@dataclass
+class RayBuildReport(AddReport):
+    """An `AddReport` plus how the cluster ran it."""
+
+    attempts: int = 0  # dataset runs: 1 unless a run failed (a node died) and the rest was run again
+    actors: int = 0
+    nodes: int = 0
+
+    def to_dict(self) -> dict:
+        return {**super().to_dict(), "attempts": self.attempts, "actors": self.actors, "nodes": self.nodes}
+
+
+def read_batch(batch: dict[str, np.ndarray], preprocess: Preprocess) -> dict[str, np.ndarray]:
+    """Ray Data task: decode and preprocess a batch of rows -> id, pixels, status (an unreadable
+    image gets zero pixels and its error as status)."""
+    ids, paths = list(batch["id"]), [str(p) for p in batch["path"]]
+    pixels = np.zeros((len(ids), 3, preprocess.size, preprocess.size), np.float32)
+    status = [OK] * len(ids)
+    for decoded in decode_batches(preprocess, paths, batch_size=max(1, len(paths)), strict=False):
+        pixels[decoded.ok] = decoded.arrays
+        for pos, message in decoded.failures:
+            status[pos] = message or "unreadable image"
+    return {"id": np.asarray(ids, dtype=object), "pixels": pixels, "status": np.asarray(status, dtype=object)}
+
+
+class Embedder:
+    """Ray Data actor: one encoder, rebuilt from the index's encoder spec, embedding batches of pixels."""
+
+    def __init__(self, spec: dict, encoder_id: str, threads: int | None = None) -> None:
+        from rsrag.encoders.registry import EncoderSpec, create_encoder_from_spec, encoder_accepts
+
+        spec_ = EncoderSpec.from_dict(spec)
+        runtime = {"threads": threads} if threads and encoder_accepts(spec_.name, "threads") else {}
+        self.encoder = create_encoder_from_spec(spec_, **runtime)
+        if self.encoder.id != encoder_id:
+            raise EncoderMismatchError(f"a Ray worker rebuilt encoder {self.encoder.id}, but the index was "
+                                       f"built with {encoder_id}: install the same rsrag and weights on every node")
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        status = np.asarray(batch["status"], dtype=object)
+        ok = status == OK
+        vectors = np.zeros((len(status), int(self.encoder.dim)), np.float32)
+        if ok.any():
+            vectors[ok] = self.encoder.encode_arrays(np.asarray(batch["pixels"])[ok])
+        return {"id": batch["id"], "vector": vectors, "status": status}
+
+
+def connect(address: str | None, runtime_env: dict | None = None) -> bool:
+    """Join the Ray cluster at `address` ("auto": the one this machine belongs to); True when this
+    call started the connection (so the caller should end it)."""
+    try:
+        import ray
+        import ray.data  # noqa: F401  (Ray Data needs extras beyond ray itself)
+    except ImportError as exc:
+        raise RayBuildError(f"a --ray build needs Ray Data: pip install 'rsrag[ray]' ({exc})") from None
+    if ray.is_initialized():
+        return False
+    try:
+        ray.init(address=address or "auto", runtime_env=runtime_env, logging_level=logging.WARNING,
+                 log_to_driver=False)
+    except ConnectionError as exc:
+        raise RayBuildError(f"no Ray cluster at {address or 'auto'}: {exc} (start one with `ray start --head`)") \
+            from None
+    return True
+
+
+def _cluster() -> tuple[int, float]:
+    """(alive nodes, CPUs) of the connected cluster."""
+    import ray
+
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    return len(nodes), float(ray.cluster_resources().get("CPU", 0.0))
+
+
+@dataclass
+class RayOptions:
+    """How the cluster runs a build: `actors` encoders (default: one per `actor_cpus` of the
+    cluster's CPUs) of `actor_cpus` CPUs each, fed `batch_size` rows at a time."""
+
+    actors: int | None = None
+    actor_cpus: float = 1.0
+    batch_size: int = 32
+
+    def actor_count(self, cpus: float) -> int:
+        return self.actors or max(1, int(cpus // self.actor_cpus))
+
+
+def _dataset(rows: list[dict], spec: dict, encoder_id: str, preprocess: Preprocess, actors: int,
+             options: RayOptions):
+    """The read -> embed pipeline over `rows` (module doc)."""
+    import ray.data
+
+    # one block per batch, and every stage takes a block as it comes (batch_size=None): a stage asked for
+    # batch_size rows would wait to bundle small blocks together and leave workers idle
+    blocks = max(1, -(-len(rows) // options.batch_size))
+    ds = ray.data.from_items(rows, override_num_blocks=blocks)
+    # the read stage asks for what the actors ask for, so Ray Data fuses it into the actors' processes:
+    # each actor decodes the images it embeds (no pixels cross the object store), and read tasks never
+    # wait for CPU slots the actors hold
+    ds = ds.map_batches(read_batch, fn_kwargs={"preprocess": preprocess}, batch_size=None, batch_format="numpy",
+                        num_cpus=options.actor_cpus)
+    # Ray Data's actor pools restart dead actors and retry their tasks by default (max_restarts=-1,
+    # max_task_retries=-1); tasks lost with a node are retried (max_retries) and lost blocks rebuilt
+    return ds.map_batches(Embedder, fn_constructor_kwargs={"spec": spec, "encoder_id": encoder_id,
+                                                           "threads": max(1, int(options.actor_cpus))},
+                          batch_size=None, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=actors),
+                          num_cpus=options.actor_cpus)
+
+
+def build_index_ray(source: str | Path | Sequence, name: str, root: str | Path | None = None, *,
+                    address: str | None = "auto", encoder: Any = None, index_type: str = "auto",
+                    split: str | None = None, limit: int | None = None, create: bool = True,
+                    options: RayOptions | None = None, chunk_size: int = 512, attempts: int = 3,
+                    runtime_env: dict | None = None,
+                    progress: Callable[[int, int], None] | None = None) -> tuple[Library, RayBuildReport]:
+    """`build_index` run on the Ray cluster at `address` (module doc): create (or resume) index NAME
+    and add SOURCE's records (a source string or a list of records).
+
+    `options`: actors, their CPUs and the batch size (`RayOptions`); `chunk_size` records per LanceDB
+    commit (what a killed driver can lose); `attempts` dataset runs at most (module doc).
+    `runtime_env` goes to `ray.init` (e.g. a `worker_process_setup_hook` that registers a plugin
+    encoder on the workers).
+    """
+    options = options or RayOptions()
+    validate_index_name(name)
+    records = list(source) if isinstance(source, (list, tuple)) else resolve_source(source, split, limit)
+    lib = open_for_build(root, name, encoder, index_type, create)
+    spec = lib.manifest["encoder"].get("spec")
+    if not spec:
+        raise RayBuildError(f"index {name!r} keeps no encoder spec (its encoder was not made by create_encoder), "
+                            f"so Ray workers cannot rebuild it; build without --ray")
+    started = time.perf_counter()
+    report = RayBuildReport()
+    unique: dict[str, Any] = {}
+    for rec in records:
+        if str(rec.id) in unique:
+            report.duplicates += 1
+        else:
+            unique[str(rec.id)] = rec
+    existing = set(lib.rows(["id"]).column("id").to_pylist()) if len(lib) else set()
+    todo = [i for i in unique if i not in existing]
+    report.skipped = len(unique) - len(todo)
+    opened = connect(address, runtime_env) if todo else False
+    try:
+        if todo:
+            report.nodes, cpus = _cluster()
+            report.actors = options.actor_count(cpus)
+            _run(lib, unique, todo, spec, report, options, chunk_size, attempts, progress)
+    finally:
+        if opened:
+            import ray
+
+            ray.shutdown()
+    report.seconds = time.perf_counter() - started
+    lib.note_build(str(source) if isinstance(source, (str, Path)) else f"{len(records)} records", report)
+    return lib, report
+
+
+def _run(lib: Library, records: dict[str, Any], todo: list[str], spec: dict, report: RayBuildReport,
+         options: RayOptions, chunk_size: int, attempts: int, progress: Callable[[int, int], None] | None) -> None:
+    """Run the dataset over what is not done yet, committing as batches arrive, until everything is
+    done or `attempts` runs have failed."""
+    from ray.exceptions import RayError
+
+    preprocess = lib.encoder.preprocess  # the driver's encoder: the index's own (checked on open)
+    done: set[str] = set()  # ids committed or failed by this build
+    pending_ids: list[str] = []
+    pending_vectors: list[np.ndarray] = []
+
+    def commit() -> None:
+        if pending_ids:
+            add = lib.add_embedded([records[i] for i in pending_ids], np.stack(pending_vectors),
+                                   chunk_size=chunk_size)
+            report.added += add.added
+            pending_ids.clear()
+            pending_vectors.clear()
+
+    while True:
+        rest = [i for i in todo if i not in done]
+        if not rest:
+            return
+        report.attempts += 1
+        rows = [{"id": i, "path": str(records[i].path)} for i in rest]
+        ds = _dataset(rows, spec, lib.encoder_id, preprocess, report.actors, options)
+        try:
+            for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+                for rid, vector, status in zip(batch["id"], batch["vector"], batch["status"]):
+                    rid = str(rid)
+                    if rid in done:  # delivered again by a re-run task
+                        continue
+                    done.add(rid)
+                    if status == OK:
+                        pending_ids.append(rid)
+                        pending_vectors.append(vector)
+                    else:
+                        report.failed.append((rid, str(records[rid].path), str(status)))
+                if len(pending_ids) >= chunk_size:
+                    commit()
+                if progress:
+                    progress(len(done), len(todo))
+            commit()
+        except RayError as exc:
+            commit()  # keep what arrived before the failure
+            if report.attempts >= attempts:
+                raise RayBuildError(f"the Ray build failed {report.attempts} time(s); {len(done)} of {len(todo)} "
+                                    f"records are in; run it again to resume: {exc}") from exc
+            log.warning("Ray build run %d failed (%s); running the %d records not yet in again",
+                        report.attempts, exc, len(todo) - len(done))

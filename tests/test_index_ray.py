@@ -1,0 +1,207 @@
+"""The Ray build (`rsrag index build ... --ray`) on a real local cluster of two nodes on loopback.
+
+The cluster is two `ray start --block` processes (a head and a second node, one CPU each), each in a
+session of its own with its own ports and temp dir, so killing a session (a node dying, or the
+teardown) ends exactly the processes of that node, never another Ray on the machine. The encoder is
+rs-lite, which every Ray worker rebuilds from the index's encoder spec. Skipped, with the reason, only
+when Ray Data is not installed or the cluster cannot start.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+import rsrag
+from index_helpers import assert_consistent, make_cli, make_records
+from rsrag.index.build import build_index
+
+ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'rsrag[ray]')")
+pytest.importorskip("ray.data", reason="Ray Data is not installed (pip install 'rsrag[ray]')")
+
+from rsrag.index.distributed import RayOptions, build_index_ray  # noqa: E402
+
+N_RECORDS = 36  # 3 colours x 12, in batches of 6: several batches in flight on each node
+BATCH = 6
+START_TIMEOUT = 90.0
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _session_pids(sid: int) -> list[int]:
+    """The processes of one session (a node started with start_new_session=True: its raylet, agents
+    and workers, whatever their process group)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.getsid(int(entry)) == sid:
+                    pids.append(int(entry))
+            except OSError:  # gone meanwhile
+                continue
+    return pids
+
+
+class LocalCluster:
+    """A head node and a second node on 127.0.0.1, each a `ray start --block` in its own session."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.port = _free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.nodes: list[subprocess.Popen] = []
+        # the workers import this checkout's rsrag (the one the test imports)
+        self.env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+            [str(Path(rsrag.__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]),
+            "RAY_USAGE_STATS_ENABLED": "0"}
+
+    def _start(self, args: list[str], log_name: str) -> subprocess.Popen:
+        ray_cli = [sys.executable, "-m", "ray.scripts.scripts", "start", "--block", "--num-cpus=1",
+                   "--node-ip-address=127.0.0.1", "--object-store-memory=150000000",
+                   f"--dashboard-agent-listen-port={_free_port()}", f"--metrics-export-port={_free_port()}"]
+        log = open(self.workdir / log_name, "w")
+        proc = subprocess.Popen(ray_cli + args, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        self.nodes.append(proc)
+        return proc
+
+    def start(self) -> None:
+        self._start(["--head", f"--port={self.port}", f"--temp-dir={self.workdir / 'ray'}",
+                     "--include-dashboard=false", f"--dashboard-port={_free_port()}",
+                     ], "head.log")
+        self._wait(1)
+        self._start([f"--address={self.address}"], "node2.log")
+        self._wait(2)
+
+    def _wait(self, nodes: int) -> None:
+        """Until `nodes` nodes are alive, or fail with the nodes' logs (a node process that exits, or
+        the time is up)."""
+        deadline = time.monotonic() + START_TIMEOUT
+        try:
+            while time.monotonic() < deadline and all(p.poll() is None for p in self.nodes):
+                try:  # ray.init would block a long while on a GCS that is not listening yet
+                    socket.create_connection(("127.0.0.1", self.port), timeout=1.0).close()
+                except OSError:
+                    time.sleep(0.5)
+                    continue
+                if not ray.is_initialized():
+                    ray.init(address=self.address, logging_level="ERROR", log_to_driver=False)
+                if sum(1 for n in ray.nodes() if n["Alive"]) >= nodes:
+                    return
+                time.sleep(0.5)
+        finally:
+            ray.shutdown()
+        logs = "\n".join(f.read_text()[-2000:] for f in sorted(self.workdir.glob("*.log")))
+        raise RuntimeError(f"the local Ray cluster did not start {nodes} node(s):\n{logs}")
+
+    def kill_node(self, index: int) -> None:
+        """A node dies: SIGKILL to every process of its session (raylet, agents, workers)."""
+        sid = self.nodes[index].pid
+        for pid in _session_pids(sid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.nodes[index].wait(timeout=30)
+
+    def stop(self) -> None:
+        """End both nodes: every process of their sessions (a throwaway cluster keeps no state)."""
+        for i in range(len(self.nodes)):
+            self.kill_node(i)
+
+
+@pytest.fixture
+def cluster():
+    if not sys.platform.startswith("linux"):
+        pytest.skip("the local two-node cluster is managed through /proc (Linux)")
+    workdir = Path(tempfile.mkdtemp(prefix="rsrag-ray-"))  # short: Ray's socket paths must fit in 107 bytes
+    local = LocalCluster(workdir)
+    try:
+        local.start()
+    except RuntimeError as exc:
+        local.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+        pytest.skip(f"cannot start a local Ray cluster: {exc}")
+    yield local
+    if ray.is_initialized():
+        ray.shutdown()
+    local.stop()
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _vectors(lib) -> dict[str, np.ndarray]:
+    table = lib.rows(["id", "vector"])
+    return dict(zip(table.column("id").to_pylist(), np.asarray(table.column("vector").to_pylist(), np.float32)))
+
+
+def _assert_same_index(lib, reference) -> None:
+    """The same ids, each once, and the same vectors (within float tolerance) as the reference build."""
+    assert_consistent(lib)
+    got, want = _vectors(lib), _vectors(reference)
+    assert sorted(got) == sorted(want)
+    assert len(lib) == len(want)
+    for rid in want:
+        np.testing.assert_allclose(got[rid], want[rid], atol=1e-4)
+
+
+@pytest.fixture
+def images(tmp_path):
+    """Synthetic records and the single-process rs-lite index of them (the reference)."""
+    records = make_records(tmp_path / "images", n_per_colour=N_RECORDS // 3)
+    reference, _ = build_index(records, "single", tmp_path / "indexes", encoder="rs-lite")
+    return records, reference
+
+
+def test_ray_build_on_two_nodes_matches_single_process(cluster, images, tmp_path):
+    """`rsrag index build FOLDER --ray ADDRESS` gives the single-process build's records and vectors;
+    run again, it embeds nothing."""
+    records, reference = images
+    runner = CliRunner()
+    args = ["index", "build", str(tmp_path / "images"), "--name", "viaray", "--root", str(tmp_path / "indexes"),
+            "--encoder", "rs-lite", "--ray", cluster.address, "--ray-batch-size", str(BATCH), "--json"]
+    result = runner.invoke(make_cli(), args)
+    assert result.exit_code == 0, result.output
+    from rsrag.index.library import Library
+
+    lib = Library.open(tmp_path / "indexes", "viaray")
+    _assert_same_index(lib, reference)
+    again = runner.invoke(make_cli(), args)
+    assert again.exit_code == 0, again.output
+    assert '"skipped": 36' in again.output and '"added": 0' in again.output
+
+
+def test_ray_build_survives_a_node_killed_mid_build(cluster, images, tmp_path):
+    """The second node dies after the first batch is committed: the build still ends with exactly
+    the single-process records, none twice, and a re-run adds nothing."""
+    records, reference = images
+    killed = []
+
+    def progress(done: int, total: int) -> None:
+        if not killed:
+            cluster.kill_node(1)
+            killed.append(done)
+
+    lib, report = build_index_ray(records, "killed", tmp_path / "indexes", address=cluster.address,
+                                  encoder="rs-lite", options=RayOptions(actors=2, batch_size=BATCH),
+                                  chunk_size=BATCH, progress=progress)
+    assert killed and killed[0] < N_RECORDS  # the node died while batches were still to come
+    assert report.nodes == 2 and report.added == N_RECORDS and not report.failed
+    _assert_same_index(lib, reference)
+    again, report2 = build_index_ray(records, "killed", tmp_path / "indexes", address=cluster.address)
+    assert report2.skipped == N_RECORDS and report2.added == 0
+    _assert_same_index(again, reference)
