@@ -25,12 +25,12 @@ from typer.testing import CliRunner
 
 import rsrag
 from index_helpers import assert_consistent, make_cli, make_records
-from rsrag.index.build import build_index
+from rsrag.index.build import build_index, build_scene_index
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'rsrag[ray]')")
 pytest.importorskip("ray.data", reason="Ray Data is not installed (pip install 'rsrag[ray]')")
 
-from rsrag.index.distributed import RayOptions, build_index_ray  # noqa: E402
+from rsrag.index.distributed import RayOptions, build_index_ray, build_scene_index_ray  # noqa: E402
 
 N_RECORDS = 36  # 3 colours x 12, in batches of 6: several batches in flight on each node
 BATCH = 6
@@ -125,7 +125,7 @@ class LocalCluster:
             self.kill_node(i)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def cluster():
     if not sys.platform.startswith("linux"):
         pytest.skip("the local two-node cluster is managed through /proc (Linux)")
@@ -183,6 +183,22 @@ def test_ray_build_on_two_nodes_matches_single_process(cluster, images, tmp_path
     again = runner.invoke(make_cli(), args)
     assert again.exit_code == 0, again.output
     assert '"skipped": 36' in again.output and '"added": 0' in again.output
+
+
+def test_ray_scene_build_matches_single_process(cluster, data_root, tmp_path):
+    """A NAIP scene tiled on the driver, its chips read and embedded by the workers: the same chip
+    records (ids, footprints) and vectors as the single-process scene build."""
+    from rsrag.geo import Tiling
+
+    scene = sorted((data_root / "geo" / "naip").glob("*.tif"))[0]
+    tiling = Tiling(size=224)
+    reference, want = build_scene_index(scene, "scene1", tmp_path, encoder="rs-lite", tiling=tiling)
+    lib, got = build_scene_index_ray(scene, "sceneray", tmp_path, address=cluster.address, encoder="rs-lite",
+                                     tiling=tiling, options=RayOptions(batch_size=BATCH))
+    assert got.added == want.added > 0 and got.skipped_nodata == want.skipped_nodata and not got.failed
+    _assert_same_index(lib, reference)
+    cols = ["id", "window", "footprint", "stretch"]
+    assert sorted(lib.rows(cols).to_pylist(), key=str) == sorted(reference.rows(cols).to_pylist(), key=str)
 
 
 def test_ray_build_survives_a_node_killed_mid_build(cluster, images, tmp_path):

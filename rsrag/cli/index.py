@@ -84,13 +84,22 @@ def _scene_options(tile: Optional[int], overlap: float, overlap_unit: str, scale
 
 def _run_scene_build(source: List[str], name: str, root: Optional[Path], encoder: Optional[str], index_type: str,
                      tiling, bands: Optional[str], sensor: Optional[str], when: Optional[str], create: bool,
-                     batch_size: int, as_json: bool) -> None:
+                     batch_size: int, as_json: bool, ray: Optional[dict] = None) -> None:
     from rsrag.index.build import build_scene_index
 
     with user_errors():
-        lib, report = build_scene_index(source, name, root, encoder=encoder, index_type=index_type, tiling=tiling,
-                                        bands=bands, sensor=sensor, datetime=when, create=create,
-                                        batch_size=batch_size, progress=_progress(name, unit="chip"))
+        if ray:  # `--ray ADDRESS`: the workers read and embed the chips (rsrag.index.distributed)
+            from rsrag.index.distributed import RayOptions, build_scene_index_ray
+
+            lib, report = build_scene_index_ray(
+                source, name, root, address=ray["address"], encoder=encoder, index_type=index_type, tiling=tiling,
+                bands=bands, sensor=sensor, datetime=when, create=create,
+                options=RayOptions(actors=ray["actors"], batch_size=ray["batch_size"]),
+                progress=_progress(name, unit="chip"))
+        else:
+            lib, report = build_scene_index(source, name, root, encoder=encoder, index_type=index_type,
+                                            tiling=tiling, bands=bands, sensor=sensor, datetime=when, create=create,
+                                            batch_size=batch_size, progress=_progress(name, unit="chip"))
     summary = {"index": str(lib.folder), "records": len(lib), **report.to_dict()}
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
@@ -163,12 +172,13 @@ def build_cmd(
     with user_errors():
         as_scenes = _wants_scenes(source, scenes, tile)
         tiling = _scene_options(tile, overlap, overlap_unit, scales, gsd, max_nodata) if as_scenes else None
+    on_ray = ray and {"address": ray, "actors": ray_actors, "batch_size": ray_batch_size}
     if as_scenes:
         _run_scene_build(source, name, root, encoder, index_type, tiling, bands, sensor, when, True,
-                         min(batch_size, 16), as_json)
+                         min(batch_size, 16), as_json, ray=on_ray)
         return
     _run_build(source[0], name, root, encoder, index_type, split, limit, False, True, batch_size, chunk_size,
-               workers, as_json, ray=ray and {"address": ray, "actors": ray_actors, "batch_size": ray_batch_size})
+               workers, as_json, ray=on_ray)
 
 
 @app.command("add")

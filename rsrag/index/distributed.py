@@ -54,7 +54,8 @@ from rsrag.index.library import AddReport, Library
 
 log = logging.getLogger(__name__)
 
-OK = ""  # the status of a row that was read and embedded; anything else is its error message
+OK = ""  # the status of a row that was read and embedded; anything else is its error message, or:
+NODATA = "<nodata>"  # a scene chip mostly nodata, skipped as the single-process scene build skips it
 
 
 class RayBuildError(LibraryError):
@@ -66,24 +67,62 @@ class RayBuildReport(AddReport):
     """An `AddReport` plus how the cluster ran it."""
 
     attempts: int = 0  # dataset runs: 1 unless a run failed (a node died) and the rest was run again
+    skipped_nodata: int = 0  # scene chips mostly nodata
     actors: int = 0
     nodes: int = 0
 
     def to_dict(self) -> dict:
-        return {**super().to_dict(), "attempts": self.attempts, "actors": self.actors, "nodes": self.nodes}
+        return {**super().to_dict(), "attempts": self.attempts, "actors": self.actors, "nodes": self.nodes,
+                "skipped_nodata": self.skipped_nodata}
 
 
 def read_batch(batch: dict[str, np.ndarray], preprocess: Preprocess) -> dict[str, np.ndarray]:
-    """Ray Data task: decode and preprocess a batch of rows -> id, pixels, status (an unreadable
-    image gets zero pixels and its error as status)."""
-    ids, paths = list(batch["id"]), [str(p) for p in batch["path"]]
+    """Ray Data task: read and preprocess a batch of rows -> id, pixels, status. An image row is
+    decoded from its file; a chip row (with a `window`) is read from its scene as the single-process
+    scene build reads it (same bands, same stretch; `rsrag.geo`). A row that cannot be read gets zero
+    pixels and its error as status; a chip mostly nodata gets NODATA."""
+    ids = [str(i) for i in batch["id"]]
     pixels = np.zeros((len(ids), 3, preprocess.size, preprocess.size), np.float32)
     status = [OK] * len(ids)
+    images = [pos for pos, window in enumerate(batch["window"]) if not window]
+    paths = [str(batch["path"][pos]) for pos in images]
     for decoded in decode_batches(preprocess, paths, batch_size=max(1, len(paths)), strict=False):
-        pixels[decoded.ok] = decoded.arrays
+        pixels[[images[pos] for pos in decoded.ok]] = decoded.arrays
         for pos, message in decoded.failures:
-            status[pos] = message or "unreadable image"
+            status[images[pos]] = message or "unreadable image"
+    chips = [pos for pos, window in enumerate(batch["window"]) if window]
+    if chips:
+        _read_chips(batch, chips, preprocess, pixels, status)
     return {"id": np.asarray(ids, dtype=object), "pixels": pixels, "status": np.asarray(status, dtype=object)}
+
+
+def _read_chips(batch: dict[str, np.ndarray], chips: list[int], preprocess: Preprocess, pixels: np.ndarray,
+                status: list[str]) -> None:
+    """Fill `pixels` / `status` at the positions of chip rows, one scene reader per scene."""
+    from rsrag.geo import SceneError, SceneReader, Stretch, open_scene
+    from rsrag.geo.bands import BandRuleError
+
+    readers: dict[tuple[str, str, str], Any] = {}
+    try:
+        for pos in chips:
+            key = (str(batch["path"][pos]), str(batch["bands"][pos]), str(batch["stretch"][pos]))
+            try:
+                if key not in readers:
+                    scene = open_scene(key[0])
+                    readers[key] = SceneReader(scene, scene.pick(key[1] or None), Stretch.from_text(key[2]))
+                side = int(batch["size"][pos])
+                window = tuple(int(v) for v in str(batch["window"][pos]).split(","))
+                image, valid = readers[key].read(window, (side, side))
+            except (SceneError, BandRuleError) as exc:
+                status[pos] = str(exc)
+                continue
+            if 1.0 - valid > float(batch["max_nodata"][pos]):
+                status[pos] = NODATA
+            else:
+                pixels[pos] = preprocess.from_rgb(image)
+    finally:
+        for reader in readers.values():
+            reader.close()
 
 
 class Embedder:
@@ -170,6 +209,12 @@ def _dataset(rows: list[dict], spec: dict, encoder_id: str, preprocess: Preproce
                           num_cpus=options.actor_cpus)
 
 
+def _image_row(record: Any) -> dict:
+    """The row Ray reads an image record from (the chip columns empty)."""
+    return {"id": str(record.id), "path": str(record.path), "window": "", "size": 0, "bands": "", "stretch": "",
+            "max_nodata": 1.0}
+
+
 def build_index_ray(source: str | Path | Sequence, name: str, root: str | Path | None = None, *,
                     address: str | None = "auto", encoder: Any = None, index_type: str = "auto",
                     split: str | None = None, limit: int | None = None, create: bool = True,
@@ -184,14 +229,9 @@ def build_index_ray(source: str | Path | Sequence, name: str, root: str | Path |
     `runtime_env` goes to `ray.init` (e.g. a `worker_process_setup_hook` that registers a plugin
     encoder on the workers).
     """
-    options = options or RayOptions()
     validate_index_name(name)
     records = list(source) if isinstance(source, (list, tuple)) else resolve_source(source, split, limit)
     lib = open_for_build(root, name, encoder, index_type, create)
-    spec = lib.manifest["encoder"].get("spec")
-    if not spec:
-        raise RayBuildError(f"index {name!r} keeps no encoder spec (its encoder was not made by create_encoder), "
-                            f"so Ray workers cannot rebuild it; build without --ray")
     started = time.perf_counter()
     report = RayBuildReport()
     unique: dict[str, Any] = {}
@@ -200,72 +240,143 @@ def build_index_ray(source: str | Path | Sequence, name: str, root: str | Path |
             report.duplicates += 1
         else:
             unique[str(rec.id)] = rec
-    existing = set(lib.rows(["id"]).column("id").to_pylist()) if len(lib) else set()
-    todo = [i for i in unique if i not in existing]
+    existing = _existing_ids(lib)
+    todo = {i: _image_row(rec) for i, rec in unique.items() if i not in existing}
     report.skipped = len(unique) - len(todo)
-    opened = connect(address, runtime_env) if todo else False
-    try:
-        if todo:
-            report.nodes, cpus = _cluster()
-            report.actors = options.actor_count(cpus)
-            _run(lib, unique, todo, spec, report, options, chunk_size, attempts, progress)
-    finally:
-        if opened:
-            import ray
-
-            ray.shutdown()
+    _run(lib, unique, todo, report, options or RayOptions(), chunk_size, attempts, address, runtime_env, progress)
     report.seconds = time.perf_counter() - started
     lib.note_build(str(source) if isinstance(source, (str, Path)) else f"{len(records)} records", report)
     return lib, report
 
 
-def _run(lib: Library, records: dict[str, Any], todo: list[str], spec: dict, report: RayBuildReport,
-         options: RayOptions, chunk_size: int, attempts: int, progress: Callable[[int, int], None] | None) -> None:
-    """Run the dataset over what is not done yet, committing as batches arrive, until everything is
-    done or `attempts` runs have failed."""
-    from ray.exceptions import RayError
+def build_scene_index_ray(sources: str | Path | Sequence[str | Path], name: str, root: str | Path | None = None, *,
+                          address: str | None = "auto", encoder: Any = None, index_type: str = "auto",
+                          tiling: Any = None, bands: str | None = None, sensor: str | None = None,
+                          datetime: Any = None, create: bool = True, options: RayOptions | None = None,
+                          chunk_size: int = 2048, attempts: int = 3, runtime_env: dict | None = None,
+                          progress: Callable[[int, int], None] | None = None) -> tuple[Library, Any]:
+    """`build_scene_index` run on the Ray cluster at `address`: the driver opens the scenes, tiles them
+    and places each chip (footprint, record; `rsrag.geo`), the workers read, embed and drop the
+    chips that are mostly nodata. Returns the index and a `rsrag.geo.SceneIndexReport`."""
+    from rsrag.geo import SceneError, SceneIndexReport, SceneReader, Tiling, chip_id, chip_windows, count_chips
+    from rsrag.geo.bands import BandRuleError
+    from rsrag.geo.chips import chip_place, chip_record
+    from rsrag.geo.footprint import FootprintError
+    from rsrag.geo.indexing import open_scenes
 
-    preprocess = lib.encoder.preprocess  # the driver's encoder: the index's own (checked on open)
-    done: set[str] = set()  # ids committed or failed by this build
-    pending_ids: list[str] = []
-    pending_vectors: list[np.ndarray] = []
-
-    def commit() -> None:
-        if pending_ids:
-            add = lib.add_embedded([records[i] for i in pending_ids], np.stack(pending_vectors),
-                                   chunk_size=chunk_size)
-            report.added += add.added
-            pending_ids.clear()
-            pending_vectors.clear()
-
-    while True:
-        rest = [i for i in todo if i not in done]
-        if not rest:
-            return
-        report.attempts += 1
-        rows = [{"id": i, "path": str(records[i].path)} for i in rest]
-        ds = _dataset(rows, spec, lib.encoder_id, preprocess, report.actors, options)
+    tiling = tiling or Tiling()
+    lib = open_for_build(root, name, encoder, index_type, create)
+    started = time.perf_counter()
+    scene_report = SceneIndexReport()
+    items = [sources] if isinstance(sources, (str, Path)) else list(sources)
+    scenes = open_scenes(items, scene_report, sensor=sensor, datetime=datetime)
+    scene_report.scenes = len(scenes)
+    scene_report.chips = sum(count_chips(s, tiling) for s in scenes)
+    existing = _existing_ids(lib)
+    records: dict[str, Any] = {}
+    todo: dict[str, dict] = {}
+    for scene in scenes:
         try:
-            for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-                for rid, vector, status in zip(batch["id"], batch["vector"], batch["status"]):
-                    rid = str(rid)
-                    if rid in done:  # delivered again by a re-run task
-                        continue
-                    done.add(rid)
-                    if status == OK:
-                        pending_ids.append(rid)
-                        pending_vectors.append(vector)
-                    else:
-                        report.failed.append((rid, str(records[rid].path), str(status)))
-                if len(pending_ids) >= chunk_size:
-                    commit()
-                if progress:
-                    progress(len(done), len(todo))
-            commit()
-        except RayError as exc:
-            commit()  # keep what arrived before the failure
-            if report.attempts >= attempts:
-                raise RayBuildError(f"the Ray build failed {report.attempts} time(s); {len(done)} of {len(todo)} "
-                                    f"records are in; run it again to resume: {exc}") from exc
-            log.warning("Ray build run %d failed (%s); running the %d records not yet in again",
-                        report.attempts, exc, len(todo) - len(done))
+            picked = scene.pick(bands)
+            windows = [c for c in chip_windows(scene, tiling) if chip_id(scene, c) not in existing]
+            with SceneReader(scene, picked) as reader:  # the scene's stretch, sampled once here
+                stretch = reader.stretch
+        except (SceneError, BandRuleError, ValueError) as exc:
+            scene_report.failed.append((str(scene.source), str(exc)))
+            continue
+        names = [b.name or b.common or str(b.index) for b in picked]
+        for chip in windows:
+            try:
+                record = chip_record(scene, chip, tiling.size, names, stretch, chip_place(scene, chip))
+            except FootprintError as exc:
+                scene_report.failed.append((chip_id(scene, chip), f"{scene.source}: {exc}"))
+                continue
+            records[record.id] = record
+            todo[record.id] = {"id": record.id, "path": str(scene.source), "window": ",".join(map(str, chip.window)),
+                               "size": tiling.size, "bands": ",".join(names), "stretch": stretch.to_text(),
+                               "max_nodata": tiling.max_nodata}
+    scene_report.skipped_existing = sum(1 for s in scenes for c in chip_windows(s, tiling) if chip_id(s, c) in existing)
+    report = RayBuildReport()
+    _run(lib, records, todo, report, options or RayOptions(), chunk_size, attempts, address, runtime_env, progress)
+    scene_report.added = report.added
+    scene_report.skipped_nodata = report.skipped_nodata
+    scene_report.failed += [(i, e) for i, _, e in report.failed]
+    if report.attempts:
+        scene_report.notes.append(f"ray: {report.nodes} node(s), {report.actors} actor(s), "
+                                  f"{report.attempts} run(s)")
+    scene_report.seconds = time.perf_counter() - started
+    lib.note_build(", ".join(map(str, items)), AddReport(
+        added=report.added, skipped=scene_report.skipped_existing, seconds=scene_report.seconds,
+        failed=[(source, source, error) for source, error in scene_report.failed]))
+    return lib, scene_report
+
+
+def _existing_ids(lib: Library) -> set[str]:
+    return set(lib.rows(["id"]).column("id").to_pylist()) if len(lib) else set()
+
+
+def _run(lib: Library, records: dict[str, Any], todo: dict[str, dict], report: RayBuildReport,
+         options: RayOptions, chunk_size: int, attempts: int, address: str | None, runtime_env: dict | None,
+         progress: Callable[[int, int], None] | None) -> None:
+    """Embed the `todo` rows (id -> row) on the cluster and commit their records as batches arrive;
+    after a failed run, run again over what is not done yet, up to `attempts` runs (module doc)."""
+    if not todo:
+        return
+    spec = lib.manifest["encoder"].get("spec")
+    if not spec:
+        raise RayBuildError(f"index {lib.name!r} keeps no encoder spec (its encoder was not made by "
+                            f"create_encoder), so Ray workers cannot rebuild it; build without --ray")
+    opened = connect(address, runtime_env)
+    try:
+        from ray.exceptions import RayError
+
+        report.nodes, cpus = _cluster()
+        report.actors = options.actor_count(cpus)
+        preprocess = lib.encoder.preprocess  # the driver's encoder: the index's own (checked on open)
+        done: set[str] = set()  # ids committed, failed or skipped by this build
+        pending_ids: list[str] = []
+        pending_vectors: list[np.ndarray] = []
+
+        def commit() -> None:
+            if pending_ids:
+                add = lib.add_embedded([records[i] for i in pending_ids], np.stack(pending_vectors),
+                                       chunk_size=chunk_size)
+                report.added += add.added
+                pending_ids.clear()
+                pending_vectors.clear()
+
+        while len(done) < len(todo):
+            report.attempts += 1
+            rows = [row for i, row in todo.items() if i not in done]
+            ds = _dataset(rows, spec, lib.encoder_id, preprocess, report.actors, options)
+            try:
+                for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+                    for rid, vector, status in zip(batch["id"], batch["vector"], batch["status"]):
+                        rid = str(rid)
+                        if rid in done:  # delivered again by a re-run task
+                            continue
+                        done.add(rid)
+                        if status == OK:
+                            pending_ids.append(rid)
+                            pending_vectors.append(vector)
+                        elif status == NODATA:
+                            report.skipped_nodata += 1
+                        else:
+                            report.failed.append((rid, todo[rid]["path"], str(status)))
+                    if len(pending_ids) >= chunk_size:
+                        commit()
+                    if progress:
+                        progress(len(done), len(todo))
+                commit()
+            except RayError as exc:
+                commit()  # keep what arrived before the failure
+                if report.attempts >= attempts:
+                    raise RayBuildError(f"the Ray build failed {report.attempts} time(s); {len(done)} of "
+                                        f"{len(todo)} records are in; run it again to resume: {exc}") from exc
+                log.warning("Ray build run %d failed (%s); running the %d records not yet in again",
+                            report.attempts, exc, len(todo) - len(done))
+    finally:
+        if opened:
+            import ray
+
+            ray.shutdown()
