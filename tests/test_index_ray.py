@@ -109,6 +109,17 @@ class LocalCluster:
         logs = "\n".join(f.read_text()[-2000:] for f in sorted(self.workdir.glob("*.log")))
         raise RuntimeError(f"the local Ray cluster did not start {nodes} node(s):\n{logs}")
 
+    def titles(self, index: int) -> list[str]:
+        """The process titles of a node (Ray names a worker after its task or actor, e.g.
+        `ray::MapWorker(...)`)."""
+        out = []
+        for pid in _session_pids(self.nodes[index].pid):
+            try:
+                out.append(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip())
+            except OSError:
+                continue
+        return out
+
     def kill_node(self, index: int) -> None:
         """A node dies: SIGKILL to every process of its session (raylet, agents, workers)."""
         sid = self.nodes[index].pid
@@ -206,16 +217,28 @@ def test_ray_build_survives_a_node_killed_mid_build(cluster, images, tmp_path):
     the single-process records, none twice, and a re-run adds nothing."""
     records, reference = images
     killed = []
+    # Ray Data starts work as soon as one actor is up; here it waits for both, so node 2 has batches
+    # of its own in flight when it dies
+    context = ray.data.DataContext.get_current()
+    wait, context.wait_for_min_actors_s = context.wait_for_min_actors_s, int(START_TIMEOUT)
 
     def progress(done: int, total: int) -> None:
         if not killed:
-            cluster.kill_node(1)
             killed.append(done)
+            workers = [t for t in cluster.titles(1) if "MapWorker" in t]
+            print("node 2 at the kill:", workers)
+            killed.append(workers)
+            cluster.kill_node(1)
 
-    lib, report = build_index_ray(records, "killed", tmp_path / "indexes", address=cluster.address,
-                                  encoder="rs-lite", options=RayOptions(actors=2, batch_size=BATCH),
-                                  chunk_size=BATCH, progress=progress)
+    try:
+        lib, report = build_index_ray(records, "killed", tmp_path / "indexes", address=cluster.address,
+                                      encoder="rs-lite", options=RayOptions(actors=2, batch_size=BATCH),
+                                      chunk_size=BATCH, progress=progress)
+    finally:
+        context.wait_for_min_actors_s = wait
+    print("after the kill:", report.to_dict())
     assert killed and killed[0] < N_RECORDS  # the node died while batches were still to come
+    assert killed[1], "node 2 ran no encoder actor when it was killed"
     assert report.nodes == 2 and report.added == N_RECORDS and not report.failed
     _assert_same_index(lib, reference)
     again, report2 = build_index_ray(records, "killed", tmp_path / "indexes", address=cluster.address)
