@@ -5,7 +5,7 @@
 Builds the same index three times from the first N UCM images (real 256 px JPEGs), each into a fresh
 temporary folder: `single` is `build_index` (Library.add: decode threads + the encoder in one process),
 `ray-1` and `ray-2` are `build_index_ray` on a local Ray node with 2 CPUs and 1 or 2 encoder actors
-(one CPU and one ONNX thread each). Reported per run: end-to-end images/s (whole call: connecting,
+(one CPU and one ONNX thread each; Ray Data waits for all of them before the first batch). Reported per run: end-to-end images/s (whole call: connecting,
 starting the actors, reading, embedding, committing) and steady images/s (from the first committed
 batch to the last, i.e. without actor start-up). Efficiency = rate with 2 workers / (2 x rate with 1
 worker), on the steady rates and on the end-to-end ones; 1.0 is perfect scaling. The Ray builds are
@@ -78,6 +78,7 @@ def main() -> None:
     args = parser.parse_args()
 
     import ray
+    import ray.data
 
     records = load_dataset("ucm")[: args.n_images]
     n = len(records)
@@ -87,6 +88,7 @@ def main() -> None:
                                                               progress=p), n)
         rows.append(row)
         ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
+        ray.data.DataContext.get_current().wait_for_min_actors_s = 600  # every actor up before the first batch
         try:
             for actors in (1, 2):
                 options = RayOptions(actors=actors, batch_size=args.batch_size)

@@ -1,16 +1,22 @@
 """Building an index on a Ray cluster: `rsrag index build SOURCE --name NAME --ray ADDRESS|auto`.
 
-The records still to embed become a Ray dataset of plain rows (`id`, `path`); the records themselves
-(captions, labels, metadata of any type) stay on the driver, keyed by id. Ray Data then runs:
+The records still to embed become a Ray dataset of plain rows: `id`, `path`, and for a scene chip the
+window, chip size, bands and stretch to read it with. The records themselves (captions, labels,
+metadata of any type, a chip's footprint) stay on the driver, keyed by id. For scenes the driver
+opens and tiles them and places each chip (cheap: no pixels but the stretch's samples); the workers
+read the windows. Ray Data then runs:
 
-1. read: `map_batches` tasks decode each image and preprocess it with the encoder's `Preprocess`
-   (`rsrag.encoders.decoding.decode_batches`, lenient: an unreadable image becomes a failed row and
-   the build carries on, as in `Library.add`);
-2. embed: `map_batches` over an actor pool, one encoder per actor, rebuilt in the actor from the
-   index's encoder *spec* (`create_encoder_from_spec`, which checks weight checksums) and checked
-   against the index's encoder id, so every node computes the vectors a single-process build would.
-   Ray Data fuses step 1 into the actors' processes when it can, so pixels need not cross the object
-   store; the pool's actors are spread over the nodes;
+1. read: `map_batches` (`read_batch`) decodes each image and preprocesses it with the encoder's
+   `Preprocess` (`rsrag.encoders.decoding.decode_batches`, lenient: an unreadable image becomes a
+   failed row and the build carries on, as in `Library.add`), or reads each chip's window
+   (`rsrag.geo.SceneReader`) and marks the chips that are mostly nodata;
+2. embed: `map_batches` over an actor pool (`Embedder`), one encoder per actor, rebuilt in the actor
+   from the index's encoder *spec* (`create_encoder_from_spec`, which checks weight checksums) and
+   checked against the index's encoder id, so every node computes the vectors a single-process build
+   would. The read stage asks for the same resources, so Ray Data fuses it into the actors'
+   processes: each actor reads what it embeds, no decoded pixels (600 KB an image) cross the object
+   store, and read tasks never wait for CPU slots the actors hold. Ray Data spreads the actors over
+   the nodes;
 3. write: the embedded batches stream back to the driver (`iter_batches`), which commits them to the
    `Library` through `add_embedded`, `chunk_size` records at a time.
 
@@ -19,17 +25,17 @@ LanceDB rows, FAISS and BM25 kept in step by one writer under the folder's lock,
 and a commit counter bumped per commit (`rsrag.index.folder`). Parallel fragment writers would need a
 second commit protocol for all of that, and a fragment written by a task that later died (and was
 re-run elsewhere) would have to be found and dropped. The writer's share of the work is small: a
-vector is 2 KB against 600 KB of decoded pixels, and decoding and the model are what run in parallel.
+vector is 2 KB, and reading and the model are what run in parallel.
 
 Exactly once per record, even when a node dies:
 - ids already in the index are dropped before anything is read (resume, as in `Library.add`), so a
   killed build re-run embeds only what was not committed;
 - the driver commits each id once: a row Ray delivers twice (a task re-run after its node died) is
   dropped, and `add_embedded` skips ids already in the index in any case;
-- Ray re-runs the read tasks of a lost node elsewhere (lineage) and restarts dead actors
-  (`max_restarts` / `max_task_retries`, set explicitly). If the dataset still fails (no node left to
-  restart an actor on, an object lost for good), the driver plans again with the records not yet
-  committed and runs again, up to `attempts` times.
+- Ray rebuilds what a dead node held: Ray Data's actor pools restart dead actors and retry their
+  tasks (its defaults `max_restarts=-1`, `max_task_retries=-1`), and lost blocks are recomputed
+  from lineage. If the dataset still fails (an object lost for good, no node left to run on), the
+  driver plans again with the records not yet committed and runs again, up to `attempts` times.
 
 Every node must be able to read the records' paths: a shared filesystem (or the same data at the
 same path on each node). Ray and Ray Data are an optional dependency (`pip install rsrag[ray]`).
