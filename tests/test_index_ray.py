@@ -225,9 +225,7 @@ def test_ray_build_survives_a_node_killed_mid_build(cluster, images, tmp_path):
     def progress(done: int, total: int) -> None:
         if not killed:
             killed.append(done)
-            workers = [t for t in cluster.titles(1) if "MapWorker" in t]
-            print("node 2 at the kill:", workers)
-            killed.append(workers)
+            killed.append([t for t in cluster.titles(1) if "MapWorker" in t])  # node 2's encoder actor
             cluster.kill_node(1)
 
     try:
@@ -236,7 +234,6 @@ def test_ray_build_survives_a_node_killed_mid_build(cluster, images, tmp_path):
                                       chunk_size=BATCH, progress=progress)
     finally:
         context.wait_for_min_actors_s = wait
-    print("after the kill:", report.to_dict())
     assert killed and killed[0] < N_RECORDS  # the node died while batches were still to come
     assert killed[1], "node 2 ran no encoder actor when it was killed"
     assert report.nodes == 2 and report.added == N_RECORDS and not report.failed
