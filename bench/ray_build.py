@@ -87,6 +87,7 @@ def main() -> None:
         row, reference = run("single", lambda p: build_index(records, "single", tmp, encoder=args.encoder,
                                                               progress=p), n)
         rows.append(row)
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a throwaway local node: no token written to ~/.ray
         ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
         ray.data.DataContext.get_current().wait_for_min_actors_s = 600  # every actor up before the first batch
         try:

@@ -35,6 +35,7 @@ from rsrag.index.distributed import RayOptions, build_index_ray, build_scene_ind
 N_RECORDS = 36  # 3 colours x 12, in batches of 6: several batches in flight on each node
 BATCH = 6
 START_TIMEOUT = 90.0
+AUTH_MODE = "disabled"  # explicit: with it unset, Ray turns token auth on when ~/.ray holds a token
 
 
 def _free_port() -> int:
@@ -68,7 +69,7 @@ class LocalCluster:
         # the workers import this checkout's rsrag (the one the test imports)
         self.env = {**os.environ, "PYTHONPATH": os.pathsep.join(
             [str(Path(rsrag.__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]),
-            "RAY_USAGE_STATS_ENABLED": "0"}
+            "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": AUTH_MODE}
 
     def _start(self, args: list[str], log_name: str) -> subprocess.Popen:
         ray_cli = [sys.executable, "-m", "ray.scripts.scripts", "start", "--block", "--num-cpus=1",
@@ -104,10 +105,14 @@ class LocalCluster:
                 if sum(1 for n in ray.nodes() if n["Alive"]) >= nodes:
                     return
                 time.sleep(0.5)
+        except (ConnectionError, RuntimeError) as exc:
+            error = f"{type(exc).__name__}: {exc}"
+        else:
+            error = "timed out" if all(p.poll() is None for p in self.nodes) else "a node process exited"
         finally:
             ray.shutdown()
         logs = "\n".join(f.read_text()[-2000:] for f in sorted(self.workdir.glob("*.log")))
-        raise RuntimeError(f"the local Ray cluster did not start {nodes} node(s):\n{logs}")
+        raise RuntimeError(f"the local Ray cluster did not start {nodes} node(s) ({error}):\n{logs}")
 
     def titles(self, index: int) -> list[str]:
         """The process titles of a node (Ray names a worker after its task or actor, e.g.
@@ -142,17 +147,23 @@ def cluster():
         pytest.skip("the local two-node cluster is managed through /proc (Linux)")
     workdir = Path(tempfile.mkdtemp(prefix="rsrag-ray-"))  # short: Ray's socket paths must fit in 107 bytes
     local = LocalCluster(workdir)
+    auth_mode = os.environ.get("RAY_AUTH_MODE")
+    os.environ["RAY_AUTH_MODE"] = AUTH_MODE  # the driver (this process) as the nodes
     try:
-        local.start()
-    except RuntimeError as exc:
+        try:
+            local.start()
+        except RuntimeError as exc:
+            pytest.skip(f"cannot start a local Ray cluster: {exc}")
+        yield local
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
         local.stop()
         shutil.rmtree(workdir, ignore_errors=True)
-        pytest.skip(f"cannot start a local Ray cluster: {exc}")
-    yield local
-    if ray.is_initialized():
-        ray.shutdown()
-    local.stop()
-    shutil.rmtree(workdir, ignore_errors=True)
+        if auth_mode is None:
+            os.environ.pop("RAY_AUTH_MODE", None)
+        else:
+            os.environ["RAY_AUTH_MODE"] = auth_mode
 
 
 def _vectors(lib) -> dict[str, np.ndarray]:

@@ -284,13 +284,17 @@ def build_scene_index_ray(sources: str | Path | Sequence[str | Path], name: str,
     for scene in scenes:
         try:
             picked = scene.pick(bands)
-            windows = [c for c in chip_windows(scene, tiling) if chip_id(scene, c) not in existing]
+            every = list(chip_windows(scene, tiling))
+            windows = [c for c in every if chip_id(scene, c) not in existing]
             with SceneReader(scene, picked) as reader:  # the scene's stretch, sampled once here
                 stretch = reader.stretch
         except (SceneError, BandRuleError, ValueError) as exc:
             scene_report.failed.append((str(scene.source), str(exc)))
             continue
+        scene_report.skipped_existing += len(every) - len(windows)
         names = [b.name or b.common or str(b.index) for b in picked]
+        read_as = {"path": str(scene.source), "size": tiling.size, "bands": ",".join(names),
+                   "stretch": stretch.to_text(), "max_nodata": tiling.max_nodata}
         for chip in windows:
             try:
                 record = chip_record(scene, chip, tiling.size, names, stretch, chip_place(scene, chip))
@@ -298,10 +302,7 @@ def build_scene_index_ray(sources: str | Path | Sequence[str | Path], name: str,
                 scene_report.failed.append((chip_id(scene, chip), f"{scene.source}: {exc}"))
                 continue
             records[record.id] = record
-            todo[record.id] = {"id": record.id, "path": str(scene.source), "window": ",".join(map(str, chip.window)),
-                               "size": tiling.size, "bands": ",".join(names), "stretch": stretch.to_text(),
-                               "max_nodata": tiling.max_nodata}
-    scene_report.skipped_existing = sum(1 for s in scenes for c in chip_windows(s, tiling) if chip_id(s, c) in existing)
+            todo[record.id] = {"id": record.id, "window": ",".join(map(str, chip.window)), **read_as}
     report = RayBuildReport()
     _run(lib, records, todo, report, options or RayOptions(), chunk_size, attempts, address, runtime_env, progress)
     scene_report.added = report.added
