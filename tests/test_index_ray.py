@@ -252,3 +252,14 @@ def test_ray_build_survives_a_node_killed_mid_build(cluster, images, tmp_path):
     again, report2 = build_index_ray(records, "killed", tmp_path / "indexes", address=cluster.address)
     assert report2.skipped == N_RECORDS and report2.added == 0
     _assert_same_index(again, reference)
+
+
+def test_ray_build_without_a_cluster_says_so(tmp_path):
+    """`--ray` at an address nobody listens on fails at once with one clear line (exit status 2),
+    instead of Ray's minutes of retries."""
+    make_records(tmp_path / "images", n_per_colour=1)
+    result = CliRunner().invoke(make_cli(), [
+        "index", "build", str(tmp_path / "images"), "--name", "noray", "--root", str(tmp_path / "indexes"),
+        "--encoder", "test-hash", "--ray", f"127.0.0.1:{_free_port()}"])
+    assert result.exit_code == 2, result.output
+    assert "no Ray cluster at 127.0.0.1:" in result.output

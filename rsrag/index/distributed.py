@@ -44,6 +44,7 @@ same path on each node). Ray and Ray Data are an optional dependency (`pip insta
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -163,6 +164,12 @@ def connect(address: str | None, runtime_env: dict | None = None) -> bool:
         raise RayBuildError(f"a --ray build needs Ray Data: pip install 'rsrag[ray]' ({exc})") from None
     if ray.is_initialized():
         return False
+    host, _, port = (address or "").rpartition(":")
+    if host and port.isdigit():  # ray.init retries an address nobody listens on for minutes
+        try:
+            socket.create_connection((host, int(port)), timeout=5.0).close()
+        except OSError as exc:
+            raise RayBuildError(f"no Ray cluster at {address}: {exc} (start one with `ray start --head`)") from None
     try:
         ray.init(address=address or "auto", runtime_env=runtime_env, logging_level=logging.WARNING,
                  log_to_driver=False)
