@@ -63,13 +63,21 @@ def _index_choice(lib, index_type: str) -> dict:
 
 def _run_build(source: str, name: str, root: Optional[str], encoder: Optional[str], index_type: str,
                split: Optional[str], limit: Optional[int], upsert: bool, create: bool, batch_size: int,
-               chunk_size: int, workers: int, as_json: bool) -> None:
+               chunk_size: int, workers: int, as_json: bool, ray: Optional[dict] = None) -> None:
     from rsrag.index.build import build_index
 
     with user_errors():
-        lib, report = build_index(source, name, root, encoder=encoder, index_type=index_type, split=split,
-                                  limit=limit, upsert=upsert, create=create, batch_size=batch_size,
-                                  chunk_size=chunk_size, workers=workers, progress=_progress(name))
+        if ray:  # `--ray ADDRESS`: the same build on a Ray cluster (rsrag.index.distributed)
+            from rsrag.index.distributed import RayOptions, build_index_ray
+
+            lib, report = build_index_ray(source, name, root, address=ray["address"], encoder=encoder,
+                                          index_type=index_type, split=split, limit=limit, create=create,
+                                          options=RayOptions(actors=ray["actors"], batch_size=ray["batch_size"]),
+                                          chunk_size=chunk_size, progress=_progress(name))
+        else:
+            lib, report = build_index(source, name, root, encoder=encoder, index_type=index_type, split=split,
+                                      limit=limit, upsert=upsert, create=create, batch_size=batch_size,
+                                      chunk_size=chunk_size, workers=workers, progress=_progress(name))
     summary = {"index": str(lib.location), "records": len(lib), **report.to_dict(),
                "failures": [{"id": i, "path": p, "error": e} for i, p, e in report.failed]}
     summary |= _index_choice(lib, index_type)
@@ -102,13 +110,22 @@ def _scene_options(tile: Optional[int], overlap: float, overlap_unit: str, scale
 
 def _run_scene_build(source: List[str], name: str, root: Optional[str], encoder: Optional[str], index_type: str,
                      tiling, bands: Optional[str], sensor: Optional[str], when: Optional[str], create: bool,
-                     batch_size: int, as_json: bool) -> None:
+                     batch_size: int, as_json: bool, ray: Optional[dict] = None) -> None:
     from rsrag.index.build import build_scene_index
 
     with user_errors():
-        lib, report = build_scene_index(source, name, root, encoder=encoder, index_type=index_type, tiling=tiling,
-                                        bands=bands, sensor=sensor, datetime=when, create=create,
-                                        batch_size=batch_size, progress=_progress(name, unit="chip"))
+        if ray:  # `--ray ADDRESS`: the workers read and embed the chips (rsrag.index.distributed)
+            from rsrag.index.distributed import RayOptions, build_scene_index_ray
+
+            lib, report = build_scene_index_ray(
+                source, name, root, address=ray["address"], encoder=encoder, index_type=index_type, tiling=tiling,
+                bands=bands, sensor=sensor, datetime=when, create=create,
+                options=RayOptions(actors=ray["actors"], batch_size=ray["batch_size"]),
+                progress=_progress(name, unit="chip"))
+        else:
+            lib, report = build_scene_index(source, name, root, encoder=encoder, index_type=index_type,
+                                            tiling=tiling, bands=bands, sensor=sensor, datetime=when, create=create,
+                                            batch_size=batch_size, progress=_progress(name, unit="chip"))
     summary = {"index": str(lib.location), "records": len(lib), **report.to_dict(), **_index_choice(lib, index_type)}
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
@@ -207,6 +224,10 @@ def build_cmd(
                                                                 "(searched in parallel, merged)."),
     shard_by: str = typer.Option("hash", "--shard-by", help="With --shards: hash (of the id) or geo (S2 cell "
                                                             "of lon/lat, so place queries ask few shards)."),
+    ray: Optional[str] = typer.Option(None, "--ray", help="Run the build on the Ray cluster at ADDRESS "
+                                                          "(host:port, or auto: the one this machine is in)."),
+    ray_actors: Optional[int] = typer.Option(None, "--ray-actors", help="Ray: encoder actors (default: one per CPU)."),
+    ray_batch_size: int = typer.Option(32, "--ray-batch-size", help="Ray: images per task."),
     as_json: bool = _JSON,
 ) -> None:
     """Create index NAME from SOURCE, or resume an interrupted build (finished items are kept)."""
@@ -218,12 +239,13 @@ def build_cmd(
         _run_sharded_build(source, name, root, encoder, index_type, shards, shard_by, split, limit, batch_size,
                            chunk_size, workers, tiling, bands, sensor, when, as_json)
         return
+    on_ray = ray and {"address": ray, "actors": ray_actors, "batch_size": ray_batch_size}
     if as_scenes:
         _run_scene_build(source, name, root, encoder, index_type, tiling, bands, sensor, when, True,
-                         min(batch_size, 16), as_json)
+                         min(batch_size, 16), as_json, ray=on_ray)
         return
     _run_build(source[0], name, root, encoder, index_type, split, limit, False, True, batch_size, chunk_size,
-               workers, as_json)
+               workers, as_json, ray=on_ray)
 
 
 @app.command("add")
