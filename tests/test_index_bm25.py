@@ -62,3 +62,30 @@ def test_search_returns_only_matches_and_never_removed_docs():
     assert index.search("boat", 5)[0].tolist() == [11]
     assert index.search("boat", 5, allowed=np.array([12]))[0].tolist() == []
     assert index.search("nothing", 5)[0].tolist() == []
+
+
+def test_documents_added_after_the_postings_score_as_in_a_fresh_build():
+    """Small adds after a query are scored from the tail with the global statistics (no rebuild of
+    the postings); past the tail limit, and after a delete, the postings are built again."""
+    docs = corpus(400, seed=3) + ["zebra crossing boat", "zebra"]
+    inc = BM25Index()
+    inc.add(np.arange(300), docs[:300])
+    inc.scores("boat")
+    built = inc._postings()
+    for start in range(300, 310):  # ten small writes, each followed by a query
+        inc.add(np.array([start]), [docs[start]])
+        fresh = BM25Index()
+        fresh.add(np.arange(start + 1), docs[:start + 1])
+        for query in ["boat harbor", "river river bridge", "car"]:
+            np.testing.assert_allclose(inc.scores(query), fresh.scores(query), rtol=1e-12)
+    assert inc._postings() is built  # the tail was scored, the postings kept
+    inc.add(np.array([400, 401]), docs[400:])  # a term new since the postings
+    reference = BM25Okapi([tokenize(d) for d in docs[:310] + docs[400:]]).get_scores(tokenize("zebra boat"))
+    np.testing.assert_allclose(inc.scores("zebra boat"), reference, rtol=1e-9, atol=1e-12)
+    inc.add(np.arange(310, 400), docs[310:400])  # past the tail limit: built again
+    assert inc._postings() is not built
+    inc.remove([5, 400])
+    keep = [i for i in range(402) if i not in (5, 400)]
+    reference = BM25Okapi([tokenize(docs[i]) for i in keep]).get_scores(tokenize("zebra boat"))
+    order = np.argsort(inc.doc_rids)
+    np.testing.assert_allclose(inc.scores("zebra boat")[order], reference, rtol=1e-9, atol=1e-12)

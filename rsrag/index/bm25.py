@@ -8,8 +8,12 @@ per query term: 42 ms for a two-word query at 100k documents, against 0.1 ms her
 State, persisted as one `.npz`: the vocabulary and, per document (keyed by the record's int64 rid),
 its length and its (term id, term frequency) pairs in document-major order. Adding appends pairs,
 deleting drops them; both are vectorised numpy and never re-tokenise. The term-major posting lists
-a query needs are derived lazily on the first query after a change (an argsort over all pairs,
-~0.1 s at 100k documents). A deleted document has no postings left, so it can never be returned.
+a query needs are derived lazily (an argsort over all pairs, ~0.1 s at 100k documents, ~1 s at 1M).
+Documents added after that are a small tail scored pair by pair, with the same global statistics
+(document frequencies kept up to date on every add and delete, average length), so a search right
+after a small add does not rebuild the postings; they are rebuilt once the tail passes
+`TAIL_FRACTION` of the documents, and after a delete. A deleted document has no postings left, so it
+can never be returned.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from rsrag.fileio import atomic_write
 
 # rank_bm25.BM25Okapi's defaults, so the scores match its own (tests/test_index_bm25.py checks).
 K1, B, EPSILON = 1.5, 0.75, 0.25
+TAIL_FRACTION = 0.05  # documents added since the postings were built, scored pair by pair up to this share
 
 _WORD = re.compile(r"[a-z0-9]+")
 STOPWORDS = frozenset(
@@ -54,7 +59,9 @@ class BM25Index:
         self.doc_nterms = np.zeros(0, np.int64)  # distinct terms per document (pairs it owns)
         self.terms = np.zeros(0, np.int32)  # pairs, document-major
         self.tfs = np.zeros(0, np.int32)
-        self._post: tuple | None = None  # lazily built query structures
+        self._post: tuple | None = None  # term-major postings of the first documents (see `_postings`)
+        self._df: np.ndarray | None = None  # documents holding each term, kept up to date once made
+        self._stats: tuple | None = None  # idf per term and length norm per document, until a change
 
     def __len__(self) -> int:
         return len(self.doc_rids)
@@ -77,9 +84,14 @@ class BM25Index:
         self.doc_rids = np.concatenate([self.doc_rids, np.asarray(rids, np.int64)])
         self.doc_len = np.concatenate([self.doc_len, np.asarray(lens, np.int64)])
         self.doc_nterms = np.concatenate([self.doc_nterms, np.bincount(pairs // n_vocab, minlength=n_docs)])
-        self.terms = np.concatenate([self.terms, (pairs % n_vocab).astype(np.int32)])
+        new_terms = (pairs % n_vocab).astype(np.int32)
+        self.terms = np.concatenate([self.terms, new_terms])
         self.tfs = np.concatenate([self.tfs, tfs.astype(np.int32)])
-        self._post = None
+        if self._df is not None:
+            self._df = np.bincount(new_terms, minlength=len(self.vocab)) + np.pad(self._df, (0, len(self.vocab) - len(self._df)))
+        self._stats = None
+        if self._post is not None and len(self.doc_rids) - self._post[0] > TAIL_FRACTION * len(self.doc_rids):
+            self._post = None  # the tail has grown: build the postings again at the next query
 
     def remove(self, rids: Iterable[int]) -> int:
         """Drop documents by rid; unknown rids are ignored. Returns how many were dropped."""
@@ -90,10 +102,13 @@ class BM25Index:
         if not gone.any():
             return 0
         keep = ~gone
-        self.terms = self.terms[np.repeat(keep, self.doc_nterms)]
-        self.tfs = self.tfs[np.repeat(keep, self.doc_nterms)]
+        kept_pairs = np.repeat(keep, self.doc_nterms)
+        if self._df is not None:
+            self._df = self._df - np.bincount(self.terms[~kept_pairs], minlength=len(self._df))
+        self.terms = self.terms[kept_pairs]
+        self.tfs = self.tfs[kept_pairs]
         self.doc_rids, self.doc_len, self.doc_nterms = self.doc_rids[keep], self.doc_len[keep], self.doc_nterms[keep]
-        self._post = None
+        self._post = self._stats = None
         return int(gone.sum())
 
     def _term_id(self, term: str) -> int:
@@ -104,23 +119,31 @@ class BM25Index:
 
     # ---- queries -------------------------------------------------------------------------------
     def _postings(self) -> tuple:
-        """(term offsets, posting doc positions, posting tfs, idf per term), derived from the pairs."""
+        """(documents covered, pairs covered, term offsets, posting doc positions, posting tfs): the
+        term-major postings of the documents there were when they were built; later ones are the tail."""
         if self._post is None:
-            n_terms = len(self.vocab)
-            doc_of_pair = np.repeat(np.arange(len(self.doc_rids), dtype=np.int32), self.doc_nterms)
+            n, n_pairs = len(self.doc_rids), len(self.terms)
+            doc_of_pair = np.repeat(np.arange(n, dtype=np.int32), self.doc_nterms)
             order = np.argsort(self.terms, kind="stable")
-            df = np.bincount(self.terms, minlength=n_terms)
-            offsets = np.concatenate([[0], np.cumsum(df)])
-            n = len(self.doc_rids)
+            counts = np.bincount(self.terms, minlength=len(self.vocab))
+            offsets = np.concatenate([[0], np.cumsum(counts)])
+            self._post = (n, n_pairs, offsets, doc_of_pair[order], self.tfs[order].astype(np.float64))
+        return self._post
+
+    def _statistics(self) -> tuple[np.ndarray, np.ndarray]:
+        """(idf per term, length norm per document) over all documents, as rank_bm25 computes them."""
+        if self._stats is None:
+            if self._df is None or len(self._df) != len(self.vocab):
+                self._df = np.bincount(self.terms, minlength=len(self.vocab))
+            df, n = self._df, len(self.doc_rids)
             idf = np.log(n - df + 0.5) - np.log(df + 0.5)
             present = df > 0
             if present.any():  # rank_bm25: negative idf floored at epsilon * mean idf over present terms
                 floor = EPSILON * idf[present].mean()
                 idf = np.where(present & (idf < 0), floor, idf)
             avgdl = (self.doc_len.mean() if n else 0.0) or 1.0  # documents without text (scene chips): no words
-            norm = K1 * (1 - B + B * self.doc_len / avgdl)
-            self._post = (offsets, doc_of_pair[order], self.tfs[order].astype(np.float64), idf, norm)
-        return self._post
+            self._stats = (idf, K1 * (1 - B + B * self.doc_len / avgdl))
+        return self._stats
 
     def scores(self, query: str) -> np.ndarray:
         """BM25 score of every document (aligned with `doc_rids`) for a query string."""
@@ -128,17 +151,28 @@ class BM25Index:
 
     def _score(self, query: str) -> tuple[np.ndarray, np.ndarray]:
         """(scores, matched): matched marks documents holding at least one query term."""
-        offsets, docs, tfs, idf, norm = self._postings()
+        n_base, pairs_base, offsets, docs, tfs = self._postings()
+        idf, norm = self._statistics()
+        tail_terms = self.terms[pairs_base:]
+        tail_docs = None
         out = np.zeros(len(self.doc_rids))
         matched = np.zeros(len(self.doc_rids), bool)
         for term in tokenize(query):
             tid = self.vocab.get(term)
             if tid is None:
                 continue
-            lo, hi = offsets[tid], offsets[tid + 1]
-            d, f = docs[lo:hi], tfs[lo:hi]
-            out[d] += idf[tid] * f * (K1 + 1) / (f + norm[d])
-            matched[d] = True
+            parts = []
+            if tid + 1 < len(offsets):  # the term was known when the postings were built
+                lo, hi = offsets[tid], offsets[tid + 1]
+                parts.append((docs[lo:hi], tfs[lo:hi]))
+            if len(tail_terms):
+                if tail_docs is None:
+                    tail_docs = np.repeat(np.arange(n_base, len(self.doc_rids)), self.doc_nterms[n_base:])
+                hit = tail_terms == tid
+                parts.append((tail_docs[hit], self.tfs[pairs_base:][hit].astype(np.float64)))
+            for d, f in parts:
+                out[d] += idf[tid] * f * (K1 + 1) / (f + norm[d])
+                matched[d] = True
         return out, matched
 
     def search(self, query: str, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
