@@ -29,7 +29,7 @@ from rsrag.change.concepts import ConceptBank
 # percentile set the unit of the calibrated score; the threshold is in that unit, chosen on val pairs.
 REFERENCE_MEDIAN = 0.0053
 REFERENCE_Q99 = 0.527
-THRESHOLD = 1.4  # (raw - median) / (q99 - median) above which a location counts as changed (chosen on val)
+THRESHOLD = 1.6  # (raw - median) / (q99 - median) above which a location counts as changed (chosen on val)
 EMBEDDING_WEIGHT = 0.0  # share of the raw embedding distance in the raw score (chosen on val pairs)
 
 
