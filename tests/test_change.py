@@ -93,6 +93,22 @@ def test_calibration_puts_the_threshold_at_one_half_and_a_noisier_scene_raises_i
     assert noisy.false_alarm_estimate <= 0.02
 
 
+def test_each_kind_of_concept_bank_is_calibrated_on_its_own_reference():
+    """Text-only banks (the real-scene vocabulary) and prototype-pulled banks (the evaluation's) spread
+    the same self-pairs differently, so each gets the reference measured with its kind."""
+    from rsrag.change import score
+    from rsrag.change.concepts import ConceptBank
+
+    text = ConceptBank(["a", "b"], ["a", "b"], np.eye(2, dtype=np.float32))
+    pulled = text.with_prototypes(np.eye(2, dtype=np.float32), ["a", "b"])
+    assert not text.prototypes and pulled.prototypes
+    assert Calibration.for_bank(text, np.zeros(0)).median == score.TEXT_REFERENCE_MEDIAN
+    assert Calibration.for_bank(text, np.zeros(0)).unit == pytest.approx(
+        score.TEXT_REFERENCE_Q99 - score.TEXT_REFERENCE_MEDIAN)
+    cal = Calibration.for_bank(pulled, np.zeros(0), threshold=1.5)
+    assert cal.median == score.REFERENCE_MEDIAN and cal.threshold == 1.5
+
+
 def test_one_changed_window_among_overlapping_unchanged_ones_forms_a_region():
     """A change smaller than a chip passes in one window only: the map keeps the max over overlapping
     windows, so that window forms a region (the mean with its unchanged neighbours would drop it)."""

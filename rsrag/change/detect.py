@@ -439,7 +439,8 @@ def detect_scenes(encoder, before_path: str | Path, after_path: str | Path, *, o
     copies = [image for image in reservoir for _ in range(options.calibration_copies)]
     null_b = encode(_jittered(copies, rng))
     null_a = encode(copies)
-    calibration = Calibration.from_null(raw_scores(bank, null_a, null_b, options.embedding_weight), options.threshold)
+    null = raw_scores(bank, null_a, null_b, options.embedding_weight)
+    calibration = Calibration.for_bank(bank, null, options.threshold)
     scored = detect_vectors(bank, calibration, windows, vec_b, vec_a, width=before.width, height=before.height,
                             transform=before.transform, crs=before.crs,
                             names=(str(before.source), str(after.source)), options=options, usable=usable)
@@ -498,7 +499,7 @@ def detect_arrays(encoder, before: np.ndarray, after: np.ndarray, *, options: Ch
     sample = [crops_b[i] for i in rng.permutation(len(crops_b))[:options.calibration_chips]]
     copies = [im for im in sample for _ in range(options.calibration_copies)]
     null = raw_scores(bank, encode(copies), encode(_jittered(copies, rng)), options.embedding_weight)
-    calibration = Calibration.from_null(null, options.threshold)
+    calibration = Calibration.for_bank(bank, null, options.threshold)
     n = len(windows)
     result = detect_vectors(bank, calibration, windows, vectors[:n], vectors[n:], width=width, height=height,
                             names=names, options=options, usable=usable)
