@@ -16,7 +16,11 @@ also separately), transition accuracy (before AND after class right, among chang
 also accepts a class confusable with the truth), and BLEU-4 / CIDEr of the generated change sentences
 against template references made from the true transitions (per changed cell; per no-change pair the
 LEVIR no-change sentences). Settings (threshold, temperature, embedding weight) are chosen on val
-(`sweep`), test is reported once.
+(`sweep`), test is reported once. The same cells are also scored by the real-scene vocabulary
+(`DEFAULT_CONCEPTS`, text only, on its own reference null: `text_vocabulary`), so the false alarms of
+the configuration real scenes use are measured too. Windows here are the cells and do not overlap, so
+how a map aggregates overlapping windows (the max, `rsrag.change.detect`) does not change these numbers:
+a cell's score is its window's.
 """
 
 from __future__ import annotations
