@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -178,7 +178,7 @@ def collect(encoder, split: str, *, n_pairs: int = 40, rows: int = 4, cols: int 
 
 
 def _bank(bank: ConceptBank, temperature: float | None) -> ConceptBank:
-    return bank if temperature is None else ConceptBank(bank.names, bank.texts, bank.vectors, temperature)
+    return bank if temperature is None else replace(bank, temperature=temperature)
 
 
 def reference_null(data: ChangeSet, embedding_weight: float = 0.0, temperature: float | None = None,
