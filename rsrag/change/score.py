@@ -32,8 +32,8 @@ from rsrag.change.concepts import ConceptBank
 # percentile set the unit of the calibrated score; the threshold is in that unit, chosen on val pairs.
 REFERENCE_MEDIAN = 0.0053
 REFERENCE_Q99 = 0.527
-# The same self-pairs scored by the text-only real-scene vocabulary (`DEFAULT_CONCEPTS`; printed by the val
-# sweep as `text_vocabulary.reference_null`): what scene files, photos and indexed series are calibrated on.
+# The same self-pairs scored by the text-only real-scene vocabulary (`DEFAULT_CONCEPTS`; in the val sweep's
+# JSON as `text_vocabulary.reference_null`): what scene files, photos and indexed series are calibrated on.
 TEXT_REFERENCE_MEDIAN = 0.0332
 TEXT_REFERENCE_Q99 = 0.4754
 THRESHOLD = 1.6  # (raw - median) / (q99 - median) above which a location counts as changed (chosen on val)
