@@ -93,6 +93,45 @@ def test_calibration_puts_the_threshold_at_one_half_and_a_noisier_scene_raises_i
     assert noisy.false_alarm_estimate <= 0.02
 
 
+def test_each_kind_of_concept_bank_is_calibrated_on_its_own_reference():
+    """Text-only banks (the real-scene vocabulary) and prototype-pulled banks (the evaluation's) spread
+    the same self-pairs differently, so each gets the reference measured with its kind."""
+    from rsrag.change import score
+    from rsrag.change.concepts import ConceptBank
+
+    text = ConceptBank(["a", "b"], ["a", "b"], np.eye(2, dtype=np.float32))
+    pulled = text.with_prototypes(np.eye(2, dtype=np.float32), ["a", "b"])
+    assert not text.prototypes and pulled.prototypes
+    assert Calibration.for_bank(text, np.zeros(0)).median == score.TEXT_REFERENCE_MEDIAN
+    assert Calibration.for_bank(text, np.zeros(0)).unit == pytest.approx(
+        score.TEXT_REFERENCE_Q99 - score.TEXT_REFERENCE_MEDIAN)
+    cal = Calibration.for_bank(pulled, np.zeros(0), threshold=1.5)
+    assert cal.median == score.REFERENCE_MEDIAN and cal.threshold == 1.5
+
+
+def test_one_changed_window_among_overlapping_unchanged_ones_forms_a_region():
+    """A change smaller than a chip passes in one window only: the map keeps the max over overlapping
+    windows, so that window forms a region (the mean with its unchanged neighbours would drop it)."""
+    from rsrag.change.concepts import ConceptBank
+    from rsrag.change.detect import ChangeOptions, detect_vectors
+
+    bank = ConceptBank(["forest", "buildings"], ["forest", "buildings"], np.eye(2, dtype=np.float32), 0.1)
+    windows = [(c, r, 64, 64) for r in (0, 32, 64) for c in (0, 32, 64)]  # 3 x 3 at half overlap, 128 px
+    forest = np.tile(np.array([[1.0, 0.0]], np.float32), (len(windows), 1))
+    after = forest.copy()
+    after[4] = [0.0, 1.0]  # the centre window (32..96) becomes buildings
+    result = detect_vectors(bank, Calibration(), windows, forest, after, width=128, height=128,
+                            options=ChangeOptions())
+    assert result.scores[4] >= 0.5 and np.delete(result.scores, 4).max() < 0.5
+    assert len(result.regions) == 1
+    region = result.regions[0]
+    assert region.transition == "forest -> buildings" and region.chips == [4]
+    assert region.bounds == pytest.approx([32, 32, 96, 96], abs=1)  # pixel coordinates: the window itself
+    assert result.heatmap.grid[0, 0] < 0.5  # outside the changed window nothing is changed
+    unchanged = detect_vectors(bank, Calibration(), windows, forest, forest, width=128, height=128)
+    assert not unchanged.regions and unchanged.sentence == "there is no difference"
+
+
 def test_frames_take_roles_from_the_verb():
     assert frame_of("many houses are built on the bareland at the top left corner").text == \
         "many {after} are built on the {before} {where}"

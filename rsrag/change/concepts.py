@@ -49,6 +49,7 @@ class ConceptBank:
     texts: list[str]  # the readable text of each
     vectors: np.ndarray  # (n, dim) unit vectors
     temperature: float = 0.1  # chosen on val pairs (sharper: same-class chips flip more)
+    prototypes: bool = False  # pulled towards image prototypes (its scores spread differently: rsrag.change.score)
 
     @classmethod
     def from_texts(cls, encoder, names: Sequence[str], *, texts: Sequence[str] | None = None,
@@ -70,7 +71,7 @@ class ConceptBank:
             mine = image_vectors[labels == name]
             if len(mine):
                 vectors[i] = _normalise(vectors[i] + weight * _normalise(mine.mean(axis=0)))
-        return ConceptBank(self.names, self.texts, vectors, self.temperature)
+        return ConceptBank(self.names, self.texts, vectors, self.temperature, prototypes=True)
 
     def probabilities(self, vectors: np.ndarray) -> np.ndarray:
         """(n, dim) unit image vectors -> (n, concepts) softmax over cosine / temperature."""

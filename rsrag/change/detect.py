@@ -13,9 +13,14 @@ which the evaluation and the indexed series use):
    distance between the two distributions (`rsrag.change.score`).
 4. Calibration on the scene itself: BEFORE's chips against jittered / blurred / shifted copies of
    themselves give the nuisance null; every score becomes z/(z+threshold): 0.5 is the threshold.
-5. Windows -> heatmap on the grid (`rsrag.geo.heatmap`, mean of overlapping windows) -> regions above
-   0.5 with areas; each region's before/after labels are the score-weighted mean concept
-   distributions of the chips under it.
+5. Windows -> heatmap on the grid (`rsrag.geo.heatmap`, the MAX of overlapping windows) -> regions
+   above 0.5 with areas; each region's before/after labels are the score-weighted mean concept
+   distributions of the changed chips under it. The max, not the mean: a change smaller than a chip
+   passes the threshold in the one or two windows that hold most of it, and the mean with its
+   unchanged neighbours would drop it (on real scenes no region formed although the strongest windows
+   were right in kind). So a location is changed when a window covering it is; a region's area is at
+   window resolution (an upper bound for a change smaller than a chip). False alarms are those of
+   single windows, which the evaluation measures (its windows are its cells).
 
 Memory is bounded: windows are read and embedded in batches; only vectors are kept (plus a small
 reservoir of BEFORE chips for the calibration).
@@ -234,12 +239,11 @@ def finish(result: ChangeMap, options: ChangeOptions) -> None:
     from rsrag.geo.heatmap import HeatmapAccumulator, grid_factor
 
     factor = grid_factor(result.width, result.height, options.max_side)
-    acc = HeatmapAccumulator(result.width, result.height, factor=factor, transform=result.transform, crs=result.crs,
-                             keep_max=False)
+    acc = HeatmapAccumulator(result.width, result.height, factor=factor, transform=result.transform, crs=result.crs)
     scored = np.isfinite(result.scores)
-    if scored.any():  # one vectorised pass: 10k windows cost milliseconds
+    if scored.any():
         acc.add_scalars(np.asarray(result.windows, np.float64)[scored], result.scores[scored])
-    result.heatmap = acc.result("mean")
+    result.heatmap = acc.result("max")  # a location is changed where a window over it is (module doc)
     result.regions = _regions(result, options)
     for region in result.regions:
         region.sentence = describe_region(region)
@@ -435,7 +439,8 @@ def detect_scenes(encoder, before_path: str | Path, after_path: str | Path, *, o
     copies = [image for image in reservoir for _ in range(options.calibration_copies)]
     null_b = encode(_jittered(copies, rng))
     null_a = encode(copies)
-    calibration = Calibration.from_null(raw_scores(bank, null_a, null_b, options.embedding_weight), options.threshold)
+    null = raw_scores(bank, null_a, null_b, options.embedding_weight)
+    calibration = Calibration.for_bank(bank, null, options.threshold)
     scored = detect_vectors(bank, calibration, windows, vec_b, vec_a, width=before.width, height=before.height,
                             transform=before.transform, crs=before.crs,
                             names=(str(before.source), str(after.source)), options=options, usable=usable)
@@ -494,7 +499,7 @@ def detect_arrays(encoder, before: np.ndarray, after: np.ndarray, *, options: Ch
     sample = [crops_b[i] for i in rng.permutation(len(crops_b))[:options.calibration_chips]]
     copies = [im for im in sample for _ in range(options.calibration_copies)]
     null = raw_scores(bank, encode(copies), encode(_jittered(copies, rng)), options.embedding_weight)
-    calibration = Calibration.from_null(null, options.threshold)
+    calibration = Calibration.for_bank(bank, null, options.threshold)
     n = len(windows)
     result = detect_vectors(bank, calibration, windows, vectors[:n], vectors[n:], width=width, height=height,
                             names=names, options=options, usable=usable)

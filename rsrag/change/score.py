@@ -10,7 +10,10 @@ Calibration: the same score between chips and photometrically jittered / blurred
 copies of themselves (`rsrag.change.nuisance`) is the distribution of "no change". It is heavy-tailed
 (most self-pairs score ~0, a few chips flip between two concepts), so its unit is the span from its
 median to its 99th percentile, measured once on thousands of val-split self-pairs (a per-scene null of
-a few dozen chips is too noisy to set the scale: on val it cost 0.3 F1). Scores are reported as
+a few dozen chips is too noisy to set the scale: on val it cost 0.3 F1). The unit belongs to the concept
+bank that scores: the evaluation's banks (dataset classes pulled towards train-split prototypes) and the
+text-only vocabulary real scenes use (`DEFAULT_CONCEPTS`) spread the same self-pairs differently (median
+0.005 vs 0.033), so each has its reference, both measured on the same val self-pairs. Scores are reported as
 `z / (z + threshold)`, z = (raw - median) / unit: 0.5 exactly at the threshold, monotone, 0..1. Each
 scene's own self-pairs still run: they estimate its false-alarm rate and raise the threshold for a
 scene whose nuisance is worse than the reference's.
@@ -29,7 +32,11 @@ from rsrag.change.concepts import ConceptBank
 # percentile set the unit of the calibrated score; the threshold is in that unit, chosen on val pairs.
 REFERENCE_MEDIAN = 0.0053
 REFERENCE_Q99 = 0.527
-THRESHOLD = 1.4  # (raw - median) / (q99 - median) above which a location counts as changed (chosen on val)
+# The same self-pairs scored by the text-only real-scene vocabulary (`DEFAULT_CONCEPTS`; in the val sweep's
+# JSON as `text_vocabulary.reference_null`): what scene files, photos and indexed series are calibrated on.
+TEXT_REFERENCE_MEDIAN = 0.0332
+TEXT_REFERENCE_Q99 = 0.4754
+THRESHOLD = 1.6  # (raw - median) / (q99 - median) above which a location counts as changed (chosen on val)
 EMBEDDING_WEIGHT = 0.0  # share of the raw embedding distance in the raw score (chosen on val pairs)
 
 
@@ -48,6 +55,13 @@ def raw_from_probabilities(p: np.ndarray, q: np.ndarray, before: np.ndarray, aft
     if embedding_weight:
         score = (1.0 - embedding_weight) * score + embedding_weight * (1.0 - (before * after).sum(axis=1))
     return score.astype(np.float32)
+
+
+def reference(bank: ConceptBank) -> tuple[float, float]:
+    """The (median, q99) of the reference null measured with a bank of this kind (module doc)."""
+    if bank.prototypes:
+        return REFERENCE_MEDIAN, REFERENCE_Q99
+    return TEXT_REFERENCE_MEDIAN, TEXT_REFERENCE_Q99
 
 
 @dataclass(frozen=True)
@@ -98,3 +112,9 @@ class Calibration:
             threshold = (own - median) / base.unit
         far = float((null >= median + threshold * base.unit).mean())
         return cls(median, base.unit, threshold, len(null), far, raised)
+
+    @classmethod
+    def for_bank(cls, bank: ConceptBank, null: np.ndarray, threshold: float = THRESHOLD) -> "Calibration":
+        """`from_null` on the reference measured with this kind of bank (`reference`)."""
+        median, q99 = reference(bank)
+        return cls.from_null(null, threshold, median, q99)

@@ -160,7 +160,7 @@ def scene_calibration(library: Any, scene: SeriesScene, bank: ConceptBank, optio
     path = (cache or cache_dir()) / f"change-null-{key}.json"
     if path.is_file():
         null = np.array(json.loads(path.read_text()), np.float32)
-        return Calibration.from_null(null, options.threshold)
+        return Calibration.for_bank(bank, null, options.threshold)
     rows = library.rows(["id", "path", "window", "size", "bands", "stretch", "scale"], filters={"scene": scene.scene})
     records = rows.to_pylist()
     rng = np.random.default_rng(options.seed)
@@ -175,7 +175,7 @@ def scene_calibration(library: Any, scene: SeriesScene, bank: ConceptBank, optio
     null = raw_scores(bank, encode(copies), encode([jitter(im, rng) for im in copies]), options.embedding_weight)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps([round(float(v), 6) for v in null]))
-    return Calibration.from_null(null, options.threshold)
+    return Calibration.for_bank(bank, null, options.threshold)
 
 
 _BANKS: dict[tuple, ConceptBank] = {}

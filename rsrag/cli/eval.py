@@ -514,8 +514,7 @@ def change(
         model = create_encoder(name)
         if sweep_settings:
             data = collect(model, split, n_pairs=pairs, seed=seed, progress=_progress(f"change {split}", unit="pair"))
-            result = sweep(data, [0.8, 1.0, 1.2, 1.4, 1.6, 1.8, 2.0], temperatures=[0.05, 0.1],
-                           embedding_weights=[0.0, 0.5])
+            result = sweep(data)
             result.update({"split": split, "pairs": pairs, "seed": seed, "encoder": model.id})
         else:
             result = evaluate_change(model, split, n_pairs=pairs, seed=seed,
