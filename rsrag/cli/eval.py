@@ -150,12 +150,8 @@ def zeroshot(
 
     name = _encoder_name(encoder)
     with user_errors():
-        if folder is not None:
-            records, ds_name, ds_split = load_class_folder(folder), folder.name, None
-            default_name = f"zeroshot_folder-{slug(folder.name)}_{slug(name)}{_gsd_suffix(gsd_factor)}.json"
-        else:
-            records, ds_name, ds_split = load_dataset(dataset.value, split), dataset.value, split
-            default_name = f"zeroshot_{dataset.value}_{slug(split)}_{slug(name)}{_gsd_suffix(gsd_factor)}.json"
+        records, ds_name, ds_split, stem = _class_records(folder, dataset, split)
+        default_name = f"zeroshot_{stem}_{slug(name)}{_gsd_suffix(gsd_factor)}.json"
         start = time.perf_counter()
         evaluator = ZeroShotEvaluator(records, name=ds_name, split=ds_split, batch_size=batch_size)
         model = create_encoder(name)
@@ -164,6 +160,13 @@ def zeroshot(
     result["elapsed_s"] = round(time.perf_counter() - start, 2)
     what = ds_name + (f"/{ds_split}" if ds_split else "") + _gsd_words(gsd_factor)
     report(result, output, default_name, as_json, lambda r: _print_zeroshot(r, what))
+
+
+def _class_records(folder: Optional[Path], dataset: Optional[DatasetName], split: str) -> tuple[list, str, str | None, str]:
+    """(records, dataset name, split, result-file stem) of a class folder or a labelled dataset."""
+    if folder is not None:
+        return load_class_folder(folder), folder.name, None, f"folder-{slug(folder.name)}"
+    return load_dataset(dataset.value, split), dataset.value, split, f"{dataset.value}_{slug(split)}"
 
 
 def _print_zeroshot(result: dict, what: str) -> None:
@@ -206,12 +209,8 @@ def resolution(
     name = _encoder_name(encoder)
     with user_errors():
         levels = parse_factors(factors)
-        if folder is not None:
-            records, ds_name, ds_split = load_class_folder(folder), folder.name, None
-            default_name = f"resolution_folder-{slug(folder.name)}_{slug(name)}.json"
-        else:
-            records, ds_name, ds_split = load_dataset(dataset.value, split), dataset.value, split
-            default_name = f"resolution_{dataset.value}_{slug(split)}_{slug(name)}.json"
+        records, ds_name, ds_split, stem = _class_records(folder, dataset, split)
+        default_name = f"resolution_{stem}_{slug(name)}.json"
         start = time.perf_counter()
         evaluator = ResolutionEvaluator(records, name=ds_name, split=ds_split, factors=levels, batch_size=batch_size)
         model = create_encoder(name)
