@@ -221,3 +221,33 @@ def test_map_localizes_a_query_and_compares_two_dates(geo_site, page, tmp_path):
     shot = tmp_path / "views.png"
     page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 10_000
+
+
+def test_an_added_item_shows_on_the_page_at_once(tmp_path_factory, page, tmp_path):
+    """POST /items then the page: the server's read snapshot follows its own write in place (no
+    reload of the index), so the new item is counted and found by the very next search."""
+    import base64
+
+    import httpx
+
+    tmp = tmp_path_factory.mktemp("web-writes")
+    records = make_records(tmp / "images", n_per_colour=3)
+    lib = Library.create(tmp / "indexes", "writes", encoder=HashEncoder())
+    lib.add(records)
+    with running_server(create_app(lib, token="secret")) as url:
+        page.goto(url)
+        page.wait_for_function("document.getElementById('status').textContent.includes('9 items')")
+        image = base64.b64encode(records[0].path.read_bytes()).decode()
+        answer = httpx.post(f"{url}/items", headers={"Authorization": "Bearer secret"}, timeout=30,
+                            json={"id": "fresh", "label": "red", "captions": ["a freshly added zebra tag"],
+                                  "image_base64": image})
+        assert answer.status_code == 201, answer.text
+        page.goto(url)
+        page.wait_for_function("document.getElementById('status').textContent.includes('10 items')")
+        page.fill("#query", "zebra")
+        page.click("#search-btn")
+        page.wait_for_function("document.querySelector('#results .card')?.dataset.id === 'fresh'")
+        assert all(w > 0 for w in loaded_images(page))
+        shot = tmp_path / "added.png"
+        page.screenshot(path=str(shot), full_page=True)
+        assert shot.stat().st_size > 10_000
