@@ -125,6 +125,21 @@ def assert_consistent(lib) -> None:
     assert state["lance"] == state["faiss"] == state["bm25"], state
 
 
+def kill_when(proc, ready, timeout: float = 90, poll: float = 0.05) -> None:
+    """SIGKILL a build process once `ready()` is true (it must still be running then)."""
+    import signal
+
+    deadline = time.monotonic() + timeout
+    try:
+        while not ready():
+            assert proc.poll() is None, proc.stderr.read().decode()
+            assert time.monotonic() < deadline, "build made no progress"
+            time.sleep(poll)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+
+
 def make_cli():
     """The index CLI as the lead mounts it: `index ...` plus a top-level `search`."""
     import typer

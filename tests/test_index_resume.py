@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-from index_helpers import HashEncoder, assert_consistent, make_records, write_captions_file
+from index_helpers import HashEncoder, assert_consistent, kill_when, make_records, write_captions_file
 
 from rsrag.index import Library
 from rsrag.index.store import RecordStore
@@ -32,15 +30,7 @@ def test_kill_and_resume(tmp_path):
            "--encoder", "test-hash", "--batch-size", "8", "--chunk-size", "16", "--json"]
     env = {**os.environ, "RSRAG_TEST_ENCODER_DELAY": "0.15"}  # ~2 s of embedding in 15 batches
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 90
-    try:
-        while committed(folder) < 32:
-            assert proc.poll() is None, proc.stderr.read().decode()
-            assert time.monotonic() < deadline, "build made no progress"
-            time.sleep(0.05)
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+    kill_when(proc, lambda: committed(folder) >= 32)
     done_before = committed(folder)
     assert 32 <= done_before < len(records), "kill landed too late to test resuming"
 

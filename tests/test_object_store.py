@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from index_helpers import HashEncoder, assert_consistent, make_records, write_captions_file
+from index_helpers import HashEncoder, assert_consistent, kill_when, make_records, write_captions_file
 
 from rsrag.data import ImageRecord
 from rsrag.index import Library
@@ -107,15 +106,7 @@ def test_a_writer_killed_mid_build_resumes(s3_root, tmp_path):
     env = {**os.environ, "RSRAG_TEST_ENCODER_DELAY": "0.2"}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     storage = location(s3_root).child("killed")
-    deadline = time.monotonic() + 120
-    try:
-        while not storage.exists(MANIFEST) or RecordStore(storage, 1).count() < 32:
-            assert proc.poll() is None, proc.stderr.read().decode()
-            assert time.monotonic() < deadline, "build made no progress"
-            time.sleep(0.1)
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+    kill_when(proc, lambda: storage.exists(MANIFEST) and RecordStore(storage, 1).count() >= 32, timeout=120, poll=0.1)
     done_before = RecordStore(storage, 1).count()
     assert 32 <= done_before < len(records), "kill landed too late to test resuming"
     reader = Library.open(s3_root, "killed", encoder=HashEncoder())  # the last good version reads

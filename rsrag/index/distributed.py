@@ -57,7 +57,7 @@ from rsrag.encoders.decoding import decode_batches
 from rsrag.index.build import open_for_build, resolve_source
 from rsrag.index.errors import EncoderMismatchError, LibraryError
 from rsrag.index.folder import validate_index_name
-from rsrag.index.library import AddReport, Library
+from rsrag.index.library import AddReport, Library, unique_by_id
 
 log = logging.getLogger(__name__)
 
@@ -247,12 +247,7 @@ def build_index_ray(source: str | Path | Sequence, name: str, root: str | Path |
     lib = open_for_build(root, name, encoder, index_type, create)
     started = time.perf_counter()
     report = RayBuildReport()
-    unique: dict[str, Any] = {}
-    for rec in records:
-        if str(rec.id) in unique:
-            report.duplicates += 1
-        else:
-            unique[str(rec.id)] = rec
+    unique, report.duplicates = unique_by_id(records)
     existing = _existing_ids(lib)
     todo = {i: _image_row(rec) for i, rec in unique.items() if i not in existing}
     report.skipped = len(unique) - len(todo)

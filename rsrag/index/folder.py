@@ -171,6 +171,7 @@ class IndexFolder:
         self.synced_version = 0  # the LanceDB version FAISS and BM25 were last brought in line with
         self.pending = 0  # records changed since FAISS/BM25 were last written (module doc)
         self._artefacts_readable = False  # whether the last load read both FAISS and BM25 files
+        self._rid_counter = None  # the object store's rid counter table, once opened
 
     @property
     def requested(self) -> IndexSpec:
@@ -411,16 +412,7 @@ class IndexFolder:
 
     def _reserve_remote(self, n: int, attempts: int = 50) -> int:
         """Move the shared counter from its value v to v + n, only if nobody moved it first; returns v."""
-        import pyarrow as pa
-
-        db = self.store.db
-        try:
-            table = db.open_table(RID_COUNTER)
-        except ValueError:
-            try:
-                table = db.create_table(RID_COUNTER, pa.table({"key": ["rid"], "next": pa.array([self.next_rid], pa.int64())}))
-            except ValueError:  # another writer made it first
-                table = db.open_table(RID_COUNTER)
+        table = self._rid_counter_table()
         for attempt in range(attempts):
             table.checkout_latest()
             stored = int(table.to_arrow().column("next")[0].as_py())
@@ -433,6 +425,20 @@ class IndexFolder:
             time.sleep(0.01 * (1 + secrets.randbelow(10)) * min(attempt + 1, 10))
         raise IndexBusyError(f"index {self.storage}: could not reserve record ids after {attempts} attempts; "
                              f"too many writers at once - try again")
+
+    def _rid_counter_table(self):
+        """The counter table on the object store (made by the first writer), opened once."""
+        if self._rid_counter is None:
+            db = self.store.db
+            try:
+                self._rid_counter = db.open_table(RID_COUNTER)
+            except ValueError:
+                try:
+                    self._rid_counter = db.create_table(
+                        RID_COUNTER, pa.table({"key": ["rid"], "next": pa.array([self.next_rid], pa.int64())}))
+                except ValueError:  # another writer made it first
+                    self._rid_counter = db.open_table(RID_COUNTER)
+        return self._rid_counter
 
     def apply(self, removed: np.ndarray, rids: np.ndarray, vectors: np.ndarray, texts: list[str]) -> None:
         """Mirror a committed LanceDB change into FAISS, BM25 and the in-memory rid list."""
@@ -495,25 +501,27 @@ class IndexFolder:
         version = self.store.version
         ann_key = (f"vectors.{version}.faiss" if self.remote else FAISS_FILE) if ann is not None else None
         bm25_key = f"bm25.{version}.npz" if self.remote else BM25_FILE
-        with tempfile.TemporaryDirectory(prefix="rsrag-") if self.remote else nullcontext() as tmp:
-            if ann is not None:
-                if self.remote:
-                    ann.save(Path(tmp) / ann_key)
-                    self.storage.upload(Path(tmp) / ann_key, ann_key)
-                else:
-                    ann.save(self.path / ann_key)
-            elif not self.remote:
-                (self.path / FAISS_FILE).unlink(missing_ok=True)
-            if self.remote:
-                self.bm25.save(Path(tmp) / bm25_key)
-                self.storage.upload(Path(tmp) / bm25_key, bm25_key)
-            else:
-                self.bm25.save(self.path / bm25_key)
+        if ann is not None:
+            self._put(ann_key, ann.save)
+        elif self.path is not None:
+            (self.path / FAISS_FILE).unlink(missing_ok=True)
+        self._put(bm25_key, self.bm25.save)
         previous = self.manifest.get("artefacts", {})
         self.manifest["artefacts"] = {"ann": ann_key, "bm25": bm25_key, "lance_version": version,
                                       "previous": [k for k in (previous.get("ann"), previous.get("bm25"))
                                                    if k and k not in (ann_key, bm25_key)]}
         self.pending = 0
+
+    def _put(self, key: str, save: Callable[[Path], None]) -> None:
+        """Write an object with `save(path)`: in place in a local folder (`save` writes atomically),
+        through a temporary file uploaded in one piece on an object store (`_local_copy` reads back)."""
+        if self.path is not None:
+            save(self.path / key)
+            return
+        with tempfile.TemporaryDirectory(prefix="rsrag-") as tmp:
+            local = Path(tmp) / key
+            save(local)
+            self.storage.upload(local, key)
 
     def _drop_old_artefacts(self) -> None:
         """Delete FAISS/BM25 objects older than the current and the previous pair (kept for readers

@@ -61,11 +61,7 @@ class RecordRows:
                 out[rid] = value
             return out
 
-        fields = {c: table.column(c).to_pylist() for c in HIT_FIELDS}
-        fields["captions"] = [tuple(c or ()) for c in fields["captions"]]
-        for c in ("label", "split"):  # few distinct values: one shared str each, not one per record
-            shared: dict = {}
-            fields[c] = [shared.setdefault(v, v) for v in fields[c]]
+        fields = _hit_fields(table)
         self.rows: list[tuple | None] = by_rid(list(zip(*fields.values())))
         self.metadata: dict[str, list] = {c: by_rid(table.column(c).to_pylist()) for c in table.column_names
                                           if c != "rid" and c not in HIT_FIELDS}
@@ -111,9 +107,7 @@ class RecordRows:
         rows.extend([None] * grow)
         for values in extra.values():
             values.extend([None] * grow)
-        fields = {c: table.column(c).to_pylist() for c in HIT_FIELDS}
-        fields["captions"] = [tuple(c or ()) for c in fields["captions"]]
-        for rid, row in zip(rids, zip(*fields.values())):
+        for rid, row in zip(rids, zip(*_hit_fields(table).values())):
             rows[rid] = row
             self.rid_of[row[0]] = rid
         for column in table.column_names:
@@ -122,3 +116,15 @@ class RecordRows:
             values = extra.setdefault(column, [None] * size)
             for rid, value in zip(rids, table.column(column).to_pylist()):
                 values[rid] = value
+
+
+def _hit_fields(table: pa.Table) -> dict[str, list]:
+    """The `HIT_FIELDS` columns of a scan as lists: captions as tuples, each label and split one
+    shared str (few distinct values)."""
+    fields = {c: table.column(c).to_pylist() for c in HIT_FIELDS}
+    fields["captions"] = [tuple(c or ()) for c in fields["captions"]]
+    for c in ("label", "split"):
+        shared: dict = {}
+        fields[c] = [shared.setdefault(v, v) for v in fields[c]]
+    return fields
+

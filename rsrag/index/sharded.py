@@ -176,14 +176,20 @@ class ShardMap:
                 return self.shards[stable_hash(self.cell(lon, lat)) % n]
         return self.shards[stable_hash(str(record_id)) % n]
 
-    def add_extents(self, shard: str, metadata: Mapping[str, Any]) -> None:
-        """Grow the shard's extents to cover a record (keyed by the S2 cell of each box's centre)."""
+    def add_extents(self, shard: str, metadata: Mapping[str, Any]) -> bool:
+        """Grow the shard's extents to cover a record (keyed by the S2 cell of each box's centre);
+        True when they grew."""
+        grew = False
         for box in record_boxes(metadata):
             key = self.cell((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
             cur = self.extents.setdefault(shard, {}).get(key)
-            self.extents[shard][key] = list(box) if cur is None else [
+            new = list(box) if cur is None else [
                 min(cur[0], box[0]), min(cur[1], box[1]), max(cur[2], box[2]), max(cur[3], box[3])]
-        self._arrays.pop(shard, None)
+            if new != cur:
+                self.extents[shard][key], grew = new, True
+        if grew:
+            self._arrays.pop(shard, None)
+        return grew
 
     def shards_for(self, place: "Place | None" = None, bbox: Sequence[float] | None = None) -> list[str]:
         """The shards that can hold a record passing the place and bbox filters: those with an extent
@@ -582,10 +588,9 @@ class ShardedLibrary:
             return
         with _map_lock(self.location, self.lock_timeout):
             m = ShardMap.load(self.location)
-            for shard, recs in todo.items():
-                for rec in recs:
-                    m.add_extents(shard, rec.metadata or {})
-            self._file.replace(m)
+            grew = [m.add_extents(shard, rec.metadata or {}) for shard, recs in todo.items() for rec in recs]
+            if any(grew):  # a write inside the known extents leaves the map (and its readers) alone
+                self._file.replace(m)
 
     def _drop_moved(self, moved: Mapping[str, list[str]]) -> None:
         for shard, ids in moved.items():

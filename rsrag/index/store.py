@@ -179,6 +179,7 @@ class RecordStore:
         self.dim = dim
         self.db = lancedb.connect(self.storage.lance_uri, storage_options=self.storage.lance_options or None)
         self.commits = 0
+        self._row_ids: tuple | None = None  # (version, sorted rids, LanceDB row ids): `vectors_for_rids`
         self.table = self._open_committed()
 
     def _open_committed(self):
@@ -414,10 +415,10 @@ class RecordStore:
     def _row_id_map(self) -> tuple[np.ndarray, np.ndarray]:
         """(sorted rids, their LanceDB row ids) of the current table version, cached per version."""
         version = self.version
-        cached = getattr(self, "_row_ids_cache", None)  # set here only: the fetch path's own cache
+        cached = self._row_ids
         if cached is None or cached[0] != version:
             table = self.table.search().select(["rid"]).with_row_id(True).limit(None).to_arrow()
             rids = table.column("rid").to_numpy().astype(np.int64)
             order = np.argsort(rids, kind="stable")
-            cached = self._row_ids_cache = (version, rids[order], table.column("_rowid").to_numpy()[order])
+            cached = self._row_ids = (version, rids[order], table.column("_rowid").to_numpy()[order])
         return cached[1], cached[2]
