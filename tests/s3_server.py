@@ -108,11 +108,23 @@ def start_seaweedfs(folder: Path, timeout: float = 60.0) -> S3Server:
             time.sleep(0.5)
 
 
-if __name__ == "__main__":
-    server = start_seaweedfs(Path(sys.argv[1]))
+def _serve(folder: Path) -> None:
+    """Script mode: start a server, print its endpoint, serve until SIGTERM or SIGINT (or the server
+    exits), stop it.
+
+    Signals are taken synchronously (`sigtimedwait`), never in a handler: a handler that stops the
+    server would call `Popen.wait` while the interrupted main thread holds that Popen's wait lock,
+    and hang for good. Ends with `os._exit`, skipping interpreter teardown (pyarrow's S3 client,
+    used to create the bucket, shuts down slowly), so whoever stops it never waits long."""
+    stop_signals = {signal.SIGTERM, signal.SIGINT}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
+    server = start_seaweedfs(folder)
     print(f"AWS_ENDPOINT_URL={server.endpoint}", flush=True)
-    signal.signal(signal.SIGTERM, lambda *_: (server.stop(), sys.exit(0)))
-    try:
-        server.process.wait()
-    finally:
-        server.stop()
+    while server.process.poll() is None and signal.sigtimedwait(stop_signals, 1.0) is None:
+        pass
+    server.stop()
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    _serve(Path(sys.argv[1]))
