@@ -98,3 +98,48 @@ def test_indexes_without_a_spec_still_open_by_name(tmp_path):
     named = Library.create(tmp_path, "named", encoder="test-hash")
     assert named.manifest["encoder"]["spec"] == {"name": "test-hash", "args": {}, "files": {}}
     assert Library.open(tmp_path, "named").encoder.id == HashEncoder.id
+
+
+def test_rs_lite_indexes_keep_their_weights_when_the_default_changes(tmp_path, monkeypatch):
+    """New rs-lite weights become the default: an index built before (spec with no weights recorded,
+    as older rsrag wrote it, or with them pinned, as now) reopens with the weights it was built with
+    and says how to move to the new default; new indexes get the new weights."""
+    from safetensors.numpy import load_file, save_file
+
+    from rsrag.encoders import rs_lite, weights as store
+
+    weights_dir = tmp_path / "weights"
+    weights_dir.mkdir()
+    for suffix in (".safetensors", ".json"):  # "old": the committed weights; "new": the same, changed
+        (weights_dir / f"old{suffix}").write_bytes(store.weights_path(rs_lite.DEFAULT_WEIGHTS).with_suffix(suffix).read_bytes())
+        (weights_dir / f"new{suffix}").write_bytes((weights_dir / f"old{suffix}").read_bytes())
+    tensors = load_file(weights_dir / "new.safetensors")
+    name = next(k for k in tensors if k.startswith("image_proj"))
+    tensors[name] = (tensors[name] * 1.5).astype(tensors[name].dtype)
+    save_file(tensors, weights_dir / "new.safetensors")
+    monkeypatch.setattr(store, "WEIGHTS_DIR", weights_dir)
+
+    monkeypatch.setattr(rs_lite, "DEFAULT_WEIGHTS", "old")
+    records = make_records(tmp_path / "images", n_per_colour=1)
+    old = Library.create(tmp_path / "indexes", "old", encoder=create_encoder("rs-lite"))
+    old.add(records)
+    assert old.manifest["encoder"]["spec"]["args"] == {"weights": "old"}
+    manifest = tmp_path / "indexes" / "old" / "manifest.json"
+    legacy = json.loads(manifest.read_text())  # a second index as older rsrag recorded it
+    legacy["encoder"]["spec"]["args"] = {}
+    (tmp_path / "indexes" / "legacy").mkdir()
+    for item in (tmp_path / "indexes" / "old").iterdir():
+        target = tmp_path / "indexes" / "legacy" / item.name
+        target.symlink_to(item, target_is_directory=item.is_dir()) if item.name != "manifest.json" else None
+    (tmp_path / "indexes" / "legacy" / "manifest.json").write_text(json.dumps({**legacy, "name": "legacy"}))
+    want = old.search_text("a red square", k=3)
+
+    monkeypatch.setattr(rs_lite, "DEFAULT_WEIGHTS", "new")
+    monkeypatch.setattr(rs_lite, "RETIRED_WEIGHTS", ("old",))
+    assert create_encoder("rs-lite").id.startswith("rs-lite:new@")
+    for name in ("old", "legacy"):
+        lib = Library.open(tmp_path / "indexes", name)
+        assert lib.encoder.id == old.encoder_id and lib.encoder.superseded_by == "new"
+        assert [h.id for h in lib.search_text("a red square", k=3)] == [h.id for h in want]
+    monkeypatch.undo()
+    assert create_encoder("rs-lite-v1").id.split("@")[0] == "rs-lite:rs-lite-lite0"  # by name, whatever the default

@@ -22,6 +22,16 @@ def _invocation() -> str:
     return "rsrag " + " ".join(shlex.quote(a) for a in sys.argv[1:])
 
 
+def _range(text: str) -> tuple[float, float]:
+    try:
+        low, high = (float(v) for v in text.split(","))
+    except ValueError:
+        raise typer.BadParameter(f"--gsd-range must be LOW,HIGH, e.g. 1.5,32; got {text!r}") from None
+    if not 1.0 <= low < high:
+        raise typer.BadParameter(f"--gsd-range must be LOW,HIGH with 1 <= LOW < HIGH, got {text!r}")
+    return low, high
+
+
 @app.command("encoder")
 def train_encoder_cmd(
     name: str = typer.Option("rs-lite-lite0", help="weights name, written to rsrag/weights/NAME.safetensors"),
@@ -37,8 +47,17 @@ def train_encoder_cmd(
     lr_text: float = typer.Option(1e-4),
     seed: int = typer.Option(0),
     limit: Optional[int] = typer.Option(None, help="images per split (quick runs)"),
+    corpus: str = typer.Option("", help="prepared corpus datasets to train on too, comma-separated (e.g. aid,rsscn7; "
+                                        "see `rsrag data prepare`)"),
+    corpus_root: Optional[str] = typer.Option(None, help="where the corpus was prepared (default RSRAG_CACHE/corpus)"),
+    coarser_views: int = typer.Option(0, help="cached coarser-sensor copies of every training image (resolution augmentation)"),
+    gsd_range: str = typer.Option("1.5,32", help="coarsening factors of those copies, LOW,HIGH (drawn log-uniformly)"),
+    native_share: float = typer.Option(0.5, help="probability a step shows an image at its own resolution"),
+    source_temperature: float = typer.Option(1.0, help="source sampling ~ size ** T (1: as they come, 0: equal)"),
+    epoch_images: Optional[int] = typer.Option(None, help="images drawn per epoch (default: all)"),
 ) -> None:
-    """Train rs-lite on the RSICD and UCM train splits, early-stopping on RSICD val."""
+    """Train rs-lite on the RSICD and UCM train splits (plus corpus datasets), early-stopping on RSICD val
+    (with coarser views: on the mean of val mR at native resolution and 8x coarser)."""
     from rsrag.encoders.rs_lite import RSLiteConfig
     from rsrag.training.encoder import EncoderTrainConfig, train_encoder
 
@@ -46,7 +65,9 @@ def train_encoder_cmd(
     cfg = EncoderTrainConfig(
         model=RSLiteConfig(tower=tower, tail_blocks=tail_blocks, text_tail_layers=text_tail_layers, dim=dim),
         epochs=epochs, patience=patience, batch_size=batch_size, lr_tail=lr_tail, lr_heads=lr_heads, lr_text=lr_text,
-        seed=seed, limit=limit,
+        seed=seed, limit=limit, corpus_sets=tuple(c.strip() for c in corpus.split(",") if c.strip()),
+        corpus_root=corpus_root, coarser_views=coarser_views, gsd_range=_range(gsd_range), native_share=native_share,
+        source_temperature=source_temperature, epoch_images=epoch_images,
     )
     command = _invocation()
     result = train_encoder(cfg, weights_name=name, command=command)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence, Union
+from typing import Any, Sequence, Union
 
 import numpy as np
 from PIL import Image
@@ -146,6 +146,22 @@ class Encoder(ABC):
         Backends without a spatial map (or not yet wired for one) raise NotImplementedError."""
         raise NotImplementedError(f"{self.id} gives no dense (patch-level) features; localization then "
                                   "uses chip-level scores only")
+
+    def pinned_args(self) -> dict[str, Any]:
+        """Arguments recorded in this encoder's spec even when they were left at their defaults,
+        so an index reopens with the same model after a default changes (rs-lite: its weights)."""
+        return {}
+
+    @classmethod
+    def args_for_id(cls, encoder_id: str) -> dict[str, Any]:
+        """The arguments that make the encoder `encoder_id` again, for indexes whose spec predates
+        `pinned_args` (empty when the id does not say)."""
+        return {}
+
+    @property
+    def superseded_by(self) -> str | None:
+        """A newer default this encoder's model was replaced by (kept loadable for its indexes), if any."""
+        return None
 
     def describe(self) -> dict:
         """What an index manifest records about the encoder."""

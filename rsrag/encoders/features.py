@@ -52,9 +52,11 @@ def _feature_dir(model: RSLiteConfig) -> Path:
 
 
 def cache_trunk_features(records: Sequence, model: RSLiteConfig, key: str, image_model: RSLiteImageModel,
-                         batch_size: int = 64) -> np.ndarray:
+                         batch_size: int = 64, image_of: Callable | None = None) -> np.ndarray:
     """Frozen-trunk activations (n, C, H, W) fp16 for `records` (anything with `.id` and `.path`),
-    computed once and reused (memory-mapped).
+    computed once and reused (memory-mapped). `image_of(record)` gives the image to run instead of
+    the file at `record.path` (a degraded copy for resolution augmentation); `key` must then name
+    that transform, since the cache is matched by key and ids only.
 
     The trunk runs through ONNX Runtime (several times faster than PyTorch on CPU) while a thread
     decodes the next images. Training data must be complete (features are aligned with captions by
@@ -68,7 +70,7 @@ def cache_trunk_features(records: Sequence, model: RSLiteConfig, key: str, image
         session = onnx_session(out_dir / "trunk.onnx", partial(export_image_onnx, image_model.trunk, model.image_size),
                                cpu_only=True)
         batches = decode_batches(model.preprocess, records, batch_size=batch_size, strict=True,
-                                 image_of=lambda record: record.path)
+                                 image_of=image_of or (lambda record: record.path))
         chunks = []
         try:
             for batch in tqdm(batches, total=-(-len(records) // batch_size), desc=f"trunk features {key}",

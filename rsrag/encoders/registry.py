@@ -104,15 +104,21 @@ def create_encoder(name: str | None = None, **overrides) -> Encoder:
     encoder = BACKENDS.create(backend, **cfg)
     args = {key: files[key]["path"] if key in files else value for key, value in overrides.items()
             if key not in RUNTIME_ARGS}
+    args.update({key: value for key, value in encoder.pinned_args().items() if key not in cfg})
     encoder.spec = EncoderSpec(name, args, files)
     return encoder
 
 
-def create_encoder_from_spec(spec: EncoderSpec, **runtime) -> Encoder:
+def create_encoder_from_spec(spec: EncoderSpec, encoder_id: str | None = None, **runtime) -> Encoder:
     """The encoder `spec` describes, after checking that every file it read is still there with
     the same contents (`EncoderSpecError` otherwise). `runtime` options (a device, rs-lite's
-    `text_precision`) are added to or replace the recorded arguments."""
+    `text_precision`) are added to or replace the recorded arguments. `encoder_id`, the id the
+    encoder had, fills in what an older spec did not record (`Encoder.args_for_id`): an index built
+    before a default changed reopens with the model it was built with."""
     args = {**spec.args, **runtime}
+    if encoder_id:
+        _, backend, _ = _resolve(spec.name, {})
+        args = {**BACKENDS.get(backend).args_for_id(encoder_id), **args}
     _, _, cfg = _resolve(spec.name, args)
     now = _file_arguments(cfg)
     for key, recorded in spec.files.items():

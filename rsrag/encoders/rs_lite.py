@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 import warnings
 from dataclasses import asdict, dataclass
@@ -46,6 +47,10 @@ LITE_SIZES = {"lite0": 224, "lite1": 240, "lite2": 260}
 VIEW_SETS = {1: (0,), 2: (0, 2), 4: (0, 1, 2, 3), 8: tuple(range(8))}
 FEW_TEXTS = 8  # text calls up to this size run ONNX on one thread (see RSLiteEncoder._text_onnx)
 TEXT_PRECISIONS = ("fp32", "int8")
+#: the weights `rs-lite` loads unless told otherwise; earlier defaults stay loadable by name (named
+#: configs `rs-lite-v1`, `rs-lite-v2`) and indexes built with them reopen with them
+DEFAULT_WEIGHTS = "rs-lite-lite0"
+RETIRED_WEIGHTS: tuple[str, ...] = ()
 MEMORY = "rs-lite-lite0.memory"  # the committed pair memory (`rsrag train memory`), used by `rs-lite-mem`
 
 
@@ -347,7 +352,7 @@ class TextPath(nn.Module):
 class RSLiteEncoder(Encoder):
     """The default encoder. `weights` names a file in rsrag/weights (or is a path)."""
 
-    def __init__(self, weights: str = "rs-lite-lite0", runtime: str = "onnx", device: str | None = None,
+    def __init__(self, weights: str | None = None, runtime: str = "onnx", device: str | None = None,
                  threads: int | None = None, views: int = 1, text_precision: str = "fp32",
                  memory: str | None = None):
         """`text_precision="int8"` runs the ONNX text path with int8 weights (see `quantize_text_onnx`):
@@ -363,6 +368,7 @@ class RSLiteEncoder(Encoder):
             raise ValueError(f"text_precision must be one of {TEXT_PRECISIONS}, not {text_precision!r}")
         if views not in VIEW_SETS:
             raise ValueError(f"views must be one of {sorted(VIEW_SETS)}, not {views!r}")
+        weights = weights or DEFAULT_WEIGHTS  # read at call time: a new default never reaches old indexes (pinned_args)
         state, self.config, digest = read_weights(weights)
         self.device = device or torch_device()
         self.runtime = runtime
@@ -378,6 +384,7 @@ class RSLiteEncoder(Encoder):
         self._text_parts: tuple | None = None
         self._text_lock = threading.Lock()
         self.id = f"rs-lite:{Path(weights).stem}@{digest}" + (f"+views{views}" if views > 1 else "")
+        self.weights = str(weights)
         self.name = "rs-lite"
         self.memory: PairMemory | None = None
         if memory is not None:
@@ -400,6 +407,29 @@ class RSLiteEncoder(Encoder):
                 lambda path: export_image_onnx(self.image_model, self.config.image_size, path), threads)
         else:
             self.image_model.to(self.device)
+
+    def pinned_args(self) -> dict:
+        """The weights, by name: a later change of `DEFAULT_WEIGHTS` must not change an index's encoder."""
+        return {"weights": self.weights}
+
+    @classmethod
+    def args_for_id(cls, encoder_id: str) -> dict:
+        """"rs-lite:rs-lite-lite0@<digest>[+views8][+mem:NAME]" -> {"weights": "rs-lite-lite0"[, "views": 8]
+        [, "memory": NAME]}, for names that are committed weights (the digest is checked by the caller
+        against the id the result makes)."""
+        match = re.fullmatch(r"rs-lite:([\w.-]+)@\w+(?:\+views(\d+))?(?:\+mem:([\w.-]+))?", encoder_id)
+        if not match or not weights_path(match.group(1)).is_file():
+            return {}
+        args: dict = {"weights": match.group(1)}
+        if match.group(2):
+            args["views"] = int(match.group(2))
+        if match.group(3):
+            args["memory"] = match.group(3)
+        return args
+
+    @property
+    def superseded_by(self) -> str | None:
+        return DEFAULT_WEIGHTS if Path(self.weights).stem in RETIRED_WEIGHTS else None
 
     def _text(self) -> tuple:
         """(text tower, heads) on first use; the heads share the image model's tuned modules."""

@@ -140,7 +140,7 @@ class Embedder:
 
         spec_ = EncoderSpec.from_dict(spec)
         runtime = {"threads": threads} if threads and encoder_accepts(spec_.name, "threads") else {}
-        self.encoder = create_encoder_from_spec(spec_, **runtime)
+        self.encoder = create_encoder_from_spec(spec_, encoder_id=encoder_id, **runtime)
         if self.encoder.id != encoder_id:
             raise EncoderMismatchError(f"a Ray worker rebuilt encoder {self.encoder.id}, but the index was "
                                        f"built with {encoder_id}: install the same rsrag and weights on every node")

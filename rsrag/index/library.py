@@ -263,19 +263,22 @@ class Library:
     @property
     def encoder(self) -> Encoder:
         """The index's encoder, rebuilt from the manifest on first use: from its spec (the same
-        weights, checked by checksum), or by registry name for indexes made before specs were kept."""
+        weights, checked by checksum; for older specs, what the recorded id says), or by registry name
+        and id for indexes made before specs were kept."""
         if self._encoder is None:
-            from rsrag.encoders.registry import EncoderSpec, EncoderSpecError, create_encoder, create_encoder_from_spec
+            from rsrag.encoders.registry import EncoderSpec, EncoderSpecError, create_encoder_from_spec
 
             want = self.manifest["encoder"]
+            spec = EncoderSpec.from_dict(want["spec"]) if want.get("spec") else EncoderSpec(want["name"])
             try:
-                if want.get("spec"):
-                    enc = create_encoder_from_spec(EncoderSpec.from_dict(want["spec"]), **self._encoder_options)
-                else:
-                    enc = create_encoder(want["name"], **self._encoder_options)
+                enc = create_encoder_from_spec(spec, encoder_id=want["id"], **self._encoder_options)
             except EncoderSpecError as exc:
                 raise EncoderMismatchError(f"cannot rebuild the encoder of index {self.name!r}: {exc}") from None
             self._check_encoder(enc)
+            if enc.superseded_by:
+                log.warning("index %r was built with %s, kept for it; the default is now %s: rebuild the "
+                            "index (`rsrag index build ... --name %s`) to use it", self.name, enc.id,
+                            enc.superseded_by, self.name)
             self._encoder = enc
         return self._encoder
 

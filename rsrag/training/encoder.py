@@ -7,14 +7,27 @@ train only the tail blocks and the projection heads. Augmentation uses the 8 dih
 cached activation maps: overhead imagery has no canonical orientation.
 
 The text tower is frozen too, so caption embeddings are cached once as well.
+
+Across resolutions (`coarser_views`): every training image is also cached as a few copies seen by a
+coarser sensor (`rsrag.data.degrade`, the same model the resolution evaluation uses), each at its own
+factor drawn log-uniformly from `gsd_range` by a hash of the image id, so the copies span 0.3 to about
+30 m per pixel and are the same on every machine. A step shows each image at native resolution with
+probability `native_share`, else one of its coarser copies. Label-only corpus images
+(`corpus_sets`, captioned from templates) would make every other image of their class a false
+negative in the contrastive loss, so pairs of one class of one corpus dataset are masked out of it;
+so are repeats of one image in a batch. Sources are sampled with probability proportional to
+size ** `source_temperature` (1: as they come; 0: every source equally), each epoch drawing
+`epoch_images` images.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import torch
@@ -22,6 +35,9 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from rsrag.data import load_dataset
+from rsrag.data.corpus import load_corpus
+from rsrag.data.degrade import degrade
+from rsrag.imageio import load_image
 from rsrag.encoders.features import cache_text_features, cache_trunk_features, trunk_cache_key
 from rsrag.encoders.rs_lite import (
     RSLiteConfig,
@@ -56,6 +72,14 @@ class EncoderTrainConfig:
     warmup_steps: int = 40
     seed: int = 0
     limit: int | None = None  # images per split, for quick runs and tests
+    corpus_sets: tuple[str, ...] = ()  # prepared label-only corpus datasets (`rsrag data prepare`)
+    corpus_root: str | None = None  # where they were prepared (default RSRAG_CACHE/corpus)
+    coarser_views: int = 0  # cached coarser-sensor copies of every training image
+    gsd_range: tuple[float, float] = (1.5, 32.0)  # coarsening factors of those copies (log-uniform)
+    native_share: float = 0.5  # probability a step shows an image at its own resolution
+    val_factor: float = 8.0  # with coarser views, early stopping also scores RSICD val this much coarser
+    source_temperature: float = 1.0  # sampling probability of a source ~ size ** temperature
+    epoch_images: int | None = None  # images drawn per epoch (default: all training images)
 
 
 # ---------------------------------------------------------------- training
@@ -64,24 +88,87 @@ class EncoderTrainConfig:
 @dataclass
 class SplitData:
     feats: np.ndarray  # (n_images, C, H, W) fp16 trunk activations
-    text: np.ndarray  # (n_captions, 384) frozen text-tower features
+    text: np.ndarray | None  # (n_captions, 384) frozen text-tower features; None when its top layers are tuned
     captions: list[str]
     caption_to_image: np.ndarray  # (n_captions,) image index of each caption
+    coarser: list[np.ndarray] = field(default_factory=list)  # coarser-sensor copies of `feats`, view by view
+    source: np.ndarray | None = None  # (n_images,) index of the dataset each image comes from
+    group: np.ndarray | None = None  # (n_images,) class of a label-only corpus image, -1 for captioned ones
 
 
-def prepare_split(names: tuple[str, ...], split: str, cfg: EncoderTrainConfig, image_model: RSLiteImageModel) -> SplitData:
-    feats, texts, owners, captions = [], [], [], []
+def coarser_factor(image_id: str, view: int, gsd_range: tuple[float, float]) -> float:
+    """The coarsening factor of view `view` of an image: log-uniform in `gsd_range`, fixed by a hash of
+    the id (the same on every machine and run), rounded to 0.01."""
+    low, high = gsd_range
+    u = int(hashlib.sha1(f"{image_id}|gsd|{view}".encode()).hexdigest()[:12], 16) / 16 ** 12
+    return round(math.exp(math.log(low) + u * (math.log(high) - math.log(low))), 2)
+
+
+def _records(name: str, split: str, cfg: EncoderTrainConfig) -> list:
+    if name in cfg.corpus_sets:
+        records = load_corpus(name, split=split, root=cfg.corpus_root)
+        return records[: cfg.limit] if cfg.limit else records
+    return load_dataset(name, split=split, limit=cfg.limit)
+
+
+def _degraded(factor_of: Callable[[object], float]) -> Callable[[object], object]:
+    return lambda record: degrade(load_image(record.path), factor_of(record))
+
+
+def prepare_split(names: tuple[str, ...], split: str, cfg: EncoderTrainConfig, image_model: RSLiteImageModel,
+                  coarser_views: int = 0) -> SplitData:
+    feats, texts, owners, captions, coarser, sources, groups = [], [], [], [], [[] for _ in range(coarser_views)], [], []
     offset = 0
-    for name in names:
-        records = load_dataset(name, split=split, limit=cfg.limit)
+    for source, name in enumerate(names):
+        records = _records(name, split, cfg)
         key = trunk_cache_key(name, split, cfg.limit)
         feats.append(np.asarray(cache_trunk_features(records, cfg.model, key, image_model)))
+        for view in range(coarser_views):
+            low, high = cfg.gsd_range
+            factor_of = lambda record, view=view: coarser_factor(record.id, view, cfg.gsd_range)  # noqa: E731
+            coarser[view].append(np.asarray(cache_trunk_features(
+                records, cfg.model, f"{key}_gsd{low:g}-{high:g}_view{view}", image_model, image_of=_degraded(factor_of))))
         caps = [c for r in records for c in r.captions]
-        texts.append(cache_text_features(caps, key))
+        if not cfg.model.text_tail_layers:  # a tuned text tower recomputes every caption anyway
+            texts.append(cache_text_features(caps, key))
         captions.extend(caps)
         owners.extend(offset + i for i, r in enumerate(records) for _ in r.captions)
+        sources.append(np.full(len(records), source))
+        if name in cfg.corpus_sets:
+            labels = sorted({r.label for r in records})
+            groups.append(np.asarray([source * 1000 + labels.index(r.label) for r in records]))
+        else:
+            groups.append(np.full(len(records), -1))
         offset += len(records)
-    return SplitData(np.concatenate(feats), np.concatenate(texts), captions, np.asarray(owners))
+    return SplitData(np.concatenate(feats), np.concatenate(texts) if texts else None, captions, np.asarray(owners),
+                     [np.concatenate(v) for v in coarser], np.concatenate(sources), np.concatenate(groups))
+
+
+def prepare_coarse_val(cfg: EncoderTrainConfig, val: SplitData, image_model: RSLiteImageModel) -> SplitData:
+    """The validation split seen by a sensor `cfg.val_factor` times coarser (same captions)."""
+    records = _records(cfg.val_set, "val", cfg)
+    key = f"{trunk_cache_key(cfg.val_set, 'val', cfg.limit)}_gsd{cfg.val_factor:g}"
+    feats = cache_trunk_features(records, cfg.model, key, image_model,
+                                 image_of=_degraded(lambda record: cfg.val_factor))
+    return SplitData(np.asarray(feats), val.text, val.captions, val.caption_to_image)
+
+
+def sampling_weights(sources: np.ndarray, temperature: float) -> np.ndarray:
+    """Per-image sampling probabilities: a source of n images gets n ** temperature of the mass."""
+    counts = np.bincount(sources)
+    mass = counts.astype(np.float64) ** temperature
+    weights = (mass / mass.sum())[sources] / counts[sources]
+    return weights / weights.sum()
+
+
+def false_negative_mask(images: np.ndarray, groups: np.ndarray) -> torch.Tensor:
+    """(b, b) True where pair (i, j), i != j, is not a real negative: the same image drawn twice, or
+    two images of one class of a label-only dataset (their template captions are interchangeable)."""
+    same_image = images[:, None] == images[None, :]
+    same_group = (groups[:, None] == groups[None, :]) & (groups[:, None] >= 0)
+    mask = same_image | same_group
+    np.fill_diagonal(mask, False)
+    return torch.from_numpy(mask)
 
 
 def text_features(heads: RSLiteHeads, text_model, data: SplitData, idx) -> torch.Tensor:
@@ -116,6 +203,21 @@ def evaluate_cached(heads: RSLiteHeads, data: SplitData, text_model=None) -> dic
     return retrieval_metrics(img @ txt.T, data.caption_to_image)
 
 
+def _image_features(data: SplitData, idx: np.ndarray, cfg: EncoderTrainConfig,
+                    rng: np.random.Generator) -> np.ndarray:
+    """Trunk features of images `idx` (float32): each at native resolution with probability
+    `native_share`, else one of its coarser copies at random."""
+    x = np.asarray(data.feats[idx], np.float32)
+    if data.coarser:
+        view = rng.integers(len(data.coarser), size=len(idx))
+        coarse = rng.random(len(idx)) >= cfg.native_share
+        for v, copies in enumerate(data.coarser):
+            rows = np.flatnonzero(coarse & (view == v))
+            if len(rows):
+                x[rows] = copies[idx[rows]]
+    return x
+
+
 def train_encoder(cfg: EncoderTrainConfig, weights_name: str | None = "rs-lite-lite0", command: str = "") -> dict:
     """Train rs-lite; returns the history and final metrics. Saves the best epoch by val mR."""
     torch.manual_seed(cfg.seed)
@@ -129,15 +231,20 @@ def train_encoder(cfg: EncoderTrainConfig, weights_name: str | None = "rs-lite-l
         freeze_text_tower_below_tail(text_model, cfg.model)
     heads = RSLiteHeads(image_model, cfg.model, text_model)
     t0 = time.time()
-    train = prepare_split(cfg.train_sets, "train", cfg, image_model)
+    train = prepare_split(cfg.train_sets + cfg.corpus_sets, "train", cfg, image_model, cfg.coarser_views)
     val = prepare_split((cfg.val_set,), "val", cfg, image_model)
+    coarse_val = prepare_coarse_val(cfg, val, image_model) if cfg.coarser_views else None
     feature_s = time.time() - t0
-    log.info("features ready in %.0fs: %d train images, %d val images", feature_s, len(train.feats), len(val.feats))
+    log.info("features ready in %.0fs: %d train images (%d coarser views each), %d val images", feature_s,
+             len(train.feats), cfg.coarser_views, len(val.feats))
 
-    # each image is seen once per epoch, paired with one of its captions drawn at random
+    # each drawn image is paired with one of its captions drawn at random
     captions_of = [[] for _ in range(len(train.feats))]
     for j, i in enumerate(train.caption_to_image):
         captions_of[i].append(j)
+    weights = sampling_weights(train.source, cfg.source_temperature)
+    epoch_images = cfg.epoch_images or len(train.feats)
+    rng = np.random.default_rng(cfg.seed)
 
     tail_params = list(heads.tail.parameters())
     text_params = list(heads.text_layers.parameters()) if text_model is not None else []
@@ -147,7 +254,7 @@ def train_encoder(cfg: EncoderTrainConfig, weights_name: str | None = "rs-lite-l
         {"params": head_params, "lr": cfg.lr_heads},
         {"params": text_params, "lr": cfg.lr_text},
     ], weight_decay=cfg.weight_decay)
-    sched = warmup_cosine(opt, cfg.warmup_steps, math.ceil(len(train.feats) / cfg.batch_size) * cfg.epochs)
+    sched = warmup_cosine(opt, cfg.warmup_steps, math.ceil(epoch_images / cfg.batch_size) * cfg.epochs)
 
     history, stopping = [], EarlyStopping(cfg.patience)
     for epoch in range(cfg.epochs):
@@ -159,15 +266,19 @@ def train_encoder(cfg: EncoderTrainConfig, weights_name: str | None = "rs-lite-l
                 module.eval()
         if text_model is not None:
             text_model.train()
-        order = torch.randperm(len(train.feats), generator=gen).numpy()
+        if cfg.source_temperature == 1.0 and epoch_images == len(train.feats):
+            order = torch.randperm(len(train.feats), generator=gen).numpy()  # every image once
+        else:
+            order = rng.choice(len(train.feats), size=epoch_images, p=weights)
         losses = []
         for start in tqdm(range(0, len(order), cfg.batch_size), desc=f"epoch {epoch + 1}", leave=False):
             idx = np.sort(order[start : start + cfg.batch_size])
             cap = [captions_of[i][int(torch.randint(len(captions_of[i]), (1,), generator=gen))] for i in idx]
-            x = random_dihedral(torch.from_numpy(np.asarray(train.feats[idx], np.float32)), gen)
+            x = random_dihedral(torch.from_numpy(_image_features(train, idx, cfg, rng)), gen)
             img = F.normalize(heads.image_proj(heads.tail(x)), dim=-1)
             txt = F.normalize(heads.text_proj(text_features(heads, text_model, train, cap)), dim=-1)
             logits = heads.logit_scale.exp().clamp(max=100) * img @ txt.T
+            logits = logits.masked_fill(false_negative_mask(idx, train.group[idx]), float("-inf"))
             target = torch.arange(len(idx))
             loss = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
             opt.zero_grad()
@@ -176,21 +287,27 @@ def train_encoder(cfg: EncoderTrainConfig, weights_name: str | None = "rs-lite-l
             sched.step()
             losses.append(loss.item())
         metrics = evaluate_cached(heads, val, text_model)
-        history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "val_mR": metrics["mR"]})
-        log.info("epoch %d loss %.4f val mR %.2f", epoch + 1, np.mean(losses), metrics["mR"])
-        print(f"epoch {epoch + 1}: loss {np.mean(losses):.4f}  val mR {metrics['mR']:.2f}", flush=True)
-        if stopping.improved(metrics["mR"], heads):
+        entry = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "val_mR": metrics["mR"]}
+        score = metrics["mR"]
+        if coarse_val is not None:
+            entry[f"val_mR_gsd{cfg.val_factor:g}"] = evaluate_cached(heads, coarse_val, text_model)["mR"]
+            score = (metrics["mR"] + entry[f"val_mR_gsd{cfg.val_factor:g}"]) / 2
+        entry["score"] = score
+        history.append(entry)
+        log.info("epoch %d: %s", epoch + 1, entry)
+        print(f"epoch {epoch + 1}: " + "  ".join(f"{k} {v:.4f}" for k, v in entry.items() if k != "epoch"), flush=True)
+        if stopping.improved(score, heads):
             if weights_name:  # keep the best so far on disk: a long run stopped early still leaves weights
                 save_weights(heads, cfg.model, weights_name,
-                             run_card(cfg, command, {"history": history, "best_val_mR": stopping.best, "finished": False}))
+                             run_card(cfg, command, {"history": history, "best_score": stopping.best, "finished": False}))
         elif stopping.stop:
             break
     stopping.restore(heads)
     result = {
         "history": history,
-        "best_val_mR": stopping.best,
+        "best_score": stopping.best,  # val mR, or its mean with the coarse val mR under coarser views
         "train_images": int(len(train.feats)),
-        "train_captions": int(len(train.text)),
+        "train_captions": len(train.captions),
         "feature_seconds": round(feature_s, 1),
         "train_seconds": round(time.time() - t0 - feature_s, 1),
         "finished": True,

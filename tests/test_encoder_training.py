@@ -1,0 +1,96 @@
+"""Training rs-lite across datasets and resolutions (`rsrag.training.encoder`): coarser-sensor copies
+of the training images, label-only corpus datasets, source-balanced sampling and the masking of
+false negatives."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from rsrag.encoders.rs_lite import RSLiteConfig
+from rsrag.training.encoder import (
+    EncoderTrainConfig,
+    coarser_factor,
+    false_negative_mask,
+    sampling_weights,
+    train_encoder,
+)
+
+
+def test_coarser_factors_are_fixed_per_image_and_span_the_range():
+    factors = [coarser_factor(f"img{i}", view, (1.5, 32.0)) for i in range(400) for view in range(2)]
+    assert factors == [coarser_factor(f"img{i}", view, (1.5, 32.0)) for i in range(400) for view in range(2)]
+    assert 1.5 <= min(factors) < 2.0 and 24.0 < max(factors) <= 32.0
+    # log-uniform: about as many copies below the geometric middle (~6.9x) as above it
+    assert 0.4 < np.mean(np.asarray(factors) < np.sqrt(1.5 * 32.0)) < 0.6
+    assert coarser_factor("img0", 0, (1.5, 32.0)) != coarser_factor("img0", 1, (1.5, 32.0))
+
+
+def test_sampling_weights_follow_the_source_temperature():
+    sources = np.asarray([0] * 900 + [1] * 100)
+    natural = sampling_weights(sources, 1.0)
+    equal = sampling_weights(sources, 0.0)
+    assert natural.sum() == pytest.approx(1.0) and equal.sum() == pytest.approx(1.0)
+    assert natural[sources == 1].sum() == pytest.approx(0.1)
+    assert equal[sources == 1].sum() == pytest.approx(0.5)
+    tempered = sampling_weights(sources, 0.5)[sources == 1].sum()
+    assert tempered == pytest.approx(10 / (30 + 10))
+
+
+def test_false_negatives_are_repeats_and_same_class_corpus_images():
+    images = np.asarray([3, 3, 5, 7, 8])
+    groups = np.asarray([-1, -1, 1000, 1000, -1])  # 5 and 7: one class of one corpus dataset
+    mask = false_negative_mask(images, groups).numpy()
+    assert not mask.diagonal().any()
+    assert mask[0, 1] and mask[1, 0]  # the same image drawn twice
+    assert mask[2, 3] and mask[3, 2]  # interchangeable template captions
+    assert not mask[0, 2] and not mask[4, 0] and not mask[4, 2]  # captioned images stay negatives
+
+
+def _fake_corpus(root, n_per_class: int = 8) -> None:
+    """A prepared corpus dataset `fake` of two classes of synthetic images, all in `train`."""
+    folder = root / "fake"
+    rows = []
+    rng = np.random.default_rng(0)
+    for label, colour in (("Forest", (30, 110, 40)), ("Beach", (220, 200, 150))):
+        (folder / "train" / label).mkdir(parents=True)
+        for i in range(n_per_class):
+            pixels = np.clip(np.asarray(colour) + rng.normal(0, 25, (96, 96, 3)), 0, 255).astype(np.uint8)
+            path = f"train/{label}/{label.lower()}_{i}.png"
+            Image.fromarray(pixels).save(folder / path)
+            rows.append({"id": f"fake/{label}/{i}", "path": path, "label": label, "source_class": label,
+                         "captions": [f"an aerial image of {label.lower()}.", f"{label.lower()} seen from above."],
+                         "dataset": "fake", "split": "train", "role": "train", "width": 96, "height": 96})
+    (folder / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_training_with_a_corpus_and_coarser_views(data_root, tmp_path, monkeypatch):
+    """A tiny run on RSICD train + a label-only corpus, each image also cached at two coarser
+    resolutions: the copies differ from the native features, early stopping scores val at native
+    and 8x coarser, and the loss falls."""
+    monkeypatch.setenv("RSRAG_CACHE", str(tmp_path / "cache"))
+    import torch
+
+    torch.set_num_threads(2)
+    _fake_corpus(tmp_path / "corpus")
+    cfg = EncoderTrainConfig(model=RSLiteConfig(tail_blocks=1, text_tail_layers=0, dim=64), train_sets=("rsicd",),
+                             corpus_sets=("fake",), corpus_root=str(tmp_path / "corpus"), coarser_views=2,
+                             epochs=4, patience=10, batch_size=16, warmup_steps=1, limit=24, lr_heads=5e-3,
+                             source_temperature=0.5, epoch_images=40)
+    result = train_encoder(cfg, weights_name=None)
+    history = result["history"]
+    assert len(history) == 4 and history[-1]["loss"] < history[0]["loss"]
+    assert all(np.isfinite(h["val_mR"]) and np.isfinite(h["val_mR_gsd8"]) for h in history)
+    assert result["best_score"] == max(h["score"] for h in history)
+    assert result["train_images"] == 24 + 16
+
+    features = tmp_path / "cache" / "features" / "lite0-tail1"
+    native = np.load(features / "fake_train_limit24.npy")
+    coarse = [np.load(features / f"fake_train_limit24_gsd1.5-32_view{v}.npy") for v in range(2)]
+    assert all(c.shape == native.shape for c in coarse)
+    for c in coarse:  # every copy really is another image
+        diff = np.abs(c.astype(np.float32) - native.astype(np.float32)).reshape(len(native), -1).mean(1)
+        assert (diff > 1e-3).all()
