@@ -27,10 +27,13 @@ and the structure < 1.5 GB for each rsrag row.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
 import platform
+import resource
+import shutil
 import sys
 import tempfile
 import time
@@ -42,7 +45,8 @@ sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # run from a ch
 import faiss  # noqa: E402
 import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
-from search import DIM, K, exact_top, recall, synthetic, timed_loop  # noqa: E402
+from search import DIM, K, normalize, recall, timed_loop  # noqa: E402
+from tqdm import tqdm  # noqa: E402
 
 from rsrag.config import results_dir  # noqa: E402
 from rsrag.index import IndexSpec  # noqa: E402
@@ -51,20 +55,141 @@ from rsrag.index.sizing import index_bytes  # noqa: E402
 from rsrag.index.store import RecordStore  # noqa: E402
 
 TARGET = {"recall_at_10": 0.95, "p50_ms": 20.0, "ann_bytes": 1.5e9}
+SYNTH_BLOCK = 50_000  # search.synthetic draws its points in blocks of this many; the same blocks = the same vectors
+READ_CHUNK = 250_000  # rows per step of a sequential pass (ground truth): 512 MB of float32 at 512-d
+RID_OFFSET = 7  # rid = position + 7: anything but positions, so a mix-up shows as a recall of 0
 
 
-def write_store(folder: Path, vectors: np.ndarray, chunk: int = 100_000) -> tuple[RecordStore, np.ndarray]:
-    """The vectors as a LanceDB records table (rid, id, vector), written in chunks; rids = positions + 7
-    (anything but positions)."""
+def peak_rss_mb() -> float:
+    """The process' peak resident set so far (ru_maxrss, KiB on Linux). Sequential passes read the
+    vectors file with plain reads, not through a memory map, so this counts the memory the run
+    really needs, not file pages the kernel can drop at any time."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+class VectorFile:
+    """n x dim float32 rows in a raw file, read a part at a time: the collection never has to fit
+    in RAM (10M x 512-d is 20 GB).
+
+    `vf[a:b]` reads rows a..b with one file read and `vf[int array]` gathers rows with one pread
+    each (k-means' training sample), both into ordinary arrays that are freed after use; `vf.map`
+    is a read-only np.memmap for the few rows a query re-ranks. This is the array-like
+    `AnnIndex.build` and `write_store` take in place of an in-memory array.
+    """
+
+    def __init__(self, path: Path, n: int, dim: int) -> None:
+        self.path, self.shape, self.row_bytes = Path(path), (n, dim), dim * 4
+        self.map = np.memmap(self.path, np.float32, "r", shape=self.shape)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key) -> np.ndarray:
+        dim = self.shape[1]
+        if isinstance(key, slice):
+            start, stop, step = key.indices(len(self))
+            if step != 1:
+                raise IndexError("VectorFile reads contiguous row ranges only")
+            count = max(stop - start, 0)
+            return np.fromfile(self.path, np.float32, count=count * dim, offset=start * self.row_bytes).reshape(count, dim)
+        rows = np.asarray(key, np.int64)
+        out = np.empty((len(rows), dim), np.float32)
+        with open(self.path, "rb", buffering=0) as f:
+            for j, row in enumerate(rows.tolist()):
+                os.preadv(f.fileno(), [out[j]], row * self.row_bytes)
+        return out
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        return self[:].astype(dtype or np.float32, copy=False)
+
+
+def chunks(vectors, size: int, desc: str):
+    """(start, rows) for consecutive `size`-row parts of an array or VectorFile, with a progress bar."""
+    for start in tqdm(range(0, len(vectors), size), desc=desc, unit="chunk", mininterval=10):
+        yield start, vectors[start : start + size]
+
+
+def _mixture(rng: np.random.Generator, m: int, centres: np.ndarray, patches: np.ndarray):
+    """m points of search.synthetic's mixture, SYNTH_BLOCK at a time, drawing from `rng` exactly what
+    its `points` draws (the labels first, then per block the latent coordinates and the noise).
+    The patch term is summed per cluster (`einsum` over that cluster's one patch: the same products
+    summed in the same order, so the same floats) instead of over a gathered (block, 16, dim) stack
+    of patches, which took 7.5 s and 1.6 GB per block against 0.6 s."""
+    labels = rng.integers(0, len(centres), m)
+    for s in range(0, m, SYNTH_BLOCK):
+        c = labels[s : s + SYNTH_BLOCK]
+        z = rng.standard_normal((len(c), patches.shape[1]), dtype=np.float32)
+        x = centres[c]
+        for j in np.unique(c):
+            x[c == j] += np.einsum("ml,ld->md", z[c == j], patches[j])
+        x += rng.standard_normal(x.shape, dtype=np.float32) * (0.3 / np.sqrt(DIM))
+        yield normalize(x)
+
+
+def generate(path: Path, n: int, n_queries: int, seed: int = 0) -> tuple[VectorFile, np.ndarray]:
+    """search.synthetic(n, n_queries, seed)'s vectors, written to `path` block by block, and its queries.
+
+    The random draws are search.synthetic's, in its order, so the vectors and queries are the same,
+    bit for bit (checked at 100k): numbers at 100k and 1M stay comparable with earlier runs. Only the
+    captions are not drawn; they come last in its stream. The blocks are appended with plain writes
+    (no memory map), so the process holds one 100 MB block at a time whatever n is.
+    """
+    rng = np.random.default_rng(seed)
+    n_clusters, latent = 32, 16
+    centres = normalize(rng.standard_normal((n_clusters, DIM), dtype=np.float32))
+    patches = rng.standard_normal((n_clusters, latent, DIM), dtype=np.float32) * (4 / np.sqrt(DIM * latent))
+    rng.integers(0, 5000, (n_clusters, 3))  # search.synthetic's caption topics: drawn to keep the stream aligned
+    with open(path, "wb") as f:
+        for block in tqdm(_mixture(rng, n, centres, patches), desc="generate", total=-(-n // SYNTH_BLOCK),
+                          unit="block", mininterval=10):
+            block.tofile(f)
+    queries = np.vstack(list(_mixture(rng, n_queries, centres, patches)))
+    return VectorFile(path, n, DIM), queries
+
+
+def exact_top(vectors: VectorFile, queries: np.ndarray) -> np.ndarray:
+    """Exact top-K positions per query by brute force, READ_CHUNK rows at a time (queries x chunk
+    product, then merged into the running top K): the ground truth without a flat index holding
+    every vector. Same ranking as search.exact_top up to float rounding of near-ties."""
+    best_scores = np.full((len(queries), K), -np.inf, np.float32)
+    best_ids = np.full((len(queries), K), -1, np.int64)
+    for start, part in chunks(vectors, READ_CHUNK, "ground truth"):
+        scores = queries @ part.T
+        top = np.argpartition(-scores, K - 1, axis=1)[:, :K]
+        scores = np.hstack([best_scores, np.take_along_axis(scores, top, 1)])
+        ids = np.hstack([best_ids, top + start])
+        keep = np.argpartition(-scores, K - 1, axis=1)[:, :K]
+        best_scores, best_ids = np.take_along_axis(scores, keep, 1), np.take_along_axis(ids, keep, 1)
+    order = np.argsort(-best_scores, axis=1, kind="stable")
+    return np.take_along_axis(best_ids, order, 1)
+
+
+def write_store(folder: Path, vectors, chunk: int = 100_000) -> tuple[RecordStore, np.ndarray]:
+    """The vectors (an array or a VectorFile) as a LanceDB records table (rid, id, vector), written
+    `chunk` rows at a time, then compacted as a library build does; rids = positions + RID_OFFSET."""
     store = RecordStore(folder, vectors.shape[1])
-    rids = np.arange(len(vectors), dtype=np.int64) + 7
-    for s in range(0, len(vectors), chunk):
-        part = vectors[s : s + chunk]
+    rids = np.arange(len(vectors), dtype=np.int64) + RID_OFFSET
+    for s, part in chunks(vectors, chunk, "LanceDB table"):
         store.add(pa.table({"rid": pa.array(rids[s : s + chunk]),
                             "id": pa.array([str(r) for r in rids[s : s + chunk]]),
                             "vector": pa.FixedSizeListArray.from_arrays(pa.array(part.ravel()), part.shape[1])}))
     store.compact()
     return store, rids
+
+
+def disk_bytes(path: Path) -> int:
+    """Bytes of a file, or of every file under a folder."""
+    return path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+@contextlib.contextmanager
+def phase(record: dict, name: str):
+    """Time a phase into record[f"{name}_s"] and the peak RSS after it into record["rss_after_mb"][name]."""
+    t0 = time.perf_counter()
+    yield
+    record[f"{name}_s"] = round(time.perf_counter() - t0, 1)
+    record.setdefault("rss_after_mb", {})[name] = peak_rss_mb()
+    print(f"  {name}: {record[f'{name}_s']}s, peak RSS {peak_rss_mb():.0f} MB", flush=True)
 
 
 def padded(ids: np.ndarray) -> np.ndarray:
@@ -78,19 +203,23 @@ def parse_configs(text: str) -> list[dict]:
 
 
 def bench_size(n: int, args, work: Path) -> list[dict]:
-    t0 = time.perf_counter()
-    data = synthetic(n, args.queries)
-    vectors, queries = data["vectors"], data["queries"]
-    truth = exact_top(vectors, queries)
-    store, rids = write_store(work / f"store_{n}", vectors)
+    """Every config x nprobe x rerank row at n vectors. The vectors live in a file and the LanceDB
+    table, never all in RAM; the file and table are deleted afterwards (disk is the limit at 10M)."""
+    print(f"n={n:,}", flush=True)
+    phases: dict = {}
+    with phase(phases, "generate"):
+        vectors, queries = generate(work / f"vectors_{n}.f32", n, args.queries)
+    with phase(phases, "truth"):
+        truth = exact_top(vectors, queries)
+    with phase(phases, "store"):
+        store, rids = write_store(work / f"store_{n}", vectors)
     truth = rids[truth]
-    print(f"n={n:,}: data, ground truth and LanceDB table in {time.perf_counter() - t0:.0f}s", flush=True)
+    sizes = {"vectors_file_bytes": disk_bytes(vectors.path), "store_bytes": disk_bytes(work / f"store_{n}")}
     rows = []
     for conf in parse_configs(args.configs):
         spec = IndexSpec("ivfpq", conf).resolve(n, DIM)
-        t0 = time.perf_counter()
-        built = AnnIndex.build(spec, DIM, rids, vectors)
-        build_s = time.perf_counter() - t0
+        with phase(phases, "build"):
+            built = AnnIndex.build(spec, DIM, rids, vectors)
         ann_bytes = len(faiss.serialize_index(built.index))
         for nprobe in args.nprobe:
             for rerank in args.rerank:
@@ -106,7 +235,7 @@ def bench_size(n: int, args, work: Path) -> list[dict]:
                     if not rerank:
                         return ids
                     ids = ids[0][ids[0] >= 0]
-                    exact = vectors[ids - 7] @ q  # rid = position + 7
+                    exact = vectors.map[ids - RID_OFFSET] @ q  # from the memory-mapped file
                     return ids[np.argsort(-exact)[:K]][None]
 
                 use_threads(1)
@@ -114,24 +243,30 @@ def bench_size(n: int, args, work: Path) -> list[dict]:
                 found_faiss = np.vstack([padded(faiss_path(q)) for q in queries])
                 lat = timed_loop([rsrag_path, faiss_path], queries, budget_s=args.time_budget, min_n=len(queries))
                 row = {"n": n, "index": str(ann.spec), "nlist": spec.params["nlist"], "m": spec.params["m"],
-                       "opq": spec.params["opq"], "nprobe": nprobe, "rerank": rerank, "build_s": round(build_s, 1),
+                       "opq": spec.params["opq"], "nprobe": nprobe, "rerank": rerank,
                        "ann_bytes": ann_bytes, "estimate_bytes": index_bytes(spec, n, DIM),
                        "float32_bytes": n * DIM * 4,
                        "rsrag_recall_at_10": round(recall(found_rsrag, truth), 4),
                        "faiss_recall_at_10": round(recall(found_faiss, truth), 4),
                        "rsrag_p50_ms": lat[0]["p50_ms"], "rsrag_p99_ms": lat[0]["p99_ms"],
                        "faiss_p50_ms": lat[1]["p50_ms"], "faiss_p99_ms": lat[1]["p99_ms"],
-                       "rsrag_vs_faiss_p50": round(lat[0]["p50_ms"] / lat[1]["p50_ms"], 2), "queries": lat[0]["queries"]}
+                       "rsrag_vs_faiss_p50": round(lat[0]["p50_ms"] / lat[1]["p50_ms"], 2), "queries": lat[0]["queries"],
+                       **{k: phases[k] for k in ("generate_s", "truth_s", "store_s", "build_s")}, **sizes,
+                       "peak_rss_mb": peak_rss_mb(), "rss_after_mb": dict(phases["rss_after_mb"])}
                 row["met_target"] = bool(row["rsrag_recall_at_10"] >= TARGET["recall_at_10"]
                                          and row["rsrag_p50_ms"] < TARGET["p50_ms"] and ann_bytes < TARGET["ann_bytes"])
                 rows.append(row)
                 print_row(row)
         del built
+    del vectors, store
+    (work / f"vectors_{n}.f32").unlink()
+    shutil.rmtree(work / f"store_{n}")
     return rows
 
 
 COLUMNS = ("n", "nlist", "m", "opq", "nprobe", "rerank", "ann_bytes", "rsrag_recall_at_10", "faiss_recall_at_10",
-           "rsrag_p50_ms", "rsrag_p99_ms", "faiss_p50_ms", "faiss_p99_ms", "rsrag_vs_faiss_p50", "met_target")
+           "rsrag_p50_ms", "rsrag_p99_ms", "faiss_p50_ms", "faiss_p99_ms", "rsrag_vs_faiss_p50", "met_target",
+           "build_s", "peak_rss_mb")
 
 
 def print_row(row: dict) -> None:

@@ -98,6 +98,7 @@ _PARAMS = {"flat": set(), "ivf": {"nlist", "nprobe"}, "hnsw": {"m", "ef_construc
            "ivfpq": {"nlist", "m", "nbits", "nprobe", "opq", "rerank"}, "auto": {"budget"}}
 _ZERO_OK = {"opq", "rerank"}  # parameters where 0 means "off"
 PQ_TRAIN_MIN = 64 * 256  # PQ k-means wants ~40+ points per code word (256 for 8 bits); more is no better
+ADD_CHUNK = 262_144  # rows per add in `build`: one chunk of float32 in RAM at a time (512 MB at 512-d)
 PQ_RERANK = 200  # candidates re-ranked exactly: recall@10 0.92 at 100, 0.97 at 200 (bench/scale.py, 1M)
 VectorsFor = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
@@ -207,7 +208,15 @@ class AnnIndex:
     # ---- construction --------------------------------------------------------------------------
     @classmethod
     def build(cls, spec: IndexSpec, dim: int, rids: np.ndarray, vectors: np.ndarray) -> "AnnIndex":
-        """A new index of a resolved spec over (rids, vectors); IVF is trained on a sample of them."""
+        """A new index of a resolved spec over (rids, vectors); IVF is trained on a sample of them.
+
+        `vectors` may be an array or any array-like with len(), row slices and integer-array indexing
+        that return arrays (e.g. a reader over a file of rows larger than RAM): IVF trains on a
+        bounded sample (`_sample`) and, like flat, is then added ADD_CHUNK rows at a time, so an
+        IVF-PQ build never holds all the vectors as float32. Chunking changes nothing in the result
+        for these types (each vector is assigned and encoded on its own, in order). HNSW is added in
+        one call: its graph depends on how adds are batched, and it keeps every vector in RAM anyway.
+        """
         use_threads(None)
         if spec.kind == "flat":
             index = faiss.IndexIDMap(faiss.IndexFlatIP(dim))
@@ -235,7 +244,9 @@ class AnnIndex:
         else:
             raise ValueError(f"cannot build an index of unresolved type {spec.kind!r}")
         ann = cls(spec, dim, index, trained_n=len(rids))
-        ann.add(rids, vectors)
+        step = max(1, len(rids) if spec.kind == "hnsw" else ADD_CHUNK)
+        for start in range(0, len(rids), step):
+            ann.add(rids[start : start + step], vectors[start : start + step])
         return ann
 
     @staticmethod
