@@ -165,13 +165,15 @@ def exact_top(vectors: VectorFile, queries: np.ndarray) -> np.ndarray:
 
 
 def write_store(folder: Path, vectors, chunk: int = 100_000) -> tuple[RecordStore, np.ndarray]:
-    """The vectors (an array or a VectorFile) as a LanceDB records table (rid, id, vector), written
-    `chunk` rows at a time, then compacted as a library build does; rids = positions + RID_OFFSET."""
+    """The vectors (an array or a VectorFile) as a LanceDB records table (rid, id, path, vector),
+    written `chunk` rows at a time, then compacted as a library build does (which indexes `id` and
+    `path`, so the table has the library's `path` column, empty); rids = positions + RID_OFFSET."""
     store = RecordStore(folder, vectors.shape[1])
     rids = np.arange(len(vectors), dtype=np.int64) + RID_OFFSET
     for s, part in chunks(vectors, chunk, "LanceDB table"):
         store.add(pa.table({"rid": pa.array(rids[s : s + chunk]),
                             "id": pa.array([str(r) for r in rids[s : s + chunk]]),
+                            "path": pa.nulls(len(part), pa.string()),
                             "vector": pa.FixedSizeListArray.from_arrays(pa.array(part.ravel()), part.shape[1])}))
     store.compact()
     return store, rids
