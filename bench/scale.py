@@ -36,7 +36,7 @@ table is printed, JSON goes to `results_dir()/bench_scale.json`. `met_target` ch
 Measured on a 2-core machine busy with other work (both niced runs, `--quick` and the one below at 1M):
 
     n     generate  truth  store  build (config)          peak RSS  disk (file + table)
-    100k     3.7 s  1.2 s  1.6 s  21.4 s (nlist=256,m=32)  1.6 GB   0.2 + 0.4 GB
+    100k     3.7 s  1.2 s  1.6 s  21.4 s (nlist=256,m=32)  1.6 GB   0.2 + 0.2 GB
     1M      30.4 s 10.7 s 26.9 s  75.0 s (nlist=1024,m=64) 2.7 GB   2.0 + 4.1 GB
     1M nlist=1024,m=64 nprobe=32 rerank=200: recall@10 0.970 (rsrag and faiss), p50 15.9 ms rsrag, 2.6 ms faiss
 
@@ -317,7 +317,7 @@ def main() -> None:
     parser.add_argument("--nprobe", default="16,32")
     parser.add_argument("--rerank", default="0,100,200,400")
     parser.add_argument("--time-budget", type=float, default=1.0, help="seconds per timed loop (all queries run)")
-    parser.add_argument("--work-dir", type=Path, default=None, help="where the LanceDB tables go (default: temp)")
+    parser.add_argument("--work-dir", type=Path, default=None, help="where the vectors file and LanceDB table go (default: temp)")
     args = parser.parse_args()
     if args.quick:
         args.sizes, args.configs = "100000", "nlist=256,m=32;nlist=256,m=64"
