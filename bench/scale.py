@@ -291,7 +291,6 @@ def bench_size(n: int, args, work: Path) -> list[dict]:
                 rows.append(row)
                 print_row(row)
         del built
-    del vectors, store
     (work / f"vectors_{n}.f32").unlink()
     shutil.rmtree(work / f"store_{n}")
     return rows
