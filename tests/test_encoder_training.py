@@ -94,3 +94,37 @@ def test_training_with_a_corpus_and_coarser_views(data_root, tmp_path, monkeypat
     for c in coarse:  # every copy really is another image
         diff = np.abs(c.astype(np.float32) - native.astype(np.float32)).reshape(len(native), -1).mean(1)
         assert (diff > 1e-3).all()
+
+
+def test_a_new_version_starts_from_the_last_weights_with_a_deeper_tail():
+    """init_from: the committed weights' last tail block becomes the last block of a two-block tail
+    (the extra block keeps ImageNet), and everything else they trained is loaded as it was."""
+    import torch
+
+    from rsrag.encoders.rs_lite import RSLiteHeads, RSLiteImageModel, read_weights
+    from rsrag.training.encoder import init_from_weights
+
+    config = RSLiteConfig(tail_blocks=2, text_tail_layers=0)
+    old_state, old_config, _ = read_weights("rs-lite-lite0")
+    if old_config.text_tail_layers:  # the committed weights tuned text layers: load them into a text tower
+        from rsrag.encoders.rs_lite import freeze_text_tower_below_tail, load_text_tower
+
+        config = RSLiteConfig(tail_blocks=2, text_tail_layers=old_config.text_tail_layers)
+        tower = load_text_tower("cpu")
+        freeze_text_tower_below_tail(tower, config)
+    else:
+        tower = None
+    image_model = RSLiteImageModel(config)
+    imagenet_block = {k: v.clone() for k, v in image_model.tail.blocks[0].state_dict().items()}
+    heads = RSLiteHeads(image_model, config, tower)
+    missing = init_from_weights(heads, config, "rs-lite-lite0")
+    assert missing and all(k.startswith("tail.blocks.0.") for k in missing)
+    state = heads.state_dict()
+    for key, value in old_state.items():
+        new_key = key.replace("tail.blocks.0.", "tail.blocks.1.")
+        assert torch.equal(state[new_key], value.to(state[new_key].dtype)), key
+    assert all(torch.equal(v, imagenet_block[k]) for k, v in image_model.tail.blocks[0].state_dict().items())
+    with pytest.raises(ValueError, match="tuned more blocks"):
+        init_from_weights(RSLiteHeads(RSLiteImageModel(RSLiteConfig(tail_blocks=1, text_tail_layers=0)),
+                                      RSLiteConfig(tail_blocks=1, text_tail_layers=0)),
+                          RSLiteConfig(tail_blocks=1, text_tail_layers=0), "rs-lite-lite0")

@@ -46,6 +46,7 @@ from rsrag.encoders.rs_lite import (
     freeze_text_tower_below_tail,
     load_text_tower,
     random_dihedral,
+    read_weights,
     save_weights,
 )
 from rsrag.encoders.weights import run_card
@@ -80,6 +81,7 @@ class EncoderTrainConfig:
     val_factor: float = 8.0  # with coarser views, early stopping also scores RSICD val this much coarser
     source_temperature: float = 1.0  # sampling probability of a source ~ size ** temperature
     epoch_images: int | None = None  # images drawn per epoch (default: all training images)
+    init_from: str | None = None  # start from these rs-lite weights (a name in rsrag/weights or a path)
 
 
 # ---------------------------------------------------------------- training
@@ -203,6 +205,33 @@ def evaluate_cached(heads: RSLiteHeads, data: SplitData, text_model=None) -> dic
     return retrieval_metrics(img @ txt.T, data.caption_to_image)
 
 
+def init_from_weights(heads: RSLiteHeads, config: RSLiteConfig, name: str) -> list[str]:
+    """Start training from earlier rs-lite weights instead of ImageNet + random projections: a new
+    version keeps what the last one learned. Tail blocks and tuned text layers are matched from the
+    top (the earlier weights' last block is this model's last block), so a deeper tail starts with
+    its extra blocks at ImageNet. Returns the parameters left at their initial values."""
+    state, old, _ = read_weights(name)
+    if (old.tower, old.dim, old.text_dim) != (config.tower, config.dim, config.text_dim):
+        raise ValueError(f"cannot start from {name}: it is a {old.tower} model of dim {old.dim}, "
+                         f"this one a {config.tower} model of dim {config.dim}")
+    if old.tail_blocks > config.tail_blocks or old.text_tail_layers > config.text_tail_layers:
+        raise ValueError(f"cannot start from {name}: it tuned more blocks or text layers than this model does")
+    shift = {"tail.blocks.": config.tail_blocks - old.tail_blocks,
+             "text_layers.": config.text_tail_layers - old.text_tail_layers}
+
+    def renamed(key: str) -> str:
+        for prefix, offset in shift.items():
+            if key.startswith(prefix):
+                index, rest = key[len(prefix):].split(".", 1)
+                return f"{prefix}{int(index) + offset}.{rest}"
+        return key
+
+    result = heads.load_state_dict({renamed(k): v for k, v in state.items()}, strict=False)
+    if result.unexpected_keys:
+        raise ValueError(f"weights {name} do not fit this model: unexpected {result.unexpected_keys[:5]}")
+    return list(result.missing_keys)
+
+
 def _image_features(data: SplitData, idx: np.ndarray, cfg: EncoderTrainConfig,
                     rng: np.random.Generator) -> np.ndarray:
     """Trunk features of images `idx` (float32): each at native resolution with probability
@@ -230,6 +259,9 @@ def train_encoder(cfg: EncoderTrainConfig, weights_name: str | None = "rs-lite-l
         text_model = load_text_tower("cpu")
         freeze_text_tower_below_tail(text_model, cfg.model)
     heads = RSLiteHeads(image_model, cfg.model, text_model)
+    if cfg.init_from:
+        fresh = init_from_weights(heads, cfg.model, cfg.init_from)
+        log.info("started from %s; %d tensors at their initial values", cfg.init_from, len(fresh))
     t0 = time.time()
     train = prepare_split(cfg.train_sets + cfg.corpus_sets, "train", cfg, image_model, cfg.coarser_views)
     val = prepare_split((cfg.val_set,), "val", cfg, image_model)
