@@ -79,7 +79,7 @@ def train_encoder_cmd(
 
 @app.command("memory")
 def train_memory_cmd(
-    name: str = typer.Option("rs-lite-lite0.memory", help="written to rsrag/weights/NAME.safetensors + NAME.json"),
+    name: str = typer.Option("rs-lite-lite0-v2.memory", help="written to rsrag/weights/NAME.safetensors + NAME.json"),
     encoder: str = typer.Option("rs-lite", help="the plain encoder whose vectors the memory holds"),
     k: int = typer.Option(10, help="memory neighbours blended into an image vector"),
     beta: float = typer.Option(0.5, help="weight of the neighbours' caption embedding"),

@@ -49,9 +49,9 @@ FEW_TEXTS = 8  # text calls up to this size run ONNX on one thread (see RSLiteEn
 TEXT_PRECISIONS = ("fp32", "int8")
 #: the weights `rs-lite` loads unless told otherwise; earlier defaults stay loadable by name (named
 #: configs `rs-lite-v1`, `rs-lite-v2`) and indexes built with them reopen with them
-DEFAULT_WEIGHTS = "rs-lite-lite0"
-RETIRED_WEIGHTS: tuple[str, ...] = ()
-MEMORY = "rs-lite-lite0.memory"  # the committed pair memory (`rsrag train memory`), used by `rs-lite-mem`
+DEFAULT_WEIGHTS = "rs-lite-lite0-v2"
+RETIRED_WEIGHTS: tuple[str, ...] = ("rs-lite-lite0",)
+MEMORY = "rs-lite-lite0-v2.memory"  # the committed pair memory of the default weights (`rsrag train memory`), used by `rs-lite-mem`
 
 
 @dataclass(frozen=True)
