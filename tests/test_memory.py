@@ -111,6 +111,9 @@ def test_rs_lite_with_a_memory_built_here(data_root, tmp_path):
 
 
 def test_committed_memory_matches_the_committed_weights():
+    from rsrag.encoders.rs_lite import DEFAULT_WEIGHTS, MEMORY
+
     enc = create_encoder("rs-lite-mem")
-    assert enc.id.endswith("+mem:rs-lite-lite0.memory") and enc.name == "rs-lite-mem"
+    assert enc.id.startswith(f"rs-lite:{DEFAULT_WEIGHTS}@") and enc.id.endswith(f"+mem:{MEMORY}")
+    assert enc.name == "rs-lite-mem"
     assert len(enc.memory.keys) == 10177
