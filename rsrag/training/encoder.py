@@ -120,13 +120,14 @@ def _degraded(factor_of: Callable[[object], float]) -> Callable[[object], object
 def prepare_split(names: tuple[str, ...], split: str, cfg: EncoderTrainConfig, image_model: RSLiteImageModel,
                   coarser_views: int = 0) -> SplitData:
     feats, texts, owners, captions, coarser, sources, groups = [], [], [], [], [[] for _ in range(coarser_views)], [], []
+    group_ids: dict[tuple[int, str], int] = {}  # (source, label) of label-only images -> group id
+    low, high = cfg.gsd_range
     offset = 0
     for source, name in enumerate(names):
         records = _records(name, split, cfg)
         key = trunk_cache_key(name, split, cfg.limit)
         feats.append(np.asarray(cache_trunk_features(records, cfg.model, key, image_model)))
         for view in range(coarser_views):
-            low, high = cfg.gsd_range
             factor_of = lambda record, view=view: coarser_factor(record.id, view, cfg.gsd_range)  # noqa: E731
             coarser[view].append(np.asarray(cache_trunk_features(
                 records, cfg.model, f"{key}_gsd{low:g}-{high:g}_view{view}", image_model, image_of=_degraded(factor_of))))
@@ -137,8 +138,7 @@ def prepare_split(names: tuple[str, ...], split: str, cfg: EncoderTrainConfig, i
         owners.extend(offset + i for i, r in enumerate(records) for _ in r.captions)
         sources.append(np.full(len(records), source))
         if name in cfg.corpus_sets:
-            labels = sorted({r.label for r in records})
-            groups.append(np.asarray([source * 1000 + labels.index(r.label) for r in records]))
+            groups.append(np.asarray([group_ids.setdefault((source, r.label), len(group_ids)) for r in records]))
         else:
             groups.append(np.full(len(records), -1))
         offset += len(records)
