@@ -8,11 +8,11 @@ noise: a realistic low intrinsic dimension), `--queries` fresh points of the sam
 top-10 by brute force as ground truth. `--quick`: 100k vectors, two configs, under 5 minutes.
 
 Nothing holds all the vectors in RAM, so the run scales past memory (10M x 512-d float32 = 20 GB):
-`generate` makes search.synthetic's points (the same draws; equal to its vectors to float32
-rounding, with the same ground truth at 100k) 50,000 at a time and appends them to a raw float32
+`generate` makes search.synthetic's points (the same `Mixture`, draws and arithmetic, so the same
+vectors) 50,000 at a time and appends them to a raw float32
 file in `--work-dir` (default a temporary folder); the ground truth is a brute-force pass over that
 file 250,000 rows at a time keeping a running top 10; the LanceDB records table (`RecordStore`) is
-written from it 100,000 rows at a time and compacted; per index config (`nlist`, PQ `m`, `opq`) one
+written from it 2^20 rows (one full Lance fragment) at a time and compacted; per index config (`nlist`, PQ `m`, `opq`) one
 FAISS IVF-PQ index (inner product) is built through `AnnIndex.build`, which trains on a bounded
 sample and adds the file in chunks. Then for every `nprobe` x `rerank` (candidates re-scored
 exactly; 0 = the PQ scores alone), single queries at k=10, interleaved in random order:
@@ -76,7 +76,7 @@ sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # run from a ch
 import faiss  # noqa: E402
 import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
-from search import DIM, K, normalize, recall, timed_loop  # noqa: E402
+from search import DIM, K, MIXTURE_BLOCK, Mixture, recall, timed_loop  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from rsrag.config import results_dir  # noqa: E402
@@ -86,7 +86,7 @@ from rsrag.index.sizing import index_bytes  # noqa: E402
 from rsrag.index.store import RecordStore  # noqa: E402
 
 TARGET = {"recall_at_10": 0.95, "p50_ms": 20.0, "ann_bytes": 1.5e9}
-SYNTH_BLOCK = 50_000  # search.synthetic draws its points in blocks of this many; the same blocks = the same vectors
+STORE_CHUNK = 1 << 20  # rows per LanceDB write: the size of a full Lance fragment (its compaction target)
 READ_CHUNK = 250_000  # rows per step of a sequential pass (ground truth): 512 MB of float32 at 512-d
 RID_OFFSET = 7  # rid = position + 7: anything but positions, so a mix-up shows as a recall of 0
 
@@ -140,41 +140,21 @@ def chunks(vectors, size: int, desc: str):
         yield start, vectors[start : start + size]
 
 
-def _mixture(rng: np.random.Generator, m: int, centres: np.ndarray, patches: np.ndarray):
-    """m points of search.synthetic's mixture, SYNTH_BLOCK at a time, drawing from `rng` exactly what
-    its `points` draws (the labels first, then per block the latent coordinates and the noise).
-    The patch term is summed per cluster (`einsum` over that cluster's one patch: the same products
-    summed in the same order, so the same floats) instead of over a gathered (block, 16, dim) stack
-    of patches, which took 7.5 s and 1.6 GB per block against 0.6 s."""
-    labels = rng.integers(0, len(centres), m)
-    for s in range(0, m, SYNTH_BLOCK):
-        c = labels[s : s + SYNTH_BLOCK]
-        z = rng.standard_normal((len(c), patches.shape[1]), dtype=np.float32)
-        x = centres[c]
-        for j in np.unique(c):
-            x[c == j] += np.einsum("ml,ld->md", z[c == j], patches[j])
-        x += rng.standard_normal(x.shape, dtype=np.float32) * (0.3 / np.sqrt(DIM))
-        yield normalize(x)
-
-
 def generate(path: Path, n: int, n_queries: int, seed: int = 0) -> tuple[VectorFile, np.ndarray]:
     """search.synthetic(n, n_queries, seed)'s vectors, written to `path` block by block, and its queries.
 
-    The random draws are search.synthetic's, in its order, so the vectors and queries are the same,
-    bit for bit (checked at 100k): numbers at 100k and 1M stay comparable with earlier runs. Only the
-    captions are not drawn; they come last in its stream. The blocks are appended with plain writes
-    (no memory map), so the process holds one 100 MB block at a time whatever n is.
+    The random draws are search.synthetic's, in its order (`Mixture.blocks`), so the vectors and
+    queries are the same, bit for bit: numbers at 100k and 1M stay comparable with earlier runs. Only
+    the captions are not drawn; they come last in its stream. The blocks are appended with plain
+    writes (no memory map), so the process holds one 100 MB block at a time whatever n is.
     """
     rng = np.random.default_rng(seed)
-    n_clusters, latent = 32, 16
-    centres = normalize(rng.standard_normal((n_clusters, DIM), dtype=np.float32))
-    patches = rng.standard_normal((n_clusters, latent, DIM), dtype=np.float32) * (4 / np.sqrt(DIM * latent))
-    rng.integers(0, 5000, (n_clusters, 3))  # search.synthetic's caption topics: drawn to keep the stream aligned
+    mixture = Mixture.draw(rng)
     with open(path, "wb") as f:
-        for block in tqdm(_mixture(rng, n, centres, patches), desc="generate", total=-(-n // SYNTH_BLOCK),
-                          unit="block", mininterval=10):
+        for _, block in tqdm(mixture.blocks(rng, n), desc="generate", total=-(-n // MIXTURE_BLOCK),
+                             unit="block", mininterval=10):
             block.tofile(f)
-    queries = np.vstack(list(_mixture(rng, n_queries, centres, patches)))
+    queries, _ = mixture.points(rng, n_queries)
     return VectorFile(path, n, DIM), queries
 
 
@@ -195,10 +175,13 @@ def exact_top(vectors: VectorFile, queries: np.ndarray) -> np.ndarray:
     return np.take_along_axis(best_ids, order, 1)
 
 
-def write_store(folder: Path, vectors, chunk: int = 100_000) -> tuple[RecordStore, np.ndarray]:
+def write_store(folder: Path, vectors, chunk: int = STORE_CHUNK) -> tuple[RecordStore, np.ndarray]:
     """The vectors (an array or a VectorFile) as a LanceDB records table (rid, id, path, vector),
     written `chunk` rows at a time, then compacted as a library build does (which indexes `id` and
-    `path`, so the table has the library's `path` column, empty); rids = positions + RID_OFFSET."""
+    `path`, so the table has the library's `path` column, empty); rids = positions + RID_OFFSET.
+    Each write is one full-size Lance fragment, so compaction has nothing to rewrite: a table of
+    smaller writes is copied whole by it and, with the hour of old versions a library keeps, takes
+    twice its size on disk (41 GB at 10M)."""
     store = RecordStore(folder, vectors.shape[1])
     rids = np.arange(len(vectors), dtype=np.int64) + RID_OFFSET
     for s, part in chunks(vectors, chunk, "LanceDB table"):

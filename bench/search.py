@@ -42,6 +42,7 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
@@ -92,30 +93,53 @@ def rss_mb() -> float:
 
 
 # ---- collections ---------------------------------------------------------------------------------
-def synthetic(n: int, n_queries: int, seed: int = 0) -> dict:
+MIXTURE_BLOCK = 50_000  # points are drawn this many at a time; the same blocks = the same vectors
+
+
+@dataclass(frozen=True)
+class Mixture:
     """32 clusters, each a random 16-d linear patch around its centre plus isotropic noise: a low
     intrinsic dimension like real embeddings have, so ANN recall is not trivially 1."""
-    rng = np.random.default_rng(seed)
-    n_clusters, latent = 32, 16
-    centres = normalize(rng.standard_normal((n_clusters, DIM), dtype=np.float32))
-    patches = rng.standard_normal((n_clusters, latent, DIM), dtype=np.float32) * (4 / np.sqrt(DIM * latent))
-    vocab = np.array([f"w{i}" for i in range(5000)])
-    topics = rng.integers(0, len(vocab), (n_clusters, 3))
 
-    def points(m: int) -> tuple[np.ndarray, np.ndarray]:
-        labels = rng.integers(0, n_clusters, m)
-        out = np.empty((m, DIM), np.float32)
-        for s in range(0, m, 50_000):
-            c = labels[s : s + 50_000]
-            z = rng.standard_normal((len(c), latent), dtype=np.float32)
-            x = centres[c] + np.einsum("ml,mld->md", z, patches[c])
+    centres: np.ndarray  # (clusters, DIM) unit vectors
+    patches: np.ndarray  # (clusters, latent, DIM)
+    topics: np.ndarray  # (clusters, 3) vocabulary positions of each cluster's caption topic words
+
+    @classmethod
+    def draw(cls, rng: np.random.Generator, n_clusters: int = 32, latent: int = 16, vocab: int = 5000) -> Mixture:
+        centres = normalize(rng.standard_normal((n_clusters, DIM), dtype=np.float32))
+        patches = rng.standard_normal((n_clusters, latent, DIM), dtype=np.float32) * (4 / np.sqrt(DIM * latent))
+        return cls(centres, patches, rng.integers(0, vocab, (n_clusters, 3)))
+
+    def blocks(self, rng: np.random.Generator, m: int):
+        """(labels, unit vectors) of m points, MIXTURE_BLOCK at a time (the labels of all m are drawn
+        first, then per block the latent coordinates and the noise), so a caller can stream points to
+        disk without holding them. The patch term is summed per cluster rather than over a gathered
+        (block, latent, DIM) stack of patches, which took 7.5 s and 1.6 GB per block against 0.6 s."""
+        labels = rng.integers(0, len(self.centres), m)
+        for s in range(0, m, MIXTURE_BLOCK):
+            c = labels[s : s + MIXTURE_BLOCK]
+            z = rng.standard_normal((len(c), self.patches.shape[1]), dtype=np.float32)
+            x = self.centres[c]
+            for j in np.unique(c):
+                x[c == j] += np.einsum("ml,ld->md", z[c == j], self.patches[j])
             x += rng.standard_normal(x.shape, dtype=np.float32) * (0.3 / np.sqrt(DIM))
-            out[s : s + len(c)] = normalize(x)
-        return out, labels
+            yield c, normalize(x)
 
-    vectors, labels = points(n)
-    queries, q_labels = points(n_queries)
+    def points(self, rng: np.random.Generator, m: int) -> tuple[np.ndarray, np.ndarray]:
+        parts = list(self.blocks(rng, m))
+        return np.vstack([x for _, x in parts]), np.concatenate([c for c, _ in parts])
+
+
+def synthetic(n: int, n_queries: int, seed: int = 0) -> dict:
+    """n points of a `Mixture` plus n_queries fresh ones, with captions of topic and random words."""
+    rng = np.random.default_rng(seed)
+    mixture = Mixture.draw(rng)
+    vocab = np.array([f"w{i}" for i in range(5000)])
+    vectors, labels = mixture.points(rng, n)
+    queries, q_labels = mixture.points(rng, n_queries)
     common = rng.zipf(1.3, (n, 6)) % len(vocab)
+    topics = mixture.topics
     captions = [" ".join(vocab[np.r_[topics[c][:2], common[i]]]) for i, c in enumerate(labels)]
     texts = [" ".join(vocab[topics[c][:2]]) for c in q_labels]
     return {"vectors": vectors, "queries": queries, "captions": captions, "labels": [f"c{c}" for c in labels],
