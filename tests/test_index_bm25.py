@@ -89,3 +89,26 @@ def test_documents_added_after_the_postings_score_as_in_a_fresh_build():
     reference = BM25Okapi([tokenize(docs[i]) for i in keep]).get_scores(tokenize("zebra boat"))
     order = np.argsort(inc.doc_rids)
     np.testing.assert_allclose(inc.scores("zebra boat")[order], reference, rtol=1e-9, atol=1e-12)
+
+
+def test_one_document_adds_grow_in_place_and_equal_one_bulk_add(tmp_path):
+    """A POST /items adds one document: the arrays grow into spare capacity (no copy of the index
+    per add) and the result is the same index, scores and file as one bulk add."""
+    docs = corpus(150, seed=4)
+    bulk, one_by_one = BM25Index(), BM25Index()
+    bulk.add(np.arange(len(docs)), docs)
+    moves, where = 0, None
+    for rid, doc in enumerate(docs):
+        one_by_one.add([rid], [doc])
+        address = one_by_one.terms.__array_interface__["data"][0]
+        moves, where = moves + (address != where), address
+    assert moves < 12  # capacity doubles: a handful of reallocations for ~1,000 pairs, not one per add
+    for name in ("doc_rids", "doc_len", "doc_nterms", "terms", "tfs"):
+        np.testing.assert_array_equal(getattr(one_by_one, name), getattr(bulk, name))
+    np.testing.assert_allclose(one_by_one.scores("boat harbor"), bulk.scores("boat harbor"))
+    one_by_one.remove([3, 77])
+    one_by_one.add([500], ["lighthouse on a river bridge"])
+    one_by_one.save(tmp_path / "bm25.npz")
+    loaded = BM25Index.load(tmp_path / "bm25.npz")
+    assert list(loaded.search("lighthouse", 3)[0]) == [500]
+    assert 3 not in loaded.doc_rids and len(loaded.doc_len) == len(docs) - 1
