@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
+from rsrag.encoders.rs_lite import DEFAULT_WEIGHTS
 from rsrag.encoders.weights import weights_path
 from rsrag.metrics.caption import score_captions
 from rsrag.imageio import ImageLoadError
@@ -21,7 +22,7 @@ from rsrag.models.captioner.memory import consensus_caption, top_k
 from rsrag.models.captioner.model import CaptionerConfig, CaptionModel
 from rsrag.models.captioner.vocab import Vocab
 
-needs_encoder = pytest.mark.skipif(not weights_path("rs-lite-lite0").exists(), reason="rs-lite weights not trained")
+needs_encoder = pytest.mark.skipif(not weights_path(DEFAULT_WEIGHTS).exists(), reason="rs-lite weights not trained")
 needs_java = pytest.mark.skipif(shutil.which("java") is None, reason="the COCO toolkit's PTB tokenizer and METEOR need Java")
 
 HYP = "the cat sat on the mat"
@@ -122,7 +123,7 @@ def test_incremental_decoding_matches_full_pass_and_beam_is_sane():
 def tiny_run(tmp_path_factory, data_root):
     from rsrag.models.captioner.training import CaptionerTrainConfig, train_captioner
 
-    if not weights_path("rs-lite-lite0").exists():
+    if not weights_path(DEFAULT_WEIGHTS).exists():
         pytest.skip("rs-lite weights not trained")
     torch.set_num_threads(min(2, torch.get_num_threads()))
     path = tmp_path_factory.mktemp("captioner") / "tiny.safetensors"

@@ -17,12 +17,12 @@ TESTS = Path(__file__).resolve().parent
 
 def _encoder_for_notebook() -> str:
     """rs-lite, the default, whenever its committed weights are present (they are in a checkout)."""
-    from rsrag.encoders.rs_lite import weights_path
+    from rsrag.encoders.rs_lite import DEFAULT_WEIGHTS, weights_path
 
     name = os.environ.get("RSRAG_QUICKSTART_ENCODER")
     if name:
         return name
-    return "rs-lite" if weights_path("rs-lite-lite0").exists() else "test-hash"
+    return "rs-lite" if weights_path(DEFAULT_WEIGHTS).exists() else "test-hash"
 
 
 def test_quickstart_notebook_runs(tmp_path, monkeypatch, data_root):

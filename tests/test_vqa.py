@@ -14,6 +14,7 @@ from rsrag.data import ImageRecord
 from rsrag.imageio import ImageLoadError
 from rsrag.models.vqa import VQAAnswer, load_vqa
 from rsrag.models.vqa.dataset import class_mention_rates, generate_items
+from rsrag.encoders.rs_lite import DEFAULT_WEIGHTS
 from rsrag.encoders.weights import weights_path
 from rsrag.models.vqa.questions import (
     answer_vocabulary,
@@ -111,7 +112,7 @@ def test_real_splits_disjoint_and_reproducible(data_root):
 def encoder():
     from rsrag.encoders.rs_lite import RSLiteEncoder
 
-    if not weights_path("rs-lite-lite0").exists():
+    if not weights_path(DEFAULT_WEIGHTS).exists():
         pytest.skip("rs-lite weights not trained")
     return RSLiteEncoder(runtime="torch", device="cpu")
 

@@ -18,9 +18,9 @@ import torch.nn.functional as F
 from rsrag.data import ImageRecord
 from rsrag.encoders.base import ImageInput
 from rsrag.encoders.features import cache_trunk_features
-from rsrag.encoders.rs_lite import RSLiteImageModel, load_image_parts, read_weights
+from rsrag.encoders.rs_lite import DEFAULT_WEIGHTS, RSLiteImageModel, load_image_parts, read_weights
 
-ENCODER_WEIGHTS = "rs-lite-lite0"
+ENCODER_WEIGHTS = DEFAULT_WEIGHTS  # a new captioner trains on the default rs-lite; a saved one names its own
 
 
 @dataclass

@@ -30,6 +30,7 @@ from torch import nn
 
 from rsrag.encoders import weights as store
 from rsrag.encoders.base import ImageInput
+from rsrag.encoders.rs_lite import DEFAULT_WEIGHTS
 from rsrag.imageio import load_image
 from rsrag.models.vqa.questions import QUESTION_TYPES, question_fits_type
 
@@ -50,7 +51,7 @@ class VQAConfig:
     question_dim: int = 512
     hidden: int = 512
     dropout: float = 0.3
-    encoder: str = "rs-lite-lite0"
+    encoder: str = DEFAULT_WEIGHTS
 
 
 @dataclass

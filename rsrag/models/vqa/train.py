@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from rsrag.encoders.rs_lite import DEFAULT_WEIGHTS
 from rsrag.encoders.weights import run_card
 from rsrag.models.fitting import EarlyStopping
 from rsrag.models.vqa.dataset import DATASETS, VQAItem, build_vqa, counts_by_type
@@ -42,7 +43,7 @@ OUT_OF_SCOPE = (
 class VQATrainConfig:
     """Everything that determines a training run; written into the weights card."""
 
-    encoder: str = "rs-lite-lite0"
+    encoder: str = DEFAULT_WEIGHTS
     datasets: tuple[str, ...] = DATASETS
     hidden: int = 512
     dropout: float = 0.3
