@@ -9,10 +9,10 @@ top-10 by brute force as ground truth. `--quick`: 100k vectors, two configs, und
 
 Nothing holds all the vectors in RAM, so the run scales past memory (10M x 512-d float32 = 20 GB):
 `generate` makes search.synthetic's points (the same `Mixture`, draws and arithmetic, so the same
-vectors) 50,000 at a time and appends them to a raw float32
-file in `--work-dir` (default a temporary folder); the ground truth is a brute-force pass over that
-file 250,000 rows at a time keeping a running top 10; the LanceDB records table (`RecordStore`) is
-written from it 2^20 rows (one full Lance fragment) at a time and compacted; per index config (`nlist`, PQ `m`, `opq`) one
+vectors) 50,000 at a time and appends them to a raw float32 file in `--work-dir` (default a
+temporary folder); the ground truth is a brute-force pass over that file 250,000 rows at a time
+keeping a running top 10; the LanceDB records table (`RecordStore`) is written from it 2^20 rows (one
+full Lance fragment) at a time and compacted; per index config (`nlist`, PQ `m`, `opq`) one
 FAISS IVF-PQ index (inner product) is built through `AnnIndex.build`, which trains on a bounded
 sample and adds the file in chunks. Then for every `nprobe` x `rerank` (candidates re-scored
 exactly; 0 = the PQ scores alone), single queries at k=10, interleaved in random order:

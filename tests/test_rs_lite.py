@@ -13,7 +13,8 @@ from rsrag.encoders import rs_lite
 from rsrag.encoders.rs_lite import RSLiteConfig, weights_path
 from rsrag.imageio import ImageLoadError
 
-pytestmark = pytest.mark.skipif(not weights_path(rs_lite.DEFAULT_WEIGHTS).exists(), reason="rs-lite weights not trained")
+pytestmark = pytest.mark.skipif(not weights_path(rs_lite.DEFAULT_WEIGHTS).exists(),
+                                reason="rs-lite weights not trained")
 
 
 @pytest.fixture(scope="module")

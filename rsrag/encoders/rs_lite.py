@@ -51,7 +51,8 @@ TEXT_PRECISIONS = ("fp32", "int8")
 #: configs `rs-lite-v1`, `rs-lite-v2`) and indexes built with them reopen with them
 DEFAULT_WEIGHTS = "rs-lite-lite0-v2"
 RETIRED_WEIGHTS: tuple[str, ...] = ("rs-lite-lite0",)
-MEMORY = "rs-lite-lite0-v2.memory"  # the committed pair memory of the default weights (`rsrag train memory`), used by `rs-lite-mem`
+#: the committed pair memory of the default weights (`rsrag train memory`), used by `rs-lite-mem`
+MEMORY = "rs-lite-lite0-v2.memory"
 
 
 @dataclass(frozen=True)

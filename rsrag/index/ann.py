@@ -44,8 +44,8 @@ Threads: a search of a few queries runs FAISS on `RSRAG_SEARCH_THREADS` OpenMP t
 vectors took 24 ms with 2 threads (the second thread waits for a busy core) and 0.7 ms with one;
 IVF queries and batches are unaffected. An add of a few rows (a `POST /items`) runs like a few
 queries (7 ms for one IVF add at 300k records on all threads of a busy machine); builds, large adds
-and batch searches use FAISS' default (every core, or `OMP_NUM_THREADS`). OpenMP keeps the thread count per calling thread, so `use_threads`
-changes it only when the kind of work changes: a run of single queries sets it once, not around
+and batch searches use FAISS' default (every core, or `OMP_NUM_THREADS`). OpenMP keeps the thread
+count per calling thread, so `use_threads` changes it only when the kind of work changes: a run of single queries sets it once, not around
 every call, and other threads (a server's other workers, the caller's own FAISS work elsewhere)
 keep theirs. A thread that searched is left at the search setting afterwards.
 

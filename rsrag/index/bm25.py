@@ -77,7 +77,7 @@ class GrowingArray:
 
 class GrowingColumn:
     """A class attribute backed by a `GrowingArray` per instance: reading gives its filled part,
-    assigning an array replaces it, `append(obj, values)` extends it in place."""
+    assigning an array replaces it, `append(obj, values)` (via `BM25Index._append`) extends it."""
 
     def __set_name__(self, owner: type, name: str) -> None:
         self.name = name
@@ -131,12 +131,10 @@ class BM25Index:
         n_docs, n_vocab = len(texts), max(len(self.vocab), 1)
         doc = np.repeat(np.arange(n_docs, dtype=np.int64), lens)
         pairs, tfs = np.unique(doc * n_vocab + np.asarray(flat, np.int64), return_counts=True)  # by doc, then term
-        BM25Index.doc_rids.append(self, np.asarray(rids, np.int64))
-        BM25Index.doc_len.append(self, np.asarray(lens, np.int64))
-        BM25Index.doc_nterms.append(self, np.bincount(pairs // n_vocab, minlength=n_docs))
         new_terms = (pairs % n_vocab).astype(np.int32)
-        BM25Index.terms.append(self, new_terms)
-        BM25Index.tfs.append(self, tfs.astype(np.int32))
+        self._append(doc_rids=np.asarray(rids, np.int64), doc_len=np.asarray(lens, np.int64),
+                     doc_nterms=np.bincount(pairs // n_vocab, minlength=n_docs), terms=new_terms,
+                     tfs=tfs.astype(np.int32))
         if self._df is not None:
             self._df = np.bincount(new_terms, minlength=len(self.vocab)) + np.pad(self._df, (0, len(self.vocab) - len(self._df)))
         self._stats = None
@@ -160,6 +158,11 @@ class BM25Index:
         self.doc_rids, self.doc_len, self.doc_nterms = self.doc_rids[keep], self.doc_len[keep], self.doc_nterms[keep]
         self._post = self._stats = None
         return int(gone.sum())
+
+    def _append(self, **columns: np.ndarray) -> None:
+        """Extend the named `GrowingColumn`s in place."""
+        for name, values in columns.items():
+            getattr(type(self), name).append(self, values)
 
     def _term_id(self, term: str) -> int:
         tid = self.vocab.get(term)
