@@ -146,6 +146,27 @@ def test_store_fetches_vectors_by_rid(tmp_path):
     assert list(got) == [rids[7]]
 
 
+def test_store_fetch_follows_deletes_upserts_and_compaction(tmp_path):
+    """Rows are read by position: after deletes in the middle, an upsert (a new rid at the end) and a
+    compaction that rewrites the fragments, every rid must still get its own vector."""
+    vectors = clustered(600, 5)
+    lib = Library.create(tmp_path / "indexes", "s", encoder=HashEncoder())
+    for start in range(0, 600, 200):  # three fragments
+        lib.add_embedded([ImageRecord(f"r{i}", None, None, None, []) for i in range(start, start + 200)],
+                         vectors[start:start + 200])
+    lib.delete([f"r{i}" for i in range(150, 260)])
+    moved = clustered(1, 6)[0]
+    lib.add_embedded([ImageRecord("r10", None, None, None, [])], moved[None], upsert=True)
+    expected = {rid: vec for rid, vec in zip(*lib.store.vectors())}
+    assert np.array_equal(expected[max(expected)], moved) and len(expected) == 490
+    for step in ("written", "compacted"):
+        wanted = np.array(sorted(expected))[::-7][::-1]
+        got, vecs = lib.store.vectors_for_rids(wanted[::-1])
+        assert list(got) == list(wanted), step
+        assert np.array_equal(vecs, np.stack([expected[r] for r in got])), step
+        lib.compact()
+
+
 @pytest.mark.parametrize("n, budget, kind", [
     (10_000, "1GB", "flat"),
     (1_000_000, "4GB", "ivf"),
@@ -202,3 +223,17 @@ def test_cli_memory_budget(tmp_path):
     both = runner.invoke(cli, ["index", "build", str(source), "--name", "d", "--root", str(root),
                                "--encoder", "test-hash", "--memory-budget", "1GB", "--index-type", "ivf"])
     assert both.exit_code == 2 and "leave out --index-type" in both.output
+
+
+def test_a_small_ivfpq_index_is_exact_until_it_can_train_its_codes(tmp_path):
+    """PQ needs 2^nbits training vectors per code book; a requested ivfpq index starts flat (exact)
+    instead of failing the first small write, and turns ivfpq as it passes that size."""
+    vectors = clustered(400, 7)
+    lib = Library.create(tmp_path / "indexes", "small", encoder=HashEncoder(), index_type="ivfpq:m=8,rerank=50")
+    lib.add_embedded([ImageRecord(f"r{i}", None, None, None, []) for i in range(30)], vectors[:30])
+    assert lib.manifest["index"]["type"] == "flat"
+    assert lib.search_vector(vectors[4], 1)[0].id == "r4"
+    lib.add_embedded([ImageRecord(f"r{i}", None, None, None, []) for i in range(30, 400)], vectors[30:])
+    assert lib.manifest["index"]["type"] == "ivfpq" and lib.manifest["index"]["requested"].startswith("ivfpq")
+    assert lib.search_vector(vectors[300], 1)[0].id == "r300"
+    assert_consistent(lib)

@@ -171,3 +171,19 @@ def test_a_sharded_index_on_the_bucket_equals_the_unsharded_one(s3_root):
     assert isinstance(sharded, ShardedLibrary) and sharded.count() == 60
     for query in rng.standard_normal((5, 64)).astype(np.float32):
         assert ids(sharded.search_vector(query, 7)) == ids(plain.search_vector(query, 7))
+
+
+def test_a_compressed_index_reranks_from_the_bucket(s3_root):
+    """IVF-PQ on the bucket: its exact re-rank reads the candidates' vectors from the Lance dataset
+    on the object store, so the scores are true cosines and the best hit is the query's own record."""
+    vectors = np.random.default_rng(3).standard_normal((300, HashEncoder.dim)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    lib = Library.create(s3_root, "pq", encoder=HashEncoder(), index_type="ivfpq:nlist=4,m=8,nprobe=4,rerank=50")
+    lib.add_embedded([ImageRecord(f"v{i}", None, None, None, []) for i in range(300)], vectors)
+    reopened = Library.open(s3_root, "pq", encoder=HashEncoder())
+    assert reopened.manifest["index"]["type"] == "ivfpq"
+    hits = reopened.search_vector(vectors[5], 3)
+    assert hits[0].id == "v5" and hits[0].score == pytest.approx(1.0, abs=1e-5)
+    rids, stored = reopened.store.vectors()
+    got, fetched = reopened.store.vectors_for_rids(rids[[9, 2, 5]])
+    assert list(got) == list(rids[[2, 5, 9]]) and np.array_equal(fetched, stored[[2, 5, 9]])

@@ -30,7 +30,8 @@ Index types (`IndexSpec`; the string form `"ivf:nlist=1024,nprobe=32"` is what `
   (recall@10 0.71 vs 0.60 without re-rank, 0.973 vs 0.959 with 100 candidates, 0.973 vs 0.977 with
   200), IP scans faster (0.36 vs 0.52 ms). With 200 candidates they are equal; L2 with 100 would
   halve the re-rank fetch, the dominant cost, for that table's memory: a possible next step.
-  Trained on at most max(40*nlist, 16384) vectors; PQ k-means 10 rounds on <= 64 points per code word; no
+  Below 2^nbits vectors (256), too few to train the codes, an ivfpq index is exact (flat) and
+  becomes ivfpq once the collection has that many. Trained on at most max(40*nlist, 16384) vectors; PQ k-means 10 rounds on <= 64 points per code word; no
   polysemous training (FAISS' factory default, unused here, and most of the build time). Deletes
   are real (`remove_ids`). bench/scale.py measures memory, recall and latency against raw FAISS.
 
@@ -140,6 +141,8 @@ class IndexSpec:
 
             return choose(n, dim, self.params.get("budget")).spec
         params = dict(self.params)
+        if self.kind == "ivfpq" and n < 2 ** params.get("nbits", 8):
+            return IndexSpec("flat")  # too few vectors to train the codes: exact until there are enough
         if self.kind in ("ivf", "ivfpq"):
             nlist = params.get("nlist") or min(16384, max(64, 2 ** round(math.log2(math.sqrt(max(n, 1))))))
             nlist = max(1, min(nlist, n // 4 or 1))  # k-means needs several points per list
@@ -360,11 +363,12 @@ class AnnIndex:
 
     def needs_rebuild(self, requested: IndexSpec, n: int) -> bool:
         """Whether the index type or its training no longer suits n live vectors under the requested
-        spec (see module doc): only `auto` changes type or retrains as the collection grows."""
+        spec (see module doc): only `auto` changes type or retrains as the collection grows; an
+        explicit type changes only from the flat index a small ivfpq starts as."""
         if self.spec.kind == "hnsw" and len(self.tombstones) > 0.1 * max(self.index.ntotal, 1):
             return True
         if requested.kind != "auto":
-            return False
+            return requested.resolve(n, self.dim).kind != self.spec.kind
         wanted = requested.resolve(n, self.dim).kind
         if wanted != self.spec.kind:
             return True

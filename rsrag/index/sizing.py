@@ -84,8 +84,11 @@ class Choice:
 
 
 def _pq_options(n: int, dim: int) -> list[IndexSpec]:
-    """ivfpq specs from the default (most sub-quantisers, best recall) down to 8 sub-quantisers."""
+    """ivfpq specs from the default (most sub-quantisers, best recall) down to 8 sub-quantisers; none
+    for a collection too small to train PQ codes (it resolves to flat)."""
     best = IndexSpec("ivfpq").resolve(n, dim)
+    if best.kind != "ivfpq":
+        return []
     ms = [m for m in range(best.params["m"], 0, -1) if dim % m == 0 and m >= min(8, best.params["m"])]
     return [IndexSpec("ivfpq", best.params | {"m": m}) for m in ms]
 
@@ -114,6 +117,7 @@ def choose(n: int, dim: int, budget: int | None = None) -> Choice:
                                     f"{human(sizes['ivf'])}, so they stay on disk and the top "
                                     f"{pq.params['rerank']} candidates are re-ranked exactly from "
                                     f"there; {pq.params['m']} code bytes per vector need {human(size)}")
-    least = index_bytes(pqs[-1], n, dim)
-    raise BudgetError(f"no index fits a memory budget of {human(budget)} for {seen}; the smallest, {pqs[-1]}, "
+    smallest = pqs[-1] if pqs else flat
+    least = index_bytes(smallest, n, dim)
+    raise BudgetError(f"no index fits a memory budget of {human(budget)} for {seen}; the smallest, {smallest}, "
                       f"needs {human(least)}: raise the budget to at least that")
