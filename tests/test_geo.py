@@ -606,3 +606,29 @@ def test_footprints_are_stored_as_wkb_from_any_form(tmp_path):
     bad[0].metadata["footprint"] = "not a polygon"
     with pytest.raises(RecordError, match="footprint"):
         lib.add(bad)
+
+
+def test_the_stretch_table_equals_the_stretch_arithmetic():
+    """16-bit values are stretched through a look-up table; it must give the float arithmetic's bytes,
+    the invalid pixels included (0), for ordinary and degenerate (hi == lo) bands."""
+    from rsrag.geo.scene import Stretch
+
+    stretch = Stretch((120.0, 0.0, 500.5), (3100.0, 65535.0, 500.5))
+    values = np.random.default_rng(2).integers(0, 65536, (3, 40, 50)).astype(np.uint16)
+    values[:, 0, :4] = [[0, 119, 120, 65535]] * 3
+    valid = np.random.default_rng(3).random((40, 50)) > 0.1
+    looked_up = stretch.planar(values, valid)
+    computed = stretch.planar(values.astype(np.float32), valid)
+    assert looked_up.dtype == np.uint8 and np.array_equal(looked_up, computed)
+    assert np.array_equal(stretch.apply(values, valid), looked_up.transpose(1, 2, 0))
+    assert looked_up[0, 0, :4].tolist() == [0, 0, 0, 255] and not looked_up[:, ~valid].any()
+
+
+def test_planar_strips_equal_interleaved_chips(tmp_path):
+    data = gradient(4, 150, 300, seed=6)
+    scene = open_scene(write_tif(tmp_path / "planar.tif", data, nodata=0, tiled=True))
+    windows = [(c, 0, 64, 64) for c in (0, 64, 128, 192, 256)]
+    with SceneReader(scene, scene.pick([3, 2, 1])) as reader:
+        for (chw, valid), (hwc, hwc_valid) in zip(reader.read_many(windows, 64, planar=True),
+                                                  reader.read_many(windows, 64)):
+            assert chw.shape == (3, 64, 64) and np.array_equal(chw.transpose(1, 2, 0), hwc) and valid == hwc_valid

@@ -45,9 +45,17 @@ class Preprocess:
         needed (scene chips are read at the model's size)."""
         if rgb.shape[:2] != (self.size, self.size):
             return self.to_array(Image.fromarray(rgb))
+        return self.from_planar(rgb.transpose(2, 0, 1))
+
+    def from_planar(self, bands: np.ndarray) -> np.ndarray:
+        """(3, h, w) uint8, any strides -> the same input as `to_array` (scene chips as
+        `SceneReader.read_many(..., planar=True)` gives them), resized through PIL when not at the
+        model's size."""
+        if bands.shape[1:] != (self.size, self.size):
+            return self.to_array(Image.fromarray(np.ascontiguousarray(bands.transpose(1, 2, 0))))
         out = np.empty((3, self.size, self.size), np.float32)
         for c in range(3):
-            np.multiply(rgb[:, :, c], 1.0 / (255.0 * self.std[c]), out=out[c], casting="unsafe")
+            np.multiply(bands[c], 1.0 / (255.0 * self.std[c]), out=out[c], casting="unsafe")
             out[c] -= self.mean[c] / self.std[c]
         return out
 

@@ -18,6 +18,7 @@ and compare as times.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import dataclass, field
@@ -320,18 +321,39 @@ class Stretch:
 
     def apply(self, stack: np.ndarray, valid: np.ndarray) -> np.ndarray:
         """(3, h, w) raw values -> (h, w, 3) uint8; invalid pixels are 0."""
+        return np.ascontiguousarray(self.planar(stack, valid).transpose(1, 2, 0))
+
+    def planar(self, stack: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        """(3, h, w) raw values -> (3, h, w) uint8 (the layout a model takes); invalid pixels are 0.
+        8- and 16-bit unsigned values go through a per-band look-up table (`_table`), 5x cheaper than
+        the float arithmetic, with the same result: the table holds that arithmetic's output."""
         if self.lows is None or self.highs is None:
             out = np.clip(stack, 0, 255).astype(np.uint8)
+        elif stack.dtype in (np.uint8, np.uint16):
+            table = self._table
+            out = np.empty(stack.shape, np.uint8)
+            for c in range(len(stack)):
+                np.take(table[c], stack[c], out=out[c])
         else:
-            lows = np.asarray(self.lows, np.float32)[:, None, None]
-            span = np.asarray(self.highs, np.float32)[:, None, None] - lows
-            scale = np.divide(np.float32(255.0), span, out=np.zeros_like(span), where=span > 0)
-            band = (stack.astype(np.float32, copy=False) - lows) * scale  # one pass over all bands
-            np.clip(band, 0.0, 255.0, out=band)  # +-inf are clipped; NaN (no data) stays NaN ...
-            band[np.isnan(band)] = 0.0  # ... and becomes 0
-            out = band.astype(np.uint8)
+            out = self._scaled(stack)
         out[:, ~valid] = 0
-        return np.ascontiguousarray(out.transpose(1, 2, 0))
+        return out
+
+    def _scaled(self, stack: np.ndarray) -> np.ndarray:
+        """The stretch as float arithmetic: (value - lo) * 255 / (hi - lo), clipped, NaN -> 0."""
+        lows = np.asarray(self.lows, np.float32)[:, None, None]
+        span = np.asarray(self.highs, np.float32)[:, None, None] - lows
+        scale = np.divide(np.float32(255.0), span, out=np.zeros_like(span), where=span > 0)
+        band = (stack.astype(np.float32, copy=False) - lows) * scale  # one pass over all bands
+        np.clip(band, 0.0, 255.0, out=band)  # +-inf are clipped; NaN (no data) stays NaN ...
+        band[np.isnan(band)] = 0.0  # ... and becomes 0
+        return band.astype(np.uint8)
+
+    @functools.cached_property
+    def _table(self) -> np.ndarray:
+        """(bands, 65536) uint8: `_scaled` of every 16-bit value, per band."""
+        values = np.broadcast_to(np.arange(65536, dtype=np.float32), (len(self.lows), 1, 65536))
+        return self._scaled(values)[:, 0]
 
 
 class SceneReader:
@@ -361,7 +383,9 @@ class SceneReader:
 
     def read_raw(self, window: tuple[int, int, int, int], out_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
         """The three bands over `window` (col_off, row_off, width, height of the reference grid), decimated
-        to `out_size` (width, height): ((3, h, w) float32 values, (h, w) bool valid mask)."""
+        to `out_size` (width, height): ((3, h, w) values, (h, w) bool valid mask). Values are uint16
+        when every band is 8- or 16-bit unsigned (most optical scenes: the stretch then looks them up
+        in a table), else float32."""
         from rasterio.enums import Resampling
         from rasterio.errors import RasterioIOError
         from rasterio.windows import Window, from_bounds
@@ -370,7 +394,7 @@ class SceneReader:
         col, row, width, height = window
         out_w, out_h = out_size
         ref = Window(col, row, width, height)
-        stack = np.empty((3, out_h, out_w), np.float32)
+        reads: list[tuple[list[int], np.ndarray]] = []  # (stack channels, their values) per band read
         invalid = np.ones((out_h, out_w), bool)  # a pixel is nodata when every band says so
         shrink = width > out_w or height > out_h
         resampling = Resampling.average if shrink else Resampling.bilinear
@@ -393,10 +417,9 @@ class SceneReader:
             unique = list(dict.fromkeys(indexes))
             try:
                 values = ds.read(unique, window=win, out_shape=(len(unique), out_h, out_w), boundless=outside,
-                                 fill_value=ds.nodata if ds.nodata is not None else 0,
-                                 resampling=resampling).astype(np.float32, copy=False)
+                                 fill_value=ds.nodata if ds.nodata is not None else 0, resampling=resampling)
                 for k, index in enumerate(unique):
-                    mask = ~np.isfinite(values[k])
+                    mask = ~np.isfinite(values[k]) if values.dtype.kind == "f" else np.zeros((out_h, out_w), bool)
                     if ds.nodata is not None and np.isfinite(ds.nodata):
                         mask |= values[k] == np.float32(ds.nodata)
                     if _has_mask_band(ds, index):  # an internal mask or alpha band
@@ -404,14 +427,16 @@ class SceneReader:
                                               resampling=Resampling.nearest) == 0
                     elif outside:  # the fill beyond the edge is nodata even without a nodata value
                         mask |= _outside_mask(win, ds, (out_h, out_w))
-                    for c, i in zip(channels, indexes):
-                        if i == index:
-                            stack[c] = values[k]
-                            invalid &= mask
+                    reads.append(([c for c, i in zip(channels, indexes) if i == index], values[k]))
+                    invalid &= mask
             except (RasterioIOError, ValueError) as exc:
                 names = ", ".join(str(self.bands[c].name or self.bands[c].index) for c in channels)
                 raise SceneError(f"{self.scene.source}: cannot read window {window} of band(s) "
                                  f"{names} ({exc})") from None
+        small = all(values.dtype in (np.uint8, np.uint16) for _, values in reads)
+        stack = np.empty((3, out_h, out_w), np.uint16 if small else np.float32)
+        for channels, values in reads:
+            stack[channels] = values
         return stack, ~invalid
 
     def read(self, window: tuple[int, int, int, int], out_size: tuple[int, int]) -> tuple[np.ndarray, float]:
@@ -419,12 +444,14 @@ class SceneReader:
         stack, valid = self.read_raw(window, out_size)
         return self.stretch.apply(stack, valid), float(valid.mean()) if valid.size else 0.0
 
-    def read_many(self, windows: Sequence[tuple[int, int, int, int]], size: int
+    def read_many(self, windows: Sequence[tuple[int, int, int, int]], size: int, *, planar: bool = False
                   ) -> Iterator[tuple[np.ndarray, float] | SceneError]:
         """`read(window, (size, size))` for each window, in order, but side-by-side windows of one row are
         read as one strip and cut apart: one GDAL call, one stretch and one mask per strip instead of per
         chip, which is most of the reading cost of a tiled scene. A strip that fails is retried chip by
-        chip, so a corrupt tile costs only its own chips; such a chip yields its SceneError."""
+        chip, so a corrupt tile costs only its own chips; such a chip yields its SceneError.
+        `planar`: images as (3, size, size) views of the strip, the layout a model takes, instead of
+        (size, size, 3) copies (no interleaving and back: index building reads this way)."""
         i = 0
         while i < len(windows):
             col0, row0, width, height = windows[i]
@@ -442,25 +469,24 @@ class SceneReader:
             if len(strip) > 1:
                 span = strip[-1][0] + width - col0
                 try:
-                    image, valid = self._strip((col0, row0, span, height), (offsets[-1] + size, size))
+                    stack, valid = self.read_raw((col0, row0, span, height), (offsets[-1] + size, size))
                 except SceneError:
-                    image = None
-                if image is not None:
+                    stack = None
+                if stack is not None:
+                    image = self.stretch.planar(stack, valid)
                     for offset in offsets:
-                        part = valid[:, offset:offset + size]
-                        yield np.ascontiguousarray(image[:, offset:offset + size]), float(part.mean())
+                        part = image[:, :, offset:offset + size]
+                        chip = part if planar else np.ascontiguousarray(part.transpose(1, 2, 0))
+                        yield chip, float(valid[:, offset:offset + size].mean())
                     i = j
                     continue
             for window in strip:
                 try:
-                    yield self.read(window, (size, size))
+                    image, valid = self.read(window, (size, size))
+                    yield (np.ascontiguousarray(image.transpose(2, 0, 1)) if planar else image), valid
                 except SceneError as exc:
                     yield exc
             i = j
-
-    def _strip(self, window: tuple[int, int, int, int], out_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-        stack, valid = self.read_raw(window, out_size)
-        return self.stretch.apply(stack, valid), valid
 
 
 def _has_mask_band(ds, index: int) -> bool:
