@@ -18,7 +18,7 @@ sample and adds the file in chunks. Then for every `nprobe` x `rerank` (candidat
 exactly; 0 = the PQ scores alone), single queries at k=10, interleaved in random order:
 
 - `rsrag`: `AnnIndex.search(q, 10, vectors_for=store.vectors_for_rids)`: the FAISS search, then the
-  candidates' float32 vectors read from LanceDB by row id and re-scored;
+  candidates' float32 vectors read from the Lance dataset by position and re-scored;
 - `faiss`: the same FAISS index searched directly (`index.search`), the same candidates re-ranked
   with numpy from the vectors file through a memory map: the floor. Both paths read the vectors
   from disk or the page cache, not from process memory.
@@ -33,26 +33,20 @@ with plain reads in the sequential passes, so the RSS is memory the run needs, n
 table is printed, JSON goes to `results_dir()/bench_scale.json`. `met_target` checks recall@10 >=
 0.95, p50 < 20 ms and the structure < 1.5 GB for each rsrag row.
 
-Measured on a 2-core machine busy with other work (both niced runs, `--quick` and the one below at 1M):
+Measured on this project's 2-core, 24 GiB machine (2026-12-02; README "Scale" has the tables):
 
-    n     generate  truth  store  build (config)          peak RSS  disk (file + table)
-    100k     3.7 s  1.2 s  1.6 s  21.4 s (nlist=256,m=32)  1.6 GB   0.2 + 0.2 GB
-    1M      30.4 s 10.7 s 26.9 s  75.0 s (nlist=1024,m=64) 2.7 GB   2.0 + 4.1 GB
-    1M nlist=1024,m=64 nprobe=32 rerank=200: recall@10 0.970 (rsrag and faiss), p50 15.9 ms rsrag, 2.6 ms faiss
+    python bench/scale.py                       # 1M: opq=0 / opq=1 x nprobe 8,16,32 x rerank 0,100,200
+    python bench/scale.py --sizes 10000000 --configs "nlist=4096,m=64,opq=1;nlist=2048,m=64,opq=1" \
+        --nprobe 32,64 --rerank 0,100,200 --work-dir /path/with/45GB/free
 
-10M (to be run on a machine with 24 GiB RAM, 2 cores and ~65 GB free disk):
+    n    generate  truth  store  build                          peak RSS  disk (file + table)
+    1M     35.7 s  9.7 s  23.5 s  55 s (opq=0), 183 s (opq=1)     6.2 GB    2.0 + 2.1 GB
+    10M   352 s   82 s   176 s   922 s (nlist 4096, opq=1),      10.0 GB   20.5 + 20.7 GB
+                                 685 s (nlist 2048, opq=1)
 
-    python bench/scale.py --sizes 10000000 --configs "nlist=4096,m=64" --nprobe 32,64 --rerank 200 \
-        --work-dir /path/with/65GB/free
-
-Estimate, extrapolated linearly from the 1M phase rates above (an estimate, not a measurement):
-generate ~5 min, ground truth ~2 min plus reading 20 GB from disk (the file and table together
-outgrow the page cache), LanceDB table ~5 min, IVF-PQ build ~15 min at nlist 1024 (adding is
-linear in n; nlist 4096 trains on 4x the sample and assigns against 4x the centroids, so allow
-~30 min), about 30-60 min before the first search row. Disk: 20.5 GB vectors file + ~41 GB table
-(compaction rewrites the fragments, and the old files are only removed after an hour) = ~62 GB.
-RAM: the chunked phases stay near the 1M figures (~2 GB); on top come the index (10M x 72 B codes
-and ids = 0.7 GB), the rid -> row id map (160 MB) and the labels (80 MB): a peak of about 4-5 GB.
+The peak RSS is set while writing the table (Lance's write buffers for a 2^20-row fragment) and
+while training OPQ at 10M; the search rows themselves need the index (0.73 GB at 10M) and the
+rid -> position map (160 MB).
 """
 
 from __future__ import annotations
@@ -294,15 +288,15 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="100k vectors, two configs (a smoke run)")
     parser.add_argument("--sizes", default="1000000")
     parser.add_argument("--queries", type=int, default=200)
-    parser.add_argument("--configs", default="nlist=1024,m=64;nlist=1024,m=32",
-                        help="IVF-PQ configs, ';'-separated (nlist, m, nbits, opq)")
-    parser.add_argument("--nprobe", default="16,32")
-    parser.add_argument("--rerank", default="0,100,200,400")
+    parser.add_argument("--configs", default="nlist=1024,m=64,opq=0;nlist=1024,m=64,opq=1",
+                        help="IVF-PQ configs, ';'-separated (nlist, m, nbits, opq; unset ones take rsrag's defaults)")
+    parser.add_argument("--nprobe", default="8,16,32")
+    parser.add_argument("--rerank", default="0,100,200")
     parser.add_argument("--time-budget", type=float, default=1.0, help="seconds per timed loop (all queries run)")
     parser.add_argument("--work-dir", type=Path, default=None, help="where the vectors file and LanceDB table go (default: temp)")
     args = parser.parse_args()
     if args.quick:
-        args.sizes, args.configs = "100000", "nlist=256,m=32;nlist=256,m=64"
+        args.sizes, args.configs = "100000", "nlist=256,m=32,opq=0;nlist=256,m=64,opq=0"
         args.nprobe, args.rerank = "8,16", "0,50,100"
     args.nprobe = [int(v) for v in args.nprobe.split(",")]
     args.rerank = [int(v) for v in args.rerank.split(",")]
