@@ -32,11 +32,12 @@ names the key and the type):
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from datetime import date, datetime, timezone
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 os.environ.setdefault("LANCE_LOG", "error")  # not its INFO/WARN chatter ("No existing dataset ...") on stderr
 
@@ -169,6 +170,19 @@ def _vectors_of(table: pa.Table, dim: int) -> np.ndarray:
     return np.ascontiguousarray(col.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim), np.float32)
 
 
+def _moves_version(method: Callable) -> Callable:
+    """For the RecordStore methods that commit or check out: re-read the table's version once they
+    return (or fail), so `version` is a plain attribute read the rest of the time."""
+    @functools.wraps(method)
+    def wrapper(self: "RecordStore", *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            self._read_version()
+
+    return wrapper
+
+
 class RecordStore:
     """The `records` table of one index (created by the first `add`), in a local folder or on an
     object store (`storage.Storage`). `commits` counts the commits this object made, so its owner
@@ -180,7 +194,9 @@ class RecordStore:
         self.db = lancedb.connect(self.storage.lance_uri, storage_options=self.storage.lance_options or None)
         self.commits = 0
         self._rid_map: tuple | None = None  # (version, Lance dataset, sorted rids, positions): `vectors_for_rids`
+        self._schema: tuple | None = None  # (version, schema)
         self.table = self._open_committed()
+        self._read_version()
 
     def _open_committed(self):
         """The table, or None before its first commit: a build killed while LanceDB was writing the
@@ -197,8 +213,15 @@ class RecordStore:
     # ---- reading -------------------------------------------------------------------------------
     @property
     def version(self) -> int:
-        return self.table.version if self.table is not None else 0
+        """The version of the table this object reads. Only this object's own calls move it (LanceDB
+        re-reads a table only when asked), and each of them re-reads it (`_moves_version`): asking
+        LanceDB costs a round trip to its event loop, about 1 ms, and a write asked it nine times."""
+        return self._version
 
+    def _read_version(self) -> None:
+        self._version = self.table.version if self.table is not None else 0
+
+    @_moves_version
     def refresh(self) -> None:
         """See commits other processes made since this store was opened."""
         if self.table is None:
@@ -206,20 +229,25 @@ class RecordStore:
         else:
             self.table.checkout_latest()
 
+    @_moves_version
     def checkout(self, version: int) -> None:
         """Read the table as of `version` (a read-only view until `refresh`)."""
         if self.table is None:
             self.table = self._open_committed()
-        if self.table is not None and self.table.version != version:
+            self._read_version()
+        if self.table is not None and self._version != version:
             self.table.checkout(version)
 
     def count(self) -> int:
         return self.table.count_rows() if self.table is not None else 0
 
     def schema(self) -> pa.Schema:
+        """The table's schema, read from LanceDB once per version."""
         if self.table is None:
             return pa.schema([])
-        return self.table.schema
+        if self._schema is None or self._schema[0] != self.version:
+            self._schema = (self.version, self.table.schema)
+        return self._schema[1]
 
     def columns(self) -> list[str]:
         """Every filterable column (all but the vector); the core ones even before the first add."""
@@ -315,8 +343,11 @@ class RecordStore:
         existing = {f.name for f in self.schema()}
         new_cols = {name: types[name] for name in meta if name not in existing}
         if new_cols and self.table is not None:
-            self.table.add_columns({n: f"CAST(NULL AS {_SQL_TYPES[t]})" for n, t in new_cols.items()})
-            self.commits += 1
+            try:
+                self.table.add_columns({n: f"CAST(NULL AS {_SQL_TYPES[t]})" for n, t in new_cols.items()})
+                self.commits += 1
+            finally:
+                self._read_version()
         columns = {
             "rid": pa.array(np.asarray(rids, np.int64)),
             "id": pa.array([str(r.id) for r in records], pa.string()),
@@ -330,6 +361,7 @@ class RecordStore:
             columns[name] = pa.array([_fit(v, types[name], name) for v in values], type=types[name])
         return pa.table(columns)
 
+    @_moves_version
     def _create(self, rows: pa.Table) -> None:
         """The first commit; on an object store another writer may have made the table meanwhile."""
         try:
@@ -342,6 +374,7 @@ class RecordStore:
             return
         self.commits += 1
 
+    @_moves_version
     def add(self, rows: pa.Table) -> None:
         """Append rows whose ids are new (the caller checked, holding the writer lock) in one commit."""
         if self.table is None:
@@ -350,6 +383,7 @@ class RecordStore:
             self.table.add(rows)
             self.commits += 1
 
+    @_moves_version
     def insert_new(self, rows: pa.Table) -> None:
         """Insert the rows whose id is not in the table, in one commit: the form of `add` for writers
         without a shared lock (an object store), where another writer may have added the same id since
@@ -360,6 +394,7 @@ class RecordStore:
             self.table.merge_insert("id").when_not_matched_insert_all().execute(rows)
             self.commits += 1
 
+    @_moves_version
     def upsert(self, rows: pa.Table) -> None:
         """Insert or replace rows by id in one commit (merge-insert), so no reader sees a gap."""
         if self.table is None:
@@ -368,12 +403,14 @@ class RecordStore:
             self.table.merge_insert("id").when_matched_update_all().when_not_matched_insert_all().execute(rows)
             self.commits += 1
 
+    @_moves_version
     def delete(self, rids: np.ndarray) -> None:
         for start in range(0, len(rids), 5000):
             chunk = ", ".join(str(int(r)) for r in rids[start : start + 5000])
             self.table.delete(f"rid IN ({chunk})")
             self.commits += 1
 
+    @_moves_version
     def compact(self) -> None:
         """Merge the many small fragments a chunked build leaves (and drop versions > 1 h old), and
         index `id` and `path` once the table is large, so a small write's lookups stay cheap."""
