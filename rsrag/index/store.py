@@ -193,8 +193,8 @@ class RecordStore:
         self.dim = dim
         self.db = lancedb.connect(self.storage.lance_uri, storage_options=self.storage.lance_options or None)
         self.commits = 0
-        self._rid_map: tuple | None = None  # (version, Lance dataset, sorted rids, positions): `vectors_for_rids`
-        self._schema: tuple | None = None  # (version, schema)
+        self._rid_map: tuple | None = None  # (table, version, dataset, sorted rids, positions): `vectors_for_rids`
+        self._schema: tuple | None = None  # (table, version, schema)
         self.table = self._open_committed()
         self._read_version()
 
@@ -245,9 +245,14 @@ class RecordStore:
         """The table's schema, read from LanceDB once per version."""
         if self.table is None:
             return pa.schema([])
-        if self._schema is None or self._schema[0] != self.version:
-            self._schema = (self.version, self.table.schema)
-        return self._schema[1]
+        if not self._current(self._schema):
+            self._schema = (self.table, self.version, self.table.schema)
+        return self._schema[2]
+
+    def _current(self, cached: tuple | None) -> bool:
+        """Whether a (table, version, ...) cache entry was made from this table object at its current
+        version (the object too: a table made again under this store starts at version 1 again)."""
+        return cached is not None and cached[0] is self.table and cached[1] == self.version
 
     def columns(self) -> list[str]:
         """Every filterable column (all but the vector); the core ones even before the first add."""
@@ -456,11 +461,10 @@ class RecordStore:
     def _rid_positions(self) -> tuple:
         """(Lance dataset, sorted rids, their row positions) of the current table version, cached
         per version. Positions count live rows in scan order, which is how `take` addresses them."""
-        version = self.version
         cached = self._rid_map
-        if cached is None or cached[0] != version:
+        if not self._current(cached):
             dataset = self.table.to_lance()
             rids = dataset.to_table(columns=["rid"], scan_in_order=True).column("rid").to_numpy().astype(np.int64)
             order = np.argsort(rids, kind="stable")
-            cached = self._rid_map = (version, dataset, rids[order], order.astype(np.int64))
-        return cached[1], cached[2], cached[3]
+            cached = self._rid_map = (self.table, self.version, dataset, rids[order], order.astype(np.int64))
+        return cached[2], cached[3], cached[4]
