@@ -14,7 +14,7 @@ and the process' RSS show, within a few percent; bench/scale.py measures them) a
 plus ~2*M links per vector, so whenever it fits, `ivf` fits with room to spare.
 
 The budget counts the ANN structure only: LanceDB reads its rows from disk (and the re-rank's rid to
-row map, 8 bytes per vector, lives with the store). `auto` without a budget uses `DEFAULT_BUDGET`
+position map, 16 bytes per vector, lives with the store). `auto` without a budget uses `DEFAULT_BUDGET`
 (`RSRAG_ANN_MEMORY_BUDGET`, default 4GiB: IVF up to ~2M 512-d vectors, IVF-PQ beyond).
 """
 
