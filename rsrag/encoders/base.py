@@ -43,8 +43,6 @@ class Preprocess:
     def from_rgb(self, rgb: np.ndarray) -> np.ndarray:
         """(h, w, 3) uint8 -> the same input as `to_array`, without a PIL round trip when no resize is
         needed (scene chips are read at the model's size)."""
-        if rgb.shape[:2] != (self.size, self.size):
-            return self.to_array(Image.fromarray(rgb))
         return self.from_planar(rgb.transpose(2, 0, 1))
 
     def from_planar(self, bands: np.ndarray) -> np.ndarray:

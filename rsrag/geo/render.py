@@ -38,8 +38,8 @@ def mercator_overview(path: str, bands: str | None, stretch: Stretch, max_side: 
     out_w, out_h = max(1, round(scene.width / factor)), max(1, round(scene.height / factor))
     with SceneReader(scene, scene.pick(bands), stretch) as reader:
         rgb, valid = reader.read_raw((0, 0, scene.width, scene.height), (out_w, out_h))
-        rgb8 = reader.stretch.apply(rgb, valid)
-    src = np.concatenate([rgb8.transpose(2, 0, 1), (valid * 255).astype(np.uint8)[None]])
+        bands = reader.stretch.planar(rgb, valid)
+    src = np.concatenate([bands, (valid * 255).astype(np.uint8)[None]])
     left, bottom, right, top = scene.bounds
     src_transform = from_bounds(left, bottom, right, top, out_w, out_h)
     west, south, east, north = transform_bounds(scene.crs, WEB_MERCATOR, left, bottom, right, top, densify_pts=21)

@@ -321,7 +321,7 @@ class Stretch:
 
     def apply(self, stack: np.ndarray, valid: np.ndarray) -> np.ndarray:
         """(3, h, w) raw values -> (h, w, 3) uint8; invalid pixels are 0."""
-        return np.ascontiguousarray(self.planar(stack, valid).transpose(1, 2, 0))
+        return interleaved(self.planar(stack, valid))
 
     def planar(self, stack: np.ndarray, valid: np.ndarray) -> np.ndarray:
         """(3, h, w) raw values -> (3, h, w) uint8 (the layout a model takes); invalid pixels are 0.
@@ -466,27 +466,27 @@ class SceneReader:
                 offsets.append(offset)
                 j += 1
             strip = windows[i:j]
-            if len(strip) > 1:
-                span = strip[-1][0] + width - col0
-                try:
-                    stack, valid = self.read_raw((col0, row0, span, height), (offsets[-1] + size, size))
-                except SceneError:
-                    stack = None
-                if stack is not None:
-                    image = self.stretch.planar(stack, valid)
-                    for offset in offsets:
-                        part = image[:, :, offset:offset + size]
-                        chip = part if planar else np.ascontiguousarray(part.transpose(1, 2, 0))
-                        yield chip, float(valid[:, offset:offset + size].mean())
-                    i = j
-                    continue
-            for window in strip:
-                try:
-                    image, valid = self.read(window, (size, size))
-                    yield (np.ascontiguousarray(image.transpose(2, 0, 1)) if planar else image), valid
-                except SceneError as exc:
+            span = strip[-1][0] + width - col0
+            try:
+                stack, valid = self.read_raw((col0, row0, span, height), (offsets[-1] + size, size))
+            except SceneError as exc:
+                if len(strip) == 1:
                     yield exc
+                else:  # again chip by chip: a corrupt tile costs only its own chips
+                    for window in strip:
+                        yield from self.read_many([window], size, planar=planar)
+                i = j
+                continue
+            image = self.stretch.planar(stack, valid)
+            for offset in offsets:
+                part = image[:, :, offset:offset + size]
+                yield (part if planar else interleaved(part)), float(valid[:, offset:offset + size].mean())
             i = j
+
+
+def interleaved(bands: np.ndarray) -> np.ndarray:
+    """(3, h, w) -> a contiguous (h, w, 3) image."""
+    return np.ascontiguousarray(bands.transpose(1, 2, 0))
 
 
 def _has_mask_band(ds, index: int) -> bool:

@@ -36,9 +36,10 @@ Index types (`IndexSpec`; the string form `"ivf:nlist=1024,nprobe=32"` is what `
   200), IP scans faster (0.36 vs 0.52 ms). With 200 candidates they are equal; L2 with 100 would
   halve the re-rank fetch, the dominant cost, for that table's memory: a possible next step.
   Below 2^nbits vectors (256), too few to train the codes, an ivfpq index is exact (flat) and
-  becomes ivfpq once the collection has that many. Trained on at most max(40*nlist, 16384) vectors; PQ k-means 10 rounds on <= 64 points per code word; no
-  polysemous training (FAISS' factory default, unused here, and most of the build time). Deletes
-  are real (`remove_ids`). bench/scale.py measures memory, recall and latency against raw FAISS.
+  becomes ivfpq once the collection has that many. Trained on at most max(40*nlist, 16384)
+  vectors; PQ k-means 10 rounds on <= 64 points per code word; no polysemous training (FAISS'
+  factory default, unused here, and most of the build time). Deletes are real (`remove_ids`).
+  bench/scale.py measures memory, recall and latency against raw FAISS.
 
 `auto` picks by size and memory (rsrag.index.sizing, given the dimension): flat below `FLAT_MAX`,
 ivf while the float32 vectors fit the memory budget (`auto:budget=BYTES`, default 4 GiB), ivfpq
@@ -51,8 +52,8 @@ vectors took 24 ms with 2 threads (the second thread waits for a busy core) and 
 IVF queries and batches are unaffected. An add of a few rows (a `POST /items`) runs like a few
 queries (7 ms for one IVF add at 300k records on all threads of a busy machine); builds, large adds
 and batch searches use FAISS' default (every core, or `OMP_NUM_THREADS`). OpenMP keeps the thread
-count per calling thread, so `use_threads` changes it only when the kind of work changes: a run of single queries sets it once, not around
-every call, and other threads (a server's other workers, the caller's own FAISS work elsewhere)
+count per calling thread, so `use_threads` changes it only when the kind of work changes: a run of
+single queries sets it once, not around every call, and other threads (a server's other workers, the caller's own FAISS work elsewhere)
 keep theirs. A thread that searched is left at the search setting afterwards.
 
 GPU: when faiss was built with GPU support and a GPU is visible (and `RSRAG_FAISS_GPU` is not
@@ -106,6 +107,7 @@ _PARAMS = {"flat": set(), "ivf": {"nlist", "nprobe"}, "hnsw": {"m", "ef_construc
 _ZERO_OK = {"opq", "rerank"}  # parameters where 0 means "off"
 PQ_TRAIN_MIN = 64 * 256  # PQ k-means wants ~40+ points per code word (256 for 8 bits); more is no better
 ADD_CHUNK = 262_144  # rows per add in `build`: one chunk of float32 in RAM at a time (512 MB at 512-d)
+PQ_NBITS = 8  # bits per PQ code: 256 code words per sub-quantiser
 PQ_RERANK = 100  # candidates re-ranked exactly (with OPQ): recall@10 0.99 at 1M, 0.985 at 10M (module doc)
 VectorsFor = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
@@ -146,7 +148,7 @@ class IndexSpec:
 
             return choose(n, dim, self.params.get("budget")).spec
         params = dict(self.params)
-        if self.kind == "ivfpq" and n < 2 ** params.get("nbits", 8):
+        if self.kind == "ivfpq" and n < 2 ** params.get("nbits", PQ_NBITS):
             return IndexSpec("flat")  # too few vectors to train the codes: exact until there are enough
         if self.kind in ("ivf", "ivfpq"):
             nlist = params.get("nlist") or min(16384, max(64, 2 ** round(math.log2(math.sqrt(max(n, 1))))))
@@ -156,7 +158,7 @@ class IndexSpec:
         if self.kind == "ivfpq":
             d = dim or 0  # default m: the most sub-quantisers up to 64 with at least 4 dimensions each
             m = params.get("m") or (max(x for x in range(1, min(64, d // 4) + 1) if d % x == 0) if d >= 4 else 8)
-            params = {"m": m, "nbits": 8, "opq": 1, "rerank": PQ_RERANK} | params
+            params = {"m": m, "nbits": PQ_NBITS, "opq": 1, "rerank": PQ_RERANK} | params
         elif self.kind == "hnsw":
             params = {"m": 32, "ef_construction": 80, "ef_search": 64} | params
         return IndexSpec(self.kind, params)
@@ -372,12 +374,9 @@ class AnnIndex:
         explicit type changes only from the flat index a small ivfpq starts as."""
         if self.spec.kind == "hnsw" and len(self.tombstones) > 0.1 * max(self.index.ntotal, 1):
             return True
-        if requested.kind != "auto":
-            return requested.resolve(n, self.dim).kind != self.spec.kind
-        wanted = requested.resolve(n, self.dim).kind
-        if wanted != self.spec.kind:
+        if requested.resolve(n, self.dim).kind != self.spec.kind:
             return True
-        return self.spec.kind in ("ivf", "ivfpq") and n > 4 * max(self.trained_n, 1)
+        return requested.kind == "auto" and self.spec.kind in ("ivf", "ivfpq") and n > 4 * max(self.trained_n, 1)
 
     # ---- search --------------------------------------------------------------------------------
     def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None,

@@ -348,11 +348,7 @@ class RecordStore:
         existing = {f.name for f in self.schema()}
         new_cols = {name: types[name] for name in meta if name not in existing}
         if new_cols and self.table is not None:
-            try:
-                self.table.add_columns({n: f"CAST(NULL AS {_SQL_TYPES[t]})" for n, t in new_cols.items()})
-                self.commits += 1
-            finally:
-                self._read_version()
+            self._add_columns(new_cols)
         columns = {
             "rid": pa.array(np.asarray(rids, np.int64)),
             "id": pa.array([str(r.id) for r in records], pa.string()),
@@ -367,8 +363,14 @@ class RecordStore:
         return pa.table(columns)
 
     @_moves_version
+    def _add_columns(self, types: dict[str, pa.DataType]) -> None:
+        """New metadata columns, null in every existing row (one commit)."""
+        self.table.add_columns({n: f"CAST(NULL AS {_SQL_TYPES[t]})" for n, t in types.items()})
+        self.commits += 1
+
     def _create(self, rows: pa.Table) -> None:
-        """The first commit; on an object store another writer may have made the table meanwhile."""
+        """The first commit; on an object store another writer may have made the table meanwhile.
+        Called by `add`, `insert_new` and `upsert`, which re-read the version after it."""
         try:
             self.table = self.db.create_table(TABLE, rows)
         except ValueError as err:
@@ -449,10 +451,10 @@ class RecordStore:
             return np.zeros(0, np.int64), np.zeros((0, self.dim), np.float32)
         dataset, known, positions = self._rid_positions()
         pos = np.minimum(np.searchsorted(known, rids), max(len(known) - 1, 0))
-        found = rids[known[pos] == rids] if len(known) else rids[:0]
+        hit = known[pos] == rids if len(known) else np.zeros(len(rids), bool)
+        found, rows = rids[hit], positions[pos[hit]]
         if not len(found):
             return found, np.zeros((0, self.dim), np.float32)
-        rows = positions[np.searchsorted(known, found)]
         order = np.argsort(rows, kind="stable")  # read in position order: one pass over the fragments
         vectors = np.empty((len(found), self.dim), np.float32)
         vectors[order] = _vectors_of(dataset.take(rows[order], columns=["vector"]), self.dim)
