@@ -53,6 +53,8 @@ def train_encoder_cmd(
     coarser_views: int = typer.Option(0, help="cached coarser-sensor copies of every training image (resolution augmentation)"),
     gsd_range: str = typer.Option("1.5,32", help="coarsening factors of those copies, LOW,HIGH (drawn log-uniformly)"),
     native_share: float = typer.Option(0.5, help="probability a step shows an image at its own resolution"),
+    consistency: float = typer.Option(0.0, help="weight of the cross-resolution loss (each coarser copy must find its "
+                                                "own native embedding; embeds both views every step)"),
     source_temperature: float = typer.Option(1.0, help="source sampling ~ size ** T (1: as they come, 0: equal)"),
     epoch_images: Optional[int] = typer.Option(None, help="images drawn per epoch (default: all)"),
     init_from: Optional[str] = typer.Option(None, help="start from these rs-lite weights (e.g. rs-lite-lite0)"),
@@ -68,7 +70,7 @@ def train_encoder_cmd(
         epochs=epochs, patience=patience, batch_size=batch_size, lr_tail=lr_tail, lr_heads=lr_heads, lr_text=lr_text,
         seed=seed, limit=limit, corpus_sets=tuple(c.strip() for c in corpus.split(",") if c.strip()),
         corpus_root=corpus_root, coarser_views=coarser_views, gsd_range=_range(gsd_range), native_share=native_share,
-        source_temperature=source_temperature, epoch_images=epoch_images, init_from=init_from,
+        consistency=consistency, source_temperature=source_temperature, epoch_images=epoch_images, init_from=init_from,
     )
     command = _invocation()
     result = train_encoder(cfg, weights_name=name, command=command)

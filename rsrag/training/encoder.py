@@ -15,7 +15,11 @@ factor drawn log-uniformly from `gsd_range` by a hash of the image id, so the co
 probability `native_share`, else one of its coarser copies. Label-only corpus images
 (`corpus_sets`, captioned from templates) would make every other image of their class a false
 negative in the contrastive loss, so pairs of one class of one corpus dataset are masked out of it;
-so are repeats of one image in a batch. Sources are sampled with probability proportional to
+so are repeats of one image in a batch. With `consistency` > 0 every step also embeds each image
+both native and through one coarser copy, and a contrastive loss between the two (the native side
+held fixed) asks each coarser copy to land nearest its own native embedding: the caption loss alone
+only teaches a blurred image its captions' words, this teaches it where the sharp image sits in the
+space, which is what zero-shot and search compare it with. Sources are sampled with probability proportional to
 size ** `source_temperature` (1: as they come; 0: every source equally), each epoch drawing
 `epoch_images` images.
 """
@@ -78,6 +82,7 @@ class EncoderTrainConfig:
     coarser_views: int = 0  # cached coarser-sensor copies of every training image
     gsd_range: tuple[float, float] = (1.5, 32.0)  # coarsening factors of those copies (log-uniform)
     native_share: float = 0.5  # probability a step shows an image at its own resolution
+    consistency: float = 0.0  # weight of the cross-resolution loss: a coarser copy must find its own native image
     val_factor: float = 8.0  # with coarser views, early stopping also scores RSICD val this much coarser
     source_temperature: float = 1.0  # sampling probability of a source ~ size ** temperature
     epoch_images: int | None = None  # images drawn per epoch (default: all training images)
@@ -233,18 +238,28 @@ def init_from_weights(heads: RSLiteHeads, config: RSLiteConfig, name: str) -> li
 
 
 def _image_features(data: SplitData, idx: np.ndarray, cfg: EncoderTrainConfig,
-                    rng: np.random.Generator) -> np.ndarray:
-    """Trunk features of images `idx` (float32): each at native resolution with probability
-    `native_share`, else one of its coarser copies at random."""
-    x = np.asarray(data.feats[idx], np.float32)
-    if data.coarser:
-        view = rng.integers(len(data.coarser), size=len(idx))
-        coarse = rng.random(len(idx)) >= cfg.native_share
-        for v, copies in enumerate(data.coarser):
-            rows = np.flatnonzero(coarse & (view == v))
-            if len(rows):
-                x[rows] = copies[idx[rows]]
-    return x
+                    rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Trunk features of images `idx` (float32): native, one coarser copy of each drawn at random
+    (native again without coarser views), and which rows a step shows coarse (probability
+    1 - `native_share`)."""
+    native = np.asarray(data.feats[idx], np.float32)
+    if not data.coarser:
+        return native, native, np.zeros(len(idx), bool)
+    coarse = native.copy()
+    view = rng.integers(len(data.coarser), size=len(idx))
+    for v, copies in enumerate(data.coarser):
+        rows = np.flatnonzero(view == v)
+        if len(rows):
+            coarse[rows] = copies[idx[rows]]
+    return native, coarse, rng.random(len(idx)) >= cfg.native_share
+
+
+def cross_resolution_loss(coarse: torch.Tensor, native: torch.Tensor, scale: torch.Tensor,
+                          mask: torch.Tensor) -> torch.Tensor:
+    """InfoNCE from each coarser copy to its own native embedding among the batch's (held fixed);
+    `mask` removes the same false negatives as the caption loss."""
+    logits = (scale * coarse @ native.detach().T).masked_fill(mask, float("-inf"))
+    return F.cross_entropy(logits, torch.arange(len(coarse)))
 
 
 def train_encoder(cfg: EncoderTrainConfig, weights_name: str | None = "rs-lite-lite0", command: str = "") -> dict:
@@ -306,13 +321,23 @@ def train_encoder(cfg: EncoderTrainConfig, weights_name: str | None = "rs-lite-l
         for start in tqdm(range(0, len(order), cfg.batch_size), desc=f"epoch {epoch + 1}", leave=False):
             idx = np.sort(order[start : start + cfg.batch_size])
             cap = [captions_of[i][int(torch.randint(len(captions_of[i]), (1,), generator=gen))] for i in idx]
-            x = random_dihedral(torch.from_numpy(_image_features(train, idx, cfg, rng)), gen)
-            img = F.normalize(heads.image_proj(heads.tail(x)), dim=-1)
+            native, coarse, shown_coarse = _image_features(train, idx, cfg, rng)
+            mask = false_negative_mask(idx, train.group[idx])
+            scale = heads.logit_scale.exp().clamp(max=100)
+            if cfg.consistency > 0:  # both views through the tail; the caption loss sees the drawn one
+                both = random_dihedral(torch.from_numpy(np.concatenate([native, coarse])), gen)
+                emb = F.normalize(heads.image_proj(heads.tail(both)), dim=-1)
+                img_native, img_coarse = emb[: len(idx)], emb[len(idx):]
+                img = torch.where(torch.from_numpy(shown_coarse)[:, None], img_coarse, img_native)
+            else:
+                x = np.where(shown_coarse[:, None, None, None], coarse, native)
+                img = F.normalize(heads.image_proj(heads.tail(random_dihedral(torch.from_numpy(x), gen))), dim=-1)
             txt = F.normalize(heads.text_proj(text_features(heads, text_model, train, cap)), dim=-1)
-            logits = heads.logit_scale.exp().clamp(max=100) * img @ txt.T
-            logits = logits.masked_fill(false_negative_mask(idx, train.group[idx]), float("-inf"))
+            logits = (scale * img @ txt.T).masked_fill(mask, float("-inf"))
             target = torch.arange(len(idx))
             loss = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+            if cfg.consistency > 0:
+                loss = loss + cfg.consistency * cross_resolution_loss(img_coarse, img_native, scale, mask)
             opt.zero_grad()
             loss.backward()
             opt.step()
