@@ -286,6 +286,33 @@ def test_index_scenes_streams_chips_with_footprints_and_resumes(tmp_path):
     assert again.added == 0 and again.skipped_existing == report.added
 
 
+def test_reader_threads_index_what_one_reader_does_and_report_a_corrupt_tile(tmp_path):
+    """Chips read by several threads, each with its own handle and band of the scene, reading in turns
+    with the model or ahead of it, give the same records, vectors and failures as one reader; a
+    corrupt tile fails only its own chips."""
+    path = write_tif(tmp_path / "tiles.tif", gradient(3, 384, 640), tiled=True)  # 64 px deflate tiles
+    with rasterio.open(path) as ds:  # damage the compressed bytes of one tile (block column 5, row 3)
+        offset = int(ds.get_tag_item("BLOCK_OFFSET_5_3", "TIFF", bidx=1))
+        size = int(ds.get_tag_item("BLOCK_SIZE_5_3", "TIFF", bidx=1))
+    with open(path, "r+b") as f:
+        f.seek(offset)  # from the stream's header on: a damaged header cannot decode as anything
+        f.write(b"\xff" * (size // 2))
+    results = {}
+    for readers, overlap in ((1, False), (3, False), (3, True)):
+        lib = Library.create(tmp_path / f"idx{readers}{overlap}", "geo", encoder=HashEncoder())
+        report = index_scenes(lib, [path], tiling=Tiling(size=128, overlap=32), readers=readers, overlap=overlap)
+        rows = lib.rows(["id", "window", "vector"]).to_pylist()
+        results[readers, overlap] = (report, {r["id"]: (r["window"], np.asarray(r["vector"])) for r in rows})
+    one, chips_one = results[1, False]
+    assert one.failed and all("tiles.tif" in error for _, error in one.failed)
+    assert one.added == len(chips_one) == one.chips - len(one.failed) > 0
+    for report, chips in (results[3, False], results[3, True]):
+        assert sorted(report.failed) == sorted(one.failed) and report.added == one.added
+        assert chips.keys() == chips_one.keys()
+        for rid, (window, vector) in chips_one.items():
+            assert chips[rid][0] == window and np.array_equal(chips[rid][1], vector)
+
+
 def test_chip_read_back_equals_what_was_embedded(tmp_path):
     path = write_tif(tmp_path / "x.tif", gradient(3, 200, 200))
     lib = Library.create(tmp_path / "idx", "geo", encoder=HashEncoder())

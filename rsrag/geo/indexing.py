@@ -1,21 +1,22 @@
-"""Indexing scenes: stream every chip of every scene into a Library, reading while the model computes.
+"""Indexing scenes: stream every chip of every scene into a Library, reading beside the model.
 
-One reader thread walks the scenes window by window (never a whole scene in memory), reads each chip
-through GDAL at the chip size, drops chips that are mostly nodata, computes its footprint and the
-model's input, and hands batches to the caller's thread, which only runs the model and commits the
-vectors to the index in chunks. The queue between the two is short,
-so memory stays bounded by a few batches whatever the scene size. Chips whose ids are already in the
-index are not read again, so an interrupted build resumes where it stopped. A scene that cannot be
-opened, or a window that cannot be read (a corrupt tile of a COG), is reported and skipped; the rest
-goes on.
+The scenes are walked window by window (never a whole scene in memory), READ_GROUP chips at a time:
+a few reader threads, each with its own handle on the scene and its own vertical band of it, read
+the group's chips through GDAL at the chip size, drop chips that are mostly nodata, and compute each
+footprint and model input; the caller's thread runs the model on the group and commits the vectors
+to the index in chunks. Reading and the model take turns when both run on the CPU, and overlap
+when the model runs elsewhere (`_chips`). Memory stays bounded by one group (two when overlapping)
+whatever the scene size. Chips whose ids are already in the index are not read again, so an
+interrupted build resumes where it stopped. A scene that cannot be opened, or a window that cannot be read (a corrupt tile of a COG),
+is reported and skipped; the rest goes on.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
-import threading
+import os
 import time
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
@@ -29,7 +30,7 @@ from rsrag.geo.scene import Scene, SceneError, SceneReader, find_scenes, open_sc
 from rsrag.geo.tiling import ChipWindow, Tiling, chip_windows, count_chips
 
 log = logging.getLogger(__name__)
-READ_GROUP = 256  # chips read, placed and handed on together (a few row strips of a large scene)
+READ_GROUP = 128  # chips read together before the model runs on them (a few row strips of a large scene)
 GDAL_CACHE_BYTES = 128 * 2**20  # GDAL's block cache while reading scenes (its default is 5% of RAM): two
 # rows of 512 px blocks of a 4-band 16-bit Sentinel-2 tile (92 MB), so strips crossing a block boundary
 # decode each block once (64 MB decoded them again: 0.8 ms more per chip)
@@ -79,118 +80,145 @@ def open_scenes(sources: Iterable[str | Path], report: SceneIndexReport, *, sens
     return scenes
 
 
+@dataclass
+class _Part:
+    """What one reader thread made of some chips of a scene: (position in the group, record, model
+    input) per chip worth embedding, the chips that failed, and how many were mostly nodata."""
+
+    chips: list[tuple[int, Any, np.ndarray]] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    nodata: int = 0
+
+
+def _read_part(reader: SceneReader, chips: Sequence[tuple[int, ChipWindow]], tiling: Tiling, names: list[str],
+               preprocess: Any) -> _Part:
+    """Read, check for nodata, place and preprocess `chips` (position, window) of the reader's scene,
+    a row strip at a time (`SceneReader.read_many`)."""
+    part = _Part()
+    if not chips:
+        return part
+    scene = reader.scene
+    windows = [chip for _, chip in chips]
+    places, part.failed = _places(scene, windows)
+    read = reader.read_many([chip.window for chip in windows], tiling.size, planar=True)
+    for (position, chip), place, result in zip(chips, places, read):
+        if isinstance(result, SceneError):
+            part.failed.append((chip_id(scene, chip), str(result)))
+            continue
+        image, valid = result
+        if 1.0 - valid > tiling.max_nodata:
+            part.nodata += 1
+            continue
+        if place is False:  # its footprint failed (in part.failed already)
+            continue
+        part.chips.append((position, chip_record(scene, chip, tiling.size, names, reader.stretch, place),
+                           preprocess.from_planar(image)))
+    return part
+
+
+def _split_by_column(scene: Scene, chips: Sequence[ChipWindow], parts: int) -> list[list[tuple[int, ChipWindow]]]:
+    """(position, chip) lists, one per reader: reader i takes the i-th vertical band of the scene, so
+    each of GDAL's blocks is decoded by one reader's dataset handle (a handle's block cache is its own)."""
+    out: list[list[tuple[int, ChipWindow]]] = [[] for _ in range(parts)]
+    for position, chip in enumerate(chips):
+        out[min(parts - 1, max(0, chip.window[0] * parts // max(1, scene.width)))].append((position, chip))
+    return out
+
+
 def _chips(scenes: Sequence[Scene], tiling: Tiling, bands: str | Sequence[str | int] | None, existing: set[str],
-           report: SceneIndexReport, preprocess: Any) -> Iterator[tuple[Any, np.ndarray]]:
-    """(record, model input) for every chip worth embedding, scene by scene, a row strip at a time
-    (`SceneReader.read_many`): read, checked for nodata, placed and preprocessed here, in the reader
-    thread, so the model's thread only runs the model."""
-    for scene in scenes:
-        try:
-            picked = scene.pick(bands)
-            windows = list(chip_windows(scene, tiling))
-        except (SceneError, BandRuleError, ValueError) as exc:
-            report.failed.append((str(scene.source), str(exc)))
-            continue
-        todo = [c for c in windows if chip_id(scene, c) not in existing]
-        report.skipped_existing += len(windows) - len(todo)
-        if not todo:
-            continue
-        try:
-            reader = SceneReader(scene, picked)
-        except SceneError as exc:
-            report.failed.append((str(scene.source), str(exc)))
-            continue
-        names = [b.name or b.common or str(b.index) for b in picked]
-        with reader:
-            for start in range(0, len(todo), READ_GROUP):
-                group = todo[start:start + READ_GROUP]
-                places = _places(scene, group, report)
-                read = reader.read_many([chip.window for chip in group], tiling.size, planar=True)
-                for chip, place, result in zip(group, places, read):
-                    if isinstance(result, SceneError):
-                        report.failed.append((chip_id(scene, chip), str(result)))
-                        continue
-                    image, valid = result
-                    if 1.0 - valid > tiling.max_nodata:
-                        report.skipped_nodata += 1
-                        continue
-                    if place is False:  # its footprint failed (reported by _places)
-                        continue
-                    yield chip_record(scene, chip, tiling.size, names, reader.stretch, place), preprocess.from_planar(image)
+           report: SceneIndexReport, preprocess: Any, readers: int, overlap: bool
+           ) -> Iterator[tuple[Any, np.ndarray]]:
+    """(record, model input) for every chip worth embedding, scene by scene, READ_GROUP chips at a time.
+
+    Each group is read by `readers` threads at once, each with its own handle on the scene. With
+    `overlap` they read the next group while the caller runs the model on this one: right when the
+    model computes elsewhere (a GPU). Without it, reading and the model take turns, each with every
+    core: faster when the model runs on the same CPU cores, where a reader thread that preempts one
+    of the model's threads stalls the others at their next barrier.
+    """
+    with ThreadPoolExecutor(readers, thread_name_prefix="scene-reader") as pool:
+        for scene in scenes:
+            try:
+                picked = scene.pick(bands)
+                windows = list(chip_windows(scene, tiling))
+            except (SceneError, BandRuleError, ValueError) as exc:
+                report.failed.append((str(scene.source), str(exc)))
+                continue
+            todo = [c for c in windows if chip_id(scene, c) not in existing]
+            report.skipped_existing += len(windows) - len(todo)
+            if not todo:
+                continue
+            try:
+                handles = [SceneReader(scene, picked)]
+                handles += [SceneReader(scene, picked, stretch=handles[0].stretch) for _ in range(readers - 1)]
+            except SceneError as exc:
+                report.failed.append((str(scene.source), str(exc)))
+                continue
+            names = [b.name or b.common or str(b.index) for b in picked]
+
+            def read(start: int) -> list[Future]:
+                """Start reading the group at `start`: one part per handle (a handle serves one thread)."""
+                group = _split_by_column(scene, todo[start:start + READ_GROUP], readers)
+                return [pool.submit(_read_part, h, g, tiling, names, preprocess) for h, g in zip(handles, group)]
+
+            reading: list[Future] = []
+            try:
+                for start in range(0, len(todo), READ_GROUP):
+                    reading = reading or read(start)
+                    parts = [f.result() for f in reading]  # the handles are free again
+                    following = start + READ_GROUP
+                    reading = read(following) if overlap and following < len(todo) else []
+                    for part in parts:
+                        report.failed += part.failed
+                        report.skipped_nodata += part.nodata
+                    for _, record, tensor in sorted((c for part in parts for c in part.chips), key=lambda c: c[0]):
+                        yield record, tensor
+            finally:
+                wait(reading)  # a consumer that stopped early: no handle closes under a reader
+                for handle in handles:
+                    handle.close()
 
 
-def _places(scene: Scene, chips: Sequence[ChipWindow], report: SceneIndexReport) -> list[Footprint | None | bool]:
-    """Footprints of chips of one scene in one reprojection call (None without a CRS; False, reported,
-    where a footprint cannot be reprojected)."""
+def _places(scene: Scene, chips: Sequence[ChipWindow]) -> tuple[list[Footprint | None | bool], list[tuple[str, str]]]:
+    """Footprints of chips of one scene in one reprojection call (None without a CRS; False where a
+    footprint cannot be reprojected, with the (chip, error) failures)."""
     if scene.crs is None:
-        return [None] * len(chips)
+        return [None] * len(chips), []
     try:
-        return list(footprints(scene.crs, [chip_bounds(scene, c) for c in chips]))
+        return list(footprints(scene.crs, [chip_bounds(scene, c) for c in chips])), []
     except FootprintError:
         out: list[Footprint | None | bool] = []
+        failed = []
         for chip in chips:
             try:
                 out.append(chip_place(scene, chip))
             except FootprintError as exc:
-                report.failed.append((chip_id(scene, chip), f"{scene.source}: {exc}"))
+                failed.append((chip_id(scene, chip), f"{scene.source}: {exc}"))
                 out.append(False)
-        return out
+        return out, failed
 
 
-def _batches_in_background(items: Iterator, size: int, depth: int = 3) -> Iterator[list]:
-    """Batches of `items`, produced by a reader thread `depth` batches ahead of the consumer."""
-    out: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-    done = object()
-
-    def put(value: Any) -> bool:
-        """Hand one value to the consumer; False when the consumer has gone away."""
-        while not stop.is_set():
-            try:
-                out.put(value, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def produce() -> None:
-        batch: list = []
-        try:
-            for item in items:
-                batch.append(item)
-                if len(batch) == size:
-                    if not put(batch):
-                        return
-                    batch = []
-            if batch and not put(batch):
-                return
-            put(done)
-        except BaseException as exc:  # re-raised in the consumer
-            put(exc)
-
-    thread = threading.Thread(target=produce, name="scene-reader", daemon=True)
-    thread.start()
-    try:
-        while True:
-            batch = out.get()
-            if batch is done:
-                return
-            if isinstance(batch, BaseException):
-                raise batch
+def _batches(items: Iterator, size: int) -> Iterator[list]:
+    batch: list = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
             yield batch
-    finally:
-        stop.set()
-        thread.join(timeout=5)
+            batch = []
+    if batch:
+        yield batch
 
 
 def index_scenes(library, sources: Iterable[str | Path], *, tiling: Tiling = Tiling(),
                  bands: str | Sequence[str | int] | None = None, sensor: str | None = None, datetime: Any = None,
-                 batch_size: int = 16, chunk_size: int = 2048,
-                 progress: Callable[[int, int], None] | None = None) -> SceneIndexReport:
+                 batch_size: int = 16, chunk_size: int = 2048, readers: int | None = None,
+                 overlap: bool | None = None, progress: Callable[[int, int], None] | None = None) -> SceneIndexReport:
     """Tile, read, embed and add every chip of the scenes under `sources` to `library` (module doc).
 
     `bands`: the band rule (rsrag.geo.bands); `sensor`/`datetime`: override what is read from the
-    files. `progress(done, total)` is called after every batch, total being the chips of all scenes.
+    files. `readers`: reader threads (default: one per CPU core, at most 4); `overlap`: read the next
+    group of chips while the model runs (default: when the encoder computes off the CPU, see `_chips`).
+    `progress(done, total)` is called after every batch, total being the chips of all scenes.
     """
     import rasterio
 
@@ -214,8 +242,11 @@ def index_scenes(library, sources: Iterable[str | Path], *, tiling: Tiling = Til
             pending_vectors.clear()
 
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES):
-        chips = _chips(scenes, tiling, bands, existing, report, encoder.preprocess)
-        for batch in _batches_in_background(chips, batch_size):
+        readers = readers or max(1, min(4, os.cpu_count() or 1))
+        if overlap is None:
+            overlap = str(getattr(encoder, "device", "cpu")) != "cpu"
+        chips = _chips(scenes, tiling, bands, existing, report, encoder.preprocess, readers, overlap)
+        for batch in _batches(chips, batch_size):
             t1 = time.perf_counter()
             vectors = encoder.encode_arrays(np.stack([tensor for _, tensor in batch]))
             report.encode_seconds += time.perf_counter() - t1

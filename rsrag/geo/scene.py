@@ -19,6 +19,7 @@ and compare as times.
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import re
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ import numpy as np
 
 from rsrag.geo.bands import Band, BandRuleError, canonical_sensor, described_bands, resolve_rule, sensor_bands
 
+log = logging.getLogger(__name__)
 RASTER_SUFFIXES = (".tif", ".tiff", ".jp2", ".vrt", ".img")
 STRETCH_PERCENTILES = (2.0, 98.0)
 STRIP_MAX_PX = 4096  # widest strip `SceneReader.read_many` reads at once (output pixels: 11 MB as float32 at 224 px)
@@ -505,10 +507,8 @@ def _outside_mask(win, ds, shape: tuple[int, int]) -> np.ndarray:
 
 
 def _sample_windows(scene: Scene) -> list[tuple[tuple[int, int, int, int], tuple[int, int]]]:
-    """Where the stretch looks: the whole scene decimated when it is small or has overviews, else an
-    even grid of full-resolution windows over the whole scene (8 x 8 windows, about STRETCH_SAMPLE_SIDE^2
-    pixels in all), which costs a fraction of decoding every block of a large uncompressed-overview-less
-    file."""
+    """Where the stretch looks: the whole scene decimated when it is small or has overviews, else
+    `_grid_windows`, which costs a fraction of decoding every block of a large overview-less file."""
     side = max(scene.width, scene.height)
     first = _rasterio_open(scene.sources[scene.bands[0].index].path)
     with first:
@@ -517,11 +517,17 @@ def _sample_windows(scene: Scene) -> list[tuple[tuple[int, int, int, int], tuple
         factor = max(1.0, side / STRETCH_SAMPLE_SIDE)
         out = (max(1, round(scene.width / factor)), max(1, round(scene.height / factor)))
         return [((0, 0, scene.width, scene.height), out)]
+    return _grid_windows(scene)
+
+
+def _grid_windows(scene: Scene) -> list[tuple[tuple[int, int, int, int], tuple[int, int]]]:
+    """An even 8 x 8 grid of full-resolution windows over the whole scene, about STRETCH_SAMPLE_SIDE^2
+    pixels in all."""
     grid = 8
-    size = STRETCH_SAMPLE_SIDE // grid
-    cols = np.linspace(0, scene.width - size, grid).astype(int)
-    rows = np.linspace(0, scene.height - size, grid).astype(int)
-    return [((int(c), int(r), size, size), (size, size)) for r in rows for c in cols]
+    width, height = min(STRETCH_SAMPLE_SIDE // grid, scene.width), min(STRETCH_SAMPLE_SIDE // grid, scene.height)
+    cols = np.unique(np.linspace(0, scene.width - width, grid).astype(int))
+    rows = np.unique(np.linspace(0, scene.height - height, grid).astype(int))
+    return [((int(c), int(r), width, height), (width, height)) for r in rows for c in cols]
 
 
 def scene_stretch(scene: Scene, bands: Sequence[Band], reader: SceneReader | None = None) -> Stretch:
@@ -534,14 +540,27 @@ def scene_stretch(scene: Scene, bands: Sequence[Band], reader: SceneReader | Non
     own = reader is None
     reader = reader or SceneReader(scene, bands, stretch=Stretch())
     stacks, masks = [], []
-    try:
-        for window, out in _sample_windows(scene):
-            stack, valid = reader.read_raw(window, out)
+
+    def sample(windows: list[tuple[tuple[int, int, int, int], tuple[int, int]]]) -> None:
+        for window, out in windows:
+            try:
+                stack, valid = reader.read_raw(window, out)
+            except SceneError as exc:  # a damaged tile costs its samples, not the scene
+                log.warning("stretch of %s: %s", scene.source, exc)
+                continue
             stacks.append(stack.reshape(3, -1))
             masks.append(valid.reshape(-1))
+
+    try:
+        windows = _sample_windows(scene)
+        sample(windows)
+        if not stacks and len(windows) == 1:  # the decimated read met a damaged tile: look around it
+            sample(_grid_windows(scene))
     finally:
         if own:
             reader.close()
+    if not stacks:
+        raise SceneError(f"{scene.source}: no part of the scene could be read")
     stack, valid = np.concatenate(stacks, axis=1), np.concatenate(masks)
     lows, highs = [], []
     for c in range(3):
