@@ -91,6 +91,8 @@ class Encoder(ABC):
     dim: int
     #: image preprocessing
     preprocess: Preprocess
+    #: where the model computes ("cpu", "cuda", ...); scene indexing reads ahead of a model off the CPU
+    device: str = "cpu"
 
     @abstractmethod
     def _encode_arrays(self, batch: np.ndarray) -> np.ndarray:

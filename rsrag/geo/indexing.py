@@ -5,10 +5,10 @@ a few reader threads, each with its own handle on the scene and its own vertical
 the group's chips through GDAL at the chip size, drop chips that are mostly nodata, and compute each
 footprint and model input; the caller's thread runs the model on the group and commits the vectors
 to the index in chunks. Reading and the model take turns when both run on the CPU, and overlap
-when the model runs elsewhere (`_chips`). Memory stays bounded by one group (two when overlapping)
-whatever the scene size. Chips whose ids are already in the index are not read again, so an
-interrupted build resumes where it stopped. A scene that cannot be opened, or a window that cannot be read (a corrupt tile of a COG),
-is reported and skipped; the rest goes on.
+when the model runs elsewhere (`_scene_chips`). Memory stays bounded by one group (two when
+overlapping) whatever the scene size. Chips whose ids are already in the index are not read again,
+so an interrupted build resumes where it stopped. A scene that cannot be opened, or a window that
+cannot be read (a corrupt tile of a COG), is reported and skipped; the rest goes on.
 """
 
 from __future__ import annotations
@@ -128,58 +128,68 @@ def _split_by_column(scene: Scene, chips: Sequence[ChipWindow], parts: int) -> l
 def _chips(scenes: Sequence[Scene], tiling: Tiling, bands: str | Sequence[str | int] | None, existing: set[str],
            report: SceneIndexReport, preprocess: Any, readers: int, overlap: bool
            ) -> Iterator[tuple[Any, np.ndarray]]:
-    """(record, model input) for every chip worth embedding, scene by scene, READ_GROUP chips at a time.
-
-    Each group is read by `readers` threads at once, each with its own handle on the scene. With
-    `overlap` they read the next group while the caller runs the model on this one: right when the
-    model computes elsewhere (a GPU). Without it, reading and the model take turns, each with every
-    core: faster when the model runs on the same CPU cores, where a reader thread that preempts one
-    of the model's threads stalls the others at their next barrier.
-    """
+    """(record, model input) for every chip worth embedding, scene by scene (`_scene_chips`)."""
     with ThreadPoolExecutor(readers, thread_name_prefix="scene-reader") as pool:
         for scene in scenes:
-            try:
-                picked = scene.pick(bands)
-                windows = list(chip_windows(scene, tiling))
-            except (SceneError, BandRuleError, ValueError) as exc:
-                report.failed.append((str(scene.source), str(exc)))
-                continue
-            todo = [c for c in windows if chip_id(scene, c) not in existing]
-            report.skipped_existing += len(windows) - len(todo)
-            if not todo:
-                continue
-            try:
-                handles = [SceneReader(scene, picked)]
-                handles += [SceneReader(scene, picked, stretch=handles[0].stretch) for _ in range(readers - 1)]
-            except SceneError as exc:
-                report.failed.append((str(scene.source), str(exc)))
-                continue
-            names = [b.name or b.common or str(b.index) for b in picked]
+            yield from _scene_chips(pool, scene, tiling, bands, existing, report, preprocess, readers, overlap)
 
-            def read(start: int) -> list[Future]:
-                """Start reading the group at `start`: one part per handle (a handle serves one thread)."""
-                group = _split_by_column(scene, todo[start:start + READ_GROUP], readers)
-                return [pool.submit(_read_part, h, g, tiling, names, preprocess) for h, g in zip(handles, group)]
 
-            reading: list[Future] = []
-            try:
-                for start in range(0, len(todo), READ_GROUP):
-                    reading = reading or read(start)
-                    parts = [f.result() for f in reading]  # the handles are free again
-                    following = start + READ_GROUP
-                    reading = read(following) if overlap and following < len(todo) else []
-                    for part in parts:
-                        report.failed += part.failed
-                        report.skipped_nodata += part.nodata
-                    ordered = sorted((c for part in parts for c in part.chips), key=lambda c: c[0], reverse=True)
-                    del parts
-                    while ordered:  # handed on one by one, each input freed once the model has it
-                        _, record, tensor = ordered.pop()
-                        yield record, tensor
-            finally:
-                wait(reading)  # a consumer that stopped early: no handle closes under a reader
-                for handle in handles:
-                    handle.close()
+def _scene_chips(pool: ThreadPoolExecutor, scene: Scene, tiling: Tiling, bands: str | Sequence[str | int] | None,
+                 existing: set[str], report: SceneIndexReport, preprocess: Any, readers: int, overlap: bool
+                 ) -> Iterator[tuple[Any, np.ndarray]]:
+    """The chips of one scene, READ_GROUP at a time, each group read by `readers` threads at once,
+    each with its own handle on the scene.
+
+    With `overlap` they read the next group while the caller runs the model on this one: right when
+    the model computes elsewhere (a GPU). Without it, reading and the model take turns, each with
+    every core: faster when the model runs on the same CPU cores, where a reader thread that
+    preempts one of the model's threads stalls the others at their next barrier.
+    """
+    try:
+        picked = scene.pick(bands)
+        windows = list(chip_windows(scene, tiling))
+    except (SceneError, BandRuleError, ValueError) as exc:
+        report.failed.append((str(scene.source), str(exc)))
+        return
+    todo = [c for c in windows if chip_id(scene, c) not in existing]
+    report.skipped_existing += len(windows) - len(todo)
+    if not todo:
+        return
+    handles: list[SceneReader] = []
+    try:
+        handles.append(SceneReader(scene, picked))  # computes the scene's stretch, which the others share
+        handles += [SceneReader(scene, picked, stretch=handles[0].stretch) for _ in range(readers - 1)]
+    except SceneError as exc:
+        report.failed.append((str(scene.source), str(exc)))
+        for handle in handles:
+            handle.close()
+        return
+    names = [b.name or b.common or str(b.index) for b in picked]
+
+    def read(start: int) -> list[Future]:
+        """Start reading the group at `start`: one part per handle (a handle serves one thread)."""
+        group = _split_by_column(scene, todo[start:start + READ_GROUP], readers)
+        return [pool.submit(_read_part, h, g, tiling, names, preprocess) for h, g in zip(handles, group)]
+
+    reading: list[Future] = []
+    try:
+        for start in range(0, len(todo), READ_GROUP):
+            reading = reading or read(start)
+            parts = [f.result() for f in reading]  # the handles are free again
+            following = start + READ_GROUP
+            reading = read(following) if overlap and following < len(todo) else []
+            for part in parts:
+                report.failed += part.failed
+                report.skipped_nodata += part.nodata
+            ordered = sorted((c for part in parts for c in part.chips), key=lambda c: c[0], reverse=True)
+            del parts
+            while ordered:  # handed on one by one, each input freed once the model has it
+                _, record, tensor = ordered.pop()
+                yield record, tensor
+    finally:
+        wait(reading)  # a consumer that stopped early: no handle closes under a reader
+        for handle in handles:
+            handle.close()
 
 
 def _places(scene: Scene, chips: Sequence[ChipWindow]) -> tuple[list[Footprint | None | bool], list[tuple[str, str]]]:
@@ -220,7 +230,8 @@ def index_scenes(library, sources: Iterable[str | Path], *, tiling: Tiling = Til
 
     `bands`: the band rule (rsrag.geo.bands); `sensor`/`datetime`: override what is read from the
     files. `readers`: reader threads (default: one per CPU core, at most 4); `overlap`: read the next
-    group of chips while the model runs (default: when the encoder computes off the CPU, see `_chips`).
+    group of chips while the model runs (default: when the encoder computes off the CPU, see
+    `_scene_chips`).
     `progress(done, total)` is called after every batch, total being the chips of all scenes.
     """
     import rasterio
@@ -247,7 +258,7 @@ def index_scenes(library, sources: Iterable[str | Path], *, tiling: Tiling = Til
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES):
         readers = readers or max(1, min(4, os.cpu_count() or 1))
         if overlap is None:
-            overlap = str(getattr(encoder, "device", "cpu")) != "cpu"
+            overlap = str(encoder.device) != "cpu"
         chips = _chips(scenes, tiling, bands, existing, report, encoder.preprocess, readers, overlap)
         for batch in _batches(chips, batch_size):
             t1 = time.perf_counter()
