@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from rsrag.encoders.decoding import batched
 from rsrag.geo.bands import BandRuleError
 from rsrag.geo.chips import chip_bounds, chip_id, chip_place, chip_record
 from rsrag.geo.footprint import Footprint, FootprintError, footprints
@@ -211,17 +212,6 @@ def _places(scene: Scene, chips: Sequence[ChipWindow]) -> tuple[list[Footprint |
         return out, failed
 
 
-def _batches(items: Iterator, size: int) -> Iterator[list]:
-    batch: list = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
 def index_scenes(library, sources: Iterable[str | Path], *, tiling: Tiling = Tiling(),
                  bands: str | Sequence[str | int] | None = None, sensor: str | None = None, datetime: Any = None,
                  batch_size: int = 16, chunk_size: int = 2048, readers: int | None = None,
@@ -260,7 +250,7 @@ def index_scenes(library, sources: Iterable[str | Path], *, tiling: Tiling = Til
         if overlap is None:
             overlap = str(encoder.device) != "cpu"
         chips = _chips(scenes, tiling, bands, existing, report, encoder.preprocess, readers, overlap)
-        for batch in _batches(chips, batch_size):
+        for batch in batched(chips, batch_size):
             t1 = time.perf_counter()
             vectors = encoder.encode_arrays(np.stack([tensor for _, tensor in batch]))
             report.encode_seconds += time.perf_counter() - t1

@@ -245,7 +245,7 @@ def _image_features(data: SplitData, idx: np.ndarray, cfg: EncoderTrainConfig,
     native = np.asarray(data.feats[idx], np.float32)
     if not data.coarser:
         return native, native, np.zeros(len(idx), bool)
-    coarse = native.copy()
+    coarse = np.empty_like(native)  # every row gets one of its copies
     view = rng.integers(len(data.coarser), size=len(idx))
     for v, copies in enumerate(data.coarser):
         rows = np.flatnonzero(view == v)
