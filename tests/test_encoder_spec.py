@@ -143,3 +143,35 @@ def test_rs_lite_indexes_keep_their_weights_when_the_default_changes(tmp_path, m
         assert [h.id for h in lib.search_text("a red square", k=3)] == [h.id for h in want]
     monkeypatch.undo()
     assert create_encoder("rs-lite-v1").id.split("@")[0] == "rs-lite:rs-lite-lite0"  # by name, whatever the default
+
+
+def test_a_config_file_of_ones_own_builds_the_encoder_its_arguments_describe(tmp_path, monkeypatch):
+    """`create_encoder("x.json")` (and so `--encoder x.json`): a checkpoint named beside the config
+    is found from any folder, and the spec holds the arguments, not the file's name."""
+    (tmp_path / "mine").mkdir()
+    ckpt = save_tiny(tmp_path / "mine" / "tiny.pt", seed=0)
+    config = tmp_path / "mine" / "encoder.json"
+    config.write_text(json.dumps({"backend": "openclip", "model": "tiny", "model_config": TINY, "checkpoint": "tiny.pt"}))
+    monkeypatch.chdir(tmp_path)
+    enc = create_encoder(str(config), device="cpu")
+    direct = create_encoder("openclip", model="tiny", model_config=TINY, checkpoint=str(ckpt), device="cpu")
+    assert enc.spec == direct.spec and enc.spec.args["checkpoint"] == str(ckpt.resolve())
+    assert np.allclose(enc.encode_texts(["a harbour"]), direct.encode_texts(["a harbour"]))
+    config.unlink()  # the spec alone makes it again
+    assert np.allclose(create_encoder_from_spec(enc.spec).encode_texts(["a harbour"]), enc.encode_texts(["a harbour"]))
+
+
+@pytest.mark.parametrize("text, message", [
+    (None, "not found"),
+    ("{not json", "not valid JSON"),
+    ('{"model": "tiny"}', 'must be a JSON object with a "backend"'),
+    ('["openclip"]', 'must be a JSON object with a "backend"'),
+    ('{"backend": "no-such-backend"}', "unknown backend 'no-such-backend'"),
+])
+def test_a_bad_config_file_is_named_in_a_clear_error(tmp_path, text, message):
+    config = tmp_path / "encoder.json"
+    if text is not None:
+        config.write_text(text)
+    with pytest.raises(ValueError, match=message) as info:
+        create_encoder(str(config))
+    assert str(config) in str(info.value)

@@ -62,7 +62,8 @@ def _encoder_name(name: str | None) -> str:
     return name or DEFAULT_ENCODER
 
 
-EncoderOpt = typer.Option(None, "--encoder", "-e", help="Encoder name (default: the project default encoder).")
+EncoderOpt = typer.Option(None, "--encoder", "-e",
+                          help="Encoder name or config JSON file (default: the project default encoder).")
 JsonOpt = typer.Option(False, "--json", help="Print the result as JSON instead of a table.")
 OutputOpt = typer.Option(
     None, "--output", "-o", help="JSON results file (default: <results dir>/<command>_<dataset>_<split>_<encoder>.json)."

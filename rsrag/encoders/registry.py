@@ -4,7 +4,9 @@ A *backend* is a class that knows how to build an encoder (`rs-lite`, `openclip`
 registered in `BACKENDS` (an `rsrag.registry.Registry`). A *named config* is a JSON file in
 `encoders/configs/` that fixes a backend plus its arguments, so `create_encoder("rs-lite")` and
 `create_encoder("openclip", model="ViT-B-32", checkpoint="x.pt")` both work. Keyword arguments
-override the config.
+override the config. A path to a config JSON file of one's own (`create_encoder("my/encoder.json")`,
+`rsrag eval ... --encoder my/encoder.json`) is read as its backend plus arguments, so weights one
+trained can be scored and indexed without adding a file to the package.
 
 Every encoder `create_encoder` returns carries its `EncoderSpec` as `encoder.spec`: the name and
 arguments it was made from (except `RUNTIME_ARGS` such as `device`, so an index built on one
@@ -79,6 +81,31 @@ def list_encoders() -> list[str]:
     return sorted(set(_named_configs()) | set(BACKENDS.names()))
 
 
+def read_config_file(path: str | Path) -> tuple[str, dict]:
+    """(backend, arguments) of a config JSON file outside the package. A relative path in it that
+    names a file beside the config (a checkpoint) is made absolute, so the config works from any
+    folder. Its arguments become the spec's own, so an index built with it does not depend on the
+    file staying as it was."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ValueError(f"encoder config file {str(path)!r} not found")
+    try:
+        cfg = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"encoder config file {str(path)!r} is not valid JSON: {exc}") from None
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("backend"), str):
+        raise ValueError(f"encoder config file {str(path)!r} must be a JSON object with a \"backend\" "
+                         f"({', '.join(BACKENDS.names())}) and that backend's arguments")
+    backend = cfg.pop("backend")
+    if backend not in BACKENDS:
+        raise ValueError(f"encoder config file {str(path)!r} names unknown backend {backend!r}")
+    for key, value in cfg.items():
+        if isinstance(value, str) and value and not Path(value).expanduser().is_absolute() \
+                and (path.parent / value).is_file():
+            cfg[key] = str((path.parent / value).resolve())
+    return backend, cfg
+
+
 def _resolve(name: str | None, overrides: dict) -> tuple[str, str, dict]:
     """(name, backend, arguments) for `create_encoder(name, **overrides)`."""
     name = name or DEFAULT_ENCODER
@@ -97,8 +124,11 @@ def _resolve(name: str | None, overrides: dict) -> tuple[str, str, dict]:
 
 
 def create_encoder(name: str | None = None, **overrides) -> Encoder:
-    """Build an encoder by config name or backend name; `overrides` replace config arguments.
-    The encoder's `spec` records how (module doc)."""
+    """Build an encoder by config name, backend name or config file; `overrides` replace config
+    arguments. The encoder's `spec` records how (module doc)."""
+    if name and name.endswith(".json"):
+        backend, file_args = read_config_file(name)
+        return create_encoder(backend, **{**file_args, **overrides})
     name, backend, cfg = _resolve(name, overrides)
     files = {key: _file_stamp(path) for key, path in _file_arguments(cfg).items()}
     encoder = BACKENDS.create(backend, **cfg)
